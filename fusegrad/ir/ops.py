@@ -1,0 +1,457 @@
+"""Every IR op, one definition each: NumPy impl, shape/dtype rule, scalar expression, VJP rule.
+
+VJP rules have the signature `vjp(b, g, node, saved)`: `b` is a graph Builder, `g` the output's
+cotangent, `node` the forward node (for attrs and input shapes) and `saved` the values listed in
+`saves` (input indices, -1 for the output), as nodes of the backward graph. A rule returns one
+cotangent per input; the autodiff pass sums broadcast cotangents back to the input's shape, casts
+them to its dtype, and drops those of inputs that need no gradient. Because the rules emit IR,
+backward graphs can be differentiated again.
+"""
+import numpy as np
+
+from . import dtypes
+from .graph import shape_of
+from .op import ShapeError, defop
+
+# ----------------------------------------------------------------------------- shape rules
+
+
+def broadcast_shapes(name, shapes):
+    first = shapes[0]
+    for s in shapes:
+        if s != first:
+            break
+    else:
+        return first
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for d in range(-ndim, 0):
+        size = 1
+        for k, s in enumerate(shapes):
+            n = s[d] if -d <= len(s) else 1
+            if n != 1:
+                if size != 1 and n != size:
+                    a = next(j for j in range(k) if -d <= len(shapes[j]) and shapes[j][d] == size)
+                    raise ShapeError(
+                        f"{name}: shapes {_fmt(shapes[a])} and {_fmt(s)} are not broadcastable: the size "
+                        f"of tensor {'abc'[a]} ({size}) must match the size of tensor {'abc'[k]} ({n}) "
+                        f"at non-singleton dimension {ndim + d}")
+                size = n
+        out.append(size)
+    return tuple(out)
+
+
+def _fmt(shape):
+    return f"[{', '.join(map(str, shape))}]"
+
+
+def elementwise_infer(name, out_dtype=None):
+    def infer(shapes, dts, attrs):
+        return broadcast_shapes(name, shapes), out_dtype or dts[-1]
+    return infer
+
+
+def in_shape(node, i):
+    return shape_of(node.inputs[i])
+
+
+def reduced_shape(shape, axes, keepdim):
+    if keepdim:
+        return tuple(1 if i in axes else n for i, n in enumerate(shape))
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+# ----------------------------------------------------------------------------- graph sources
+
+defop("placeholder", impl=None, infer=None, kind="source")
+defop("const", impl=lambda value, dtype: (float(value) if dtype.category == 2 else
+                                          bool(value) if dtype.category == 0 else int(value)),
+      infer=lambda shapes, dts, a: ((), a["dtype"]), kind="source")
+defop("full", impl=lambda shape, value, dtype: np.full(shape, value, dtype.np),
+      infer=lambda shapes, dts, a: (tuple(a["shape"]), a["dtype"]), kind="source")
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def unary(name, fn, expr, vjp=None, saves=(), out_dtype=None, **kw):
+    return defop(name, fn, elementwise_infer(name, out_dtype), vjp=vjp, saves=saves, expr=expr,
+                 kind="elementwise", **kw)
+
+
+def binary(name, fn, expr, vjp=None, saves=(), out_dtype=None, **kw):
+    return defop(name, fn, elementwise_infer(name, out_dtype), vjp=vjp, saves=saves, expr=expr,
+                 kind="elementwise", **kw)
+
+
+unary("neg", np.negative, "(-{0})", lambda b, g, n, s: (b.neg(g),))
+unary("exp", np.exp, "np.exp({0})", lambda b, g, n, s: (b.mul(g, s[0]),), saves=(-1,))
+unary("log", np.log, "np.log({0})", lambda b, g, n, s: (b.div(g, s[0]),), saves=(0,))
+unary("sin", np.sin, "np.sin({0})", lambda b, g, n, s: (b.mul(g, b.cos(s[0])),), saves=(0,))
+unary("cos", np.cos, "np.cos({0})", lambda b, g, n, s: (b.neg(b.mul(g, b.sin(s[0]))),), saves=(0,))
+unary("tan", np.tan, "np.tan({0})",
+      lambda b, g, n, s: (b.mul(g, b.add(b.mul(s[0], s[0]), 1)),), saves=(-1,))
+unary("tanh", np.tanh, "np.tanh({0})",
+      lambda b, g, n, s: (b.mul(g, b.sub(1, b.mul(s[0], s[0]))),), saves=(-1,))
+
+
+def _sigmoid(x):
+    # exp of a non-positive number only: no overflow for large |x|.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+unary("sigmoid", _sigmoid, "(1 / (1 + np.exp(-{0})))",
+      lambda b, g, n, s: (b.mul(g, b.mul(s[0], b.sub(1, s[0]))),), saves=(-1,))
+unary("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
+unary("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))
+unary("sign", np.sign, "np.sign({0})")
+unary("floor", np.floor, "np.floor({0})")
+unary("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
+unary("copy", lambda x: np.array(x, copy=True), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
+defop("cast", lambda x, dtype: x.astype(dtype.np),
+      lambda shapes, dts, a: (shapes[0], a["dtype"]), vjp=lambda b, g, n, s: (g,),
+      expr="{dtype}({0})", kind="elementwise", grad_fn="ToCopyBackward0")
+
+binary("add", np.add, "({0} + {1})", lambda b, g, n, s: (g, g))
+binary("sub", np.subtract, "({0} - {1})", lambda b, g, n, s: (g, b.neg(g)))
+binary("mul", np.multiply, "({0} * {1})", lambda b, g, n, s: (b.mul(g, s[1]), b.mul(g, s[0])),
+       saves=(0, 1))
+
+
+def _div_vjp(b, g, n, s):
+    x, y = s
+    gx = b.div(g, y)
+    return gx, b.neg(b.div(b.mul(gx, x), y))
+
+
+binary("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
+binary("floor_divide", np.floor_divide, "({0} // {1})")
+binary("remainder", np.remainder, "({0} % {1})")
+
+
+def _pow_vjp(b, g, n, s):
+    x, y, out = s
+    gx = b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1))))
+    # d/dy x**y = x**y log x, taken as 0 where x == 0 and y >= 0, as PyTorch does.
+    zero_base = b.logical_and(b.eq(x, 0), b.ge(y, 0))
+    gy = b.mul(g, b.where(zero_base, 0, b.mul(out, b.log(x))))
+    return gx, gy
+
+
+binary("pow", np.power, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
+
+
+def _max_min_vjp(wins):
+    def vjp(b, g, n, s):
+        x, y = s
+        gx = b.where(wins(b, x, y), g, b.where(b.eq(x, y), b.mul(g, 0.5), 0))
+        return gx, b.sub(g, gx)
+    return vjp
+
+
+binary("maximum", np.maximum, "max({0}, {1})", _max_min_vjp(lambda b, x, y: b.gt(x, y)), saves=(0, 1))
+binary("minimum", np.minimum, "min({0}, {1})", _max_min_vjp(lambda b, x, y: b.lt(x, y)), saves=(0, 1))
+
+for _name, _fn, _sym in (("eq", np.equal, "=="), ("ne", np.not_equal, "!="), ("lt", np.less, "<"),
+                         ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
+                         ("ge", np.greater_equal, ">=")):
+    binary(_name, _fn, f"({{0}} {_sym} {{1}})", out_dtype=dtypes.bool_)
+binary("logical_and", np.logical_and, "({0} and {1})", out_dtype=dtypes.bool_)
+binary("logical_or", np.logical_or, "({0} or {1})", out_dtype=dtypes.bool_)
+binary("logical_xor", np.logical_xor, "({0} != {1})", out_dtype=dtypes.bool_)
+
+defop("where", np.where, lambda shapes, dts, a: (broadcast_shapes("where", shapes), dts[1]),
+      vjp=lambda b, g, n, s: (None, b.where(s[0], g, 0), b.where(s[0], 0, g)), saves=(0,),
+      expr="({1} if {0} else {2})", kind="elementwise")
+
+# ----------------------------------------------------------------------------- reductions
+
+
+def reduction_infer(name, out_dtype=None):
+    def infer(shapes, dts, a):
+        return reduced_shape(shapes[0], a["axes"], a["keepdim"]), out_dtype or dts[0]
+    return infer
+
+
+def _as_array(fn):
+    def impl(x, axes, keepdim):
+        return np.asarray(fn(x, axis=axes, keepdims=keepdim))
+    return impl
+
+
+def _sum_vjp(b, g, n, s):
+    return (b.expand_reduced(g, in_shape(n, 0), n.attrs["axes"], n.attrs["keepdim"]),)
+
+
+def _extremum_vjp(b, g, n, s):
+    # The cotangent is shared evenly between tied extrema, as PyTorch's amax/amin do.
+    x, out = s
+    shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
+    mask = b.cast(b.eq(x, b.expand_reduced(out, shape, axes, keepdim)), dtype=g.dtype)
+    count = b.sum(mask, axes=axes, keepdim=True)
+    return (b.div(b.mul(b.expand_reduced(g, shape, axes, keepdim), mask), count),)
+
+
+def _prod_vjp(b, g, n, s):
+    # d prod / d x_i is the product of the other elements, computed without dividing by zero:
+    # with no zero it is prod / x_i; with one zero only that element gets the others' product.
+    x, = s
+    shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
+    is_zero = b.eq(x, 0)
+    nonzero = b.where(is_zero, 1, x)
+    zeros = b.sum(b.cast(is_zero, dtype=x.dtype), axes=axes, keepdim=True)
+    prod_nonzero = b.prod(nonzero, axes=axes, keepdim=True)
+    others = b.where(b.eq(zeros, 0), b.div(prod_nonzero, nonzero),
+                     b.where(b.logical_and(b.eq(zeros, 1), is_zero), prod_nonzero, 0))
+    return (b.mul(b.expand_reduced(g, shape, axes, keepdim), others),)
+
+
+defop("sum", _as_array(np.sum), reduction_infer("sum"), vjp=_sum_vjp, kind="reduction")
+defop("amax", _as_array(np.max), reduction_infer("amax"), vjp=_extremum_vjp, saves=(0, -1),
+      kind="reduction")
+defop("amin", _as_array(np.min), reduction_infer("amin"), vjp=_extremum_vjp, saves=(0, -1),
+      kind="reduction")
+defop("prod", _as_array(np.prod), reduction_infer("prod"), vjp=_prod_vjp, saves=(0,), kind="reduction")
+defop("all", _as_array(np.all), reduction_infer("all", dtypes.bool_), kind="reduction")
+defop("any", _as_array(np.any), reduction_infer("any", dtypes.bool_), kind="reduction")
+
+
+def _arg_extremum(fn):
+    def impl(x, axis, keepdim):
+        if axis is None:
+            return np.asarray(fn(x), dtype=np.int64).reshape((1,) * x.ndim if keepdim else ())
+        return np.asarray(fn(x, axis=axis, keepdims=keepdim), dtype=np.int64)
+    return impl
+
+
+def _arg_infer(shapes, dts, a):
+    shape, axis = shapes[0], a["axis"]
+    axes = tuple(range(len(shape))) if axis is None else (axis,)
+    return reduced_shape(shape, axes, a["keepdim"]), dtypes.int64
+
+
+defop("argmax", _arg_extremum(np.argmax), _arg_infer, kind="reduction")
+defop("argmin", _arg_extremum(np.argmin), _arg_infer, kind="reduction")
+
+# ----------------------------------------------------------------------------- movement
+
+
+def _reshape_infer(shapes, dts, a):
+    if int(np.prod(shapes[0])) != int(np.prod(a["shape"])):
+        raise ShapeError(f"reshape: shape '{list(a['shape'])}' is invalid for input of size "
+                         f"{int(np.prod(shapes[0]))}")
+    return tuple(a["shape"]), dts[0]
+
+
+def _expand_infer(shapes, dts, a):
+    shape = tuple(a["shape"])
+    src = shapes[0]
+    lead = len(shape) - len(src)
+    if lead < 0 or any(n != 1 and n != shape[i + lead] for i, n in enumerate(src)):
+        raise ShapeError(f"expand: the expanded size of the tensor must match the existing size at "
+                         f"non-singleton dimensions; got shape {_fmt(src)} and target {_fmt(shape)}")
+    return shape, dts[0]
+
+
+defop("reshape", lambda x, shape: np.reshape(x, shape), _reshape_infer,
+      vjp=lambda b, g, n, s: (b.reshape(g, shape=in_shape(n, 0)),), kind="view", is_view=True,
+      grad_fn="ViewBackward0")
+defop("permute", lambda x, axes: np.transpose(x, axes),
+      lambda shapes, dts, a: (tuple(shapes[0][i] for i in a["axes"]), dts[0]),
+      vjp=lambda b, g, n, s: (b.permute(g, axes=tuple(np.argsort(n.attrs["axes"]).tolist())),),
+      kind="view", is_view=True)
+defop("expand", lambda x, shape: np.broadcast_to(x, shape), _expand_infer,
+      vjp=lambda b, g, n, s: (b.sum_to(g, in_shape(n, 0)),), kind="view", is_view=True)
+
+
+def _cat_infer(shapes, dts, a):
+    axis = a["axis"]
+    first = shapes[0]
+    for s in shapes[1:]:
+        if len(s) != len(first) or any(x != y for i, (x, y) in enumerate(zip(s, first)) if i != axis):
+            raise ShapeError(f"cat: sizes of tensors must match except in dimension {axis}; got "
+                             f"shapes {_fmt(first)} and {_fmt(s)}")
+    return first[:axis] + (sum(s[axis] for s in shapes),) + first[axis + 1:], dts[0]
+
+
+def _cat_vjp(b, g, n, s):
+    axis, out, start = n.attrs["axis"], [], 0
+    for i in range(len(n.inputs)):
+        size = in_shape(n, i)[axis]
+        key = ((("s", None, None, None),) * axis + (("s", start, start + size, None),))
+        out.append(b.index(g, spec=key))
+        start += size
+    return tuple(out)
+
+
+defop("cat", lambda *xs, axis: np.concatenate(xs, axis=axis), _cat_infer, vjp=_cat_vjp)
+
+# ----------------------------------------------------------------------------- indexing
+# An index `spec` is a tuple of hashable items: ("s", start, stop, step) for a slice, ("i", k) for
+# an integer, ("n",) for None, ("e",) for Ellipsis and ("a",) for the next integer-array input.
+
+
+def index_key(spec, arrays):
+    key, k = [], 0
+    for item in spec:
+        tag = item[0]
+        if tag == "s":
+            key.append(slice(item[1], item[2], item[3]))
+        elif tag == "i":
+            key.append(item[1])
+        elif tag == "n":
+            key.append(None)
+        elif tag == "e":
+            key.append(Ellipsis)
+        else:
+            key.append(arrays[k])
+            k += 1
+    return tuple(key)
+
+
+def _index_infer(shapes, dts, a):
+    probe = np.broadcast_to(np.empty((), np.int8), shapes[0])
+    arrays = [np.zeros(s, np.int64) for s in shapes[1:]]
+    try:
+        return probe[index_key(a["spec"], arrays)].shape, dts[0]
+    except IndexError as e:
+        raise ShapeError(f"index: {e} (tensor of shape {_fmt(shapes[0])})") from None
+
+
+def _has_arrays(spec):
+    return any(item[0] == "a" for item in spec)
+
+
+def _index_backward_impl(g, *arrays, spec, shape):
+    out = np.zeros(shape, g.dtype)
+    key = index_key(spec, arrays)
+    if _has_arrays(spec):
+        np.add.at(out, key, g)
+    else:
+        out[key] = g
+    return out
+
+
+def _index_put_impl(x, v, *arrays, spec):
+    out = np.array(x, copy=True)
+    out[index_key(spec, arrays)] = v
+    return out
+
+
+def _index_vjp(b, g, n, s):
+    return (b.index_backward(g, *s, spec=n.attrs["spec"], shape=in_shape(n, 0)),) + (None,) * len(s)
+
+
+def _index_backward_vjp(b, g, n, s):
+    return (b.index(g, *s, spec=n.attrs["spec"]),) + (None,) * len(s)
+
+
+def _index_put_vjp(b, g, n, s):
+    spec = n.attrs["spec"]
+    return ((b.index_put(g, 0, *s, spec=spec), b.index(g, *s, spec=spec)) + (None,) * len(s))
+
+
+defop("index", lambda x, *arrays, spec: x[index_key(spec, arrays)], _index_infer, vjp=_index_vjp,
+      saves=lambda k: tuple(range(1, k)), kind="view", is_view=True, grad_fn="IndexBackward0")
+defop("index_backward", _index_backward_impl,
+      lambda shapes, dts, a: (tuple(a["shape"]), dts[0]), vjp=_index_backward_vjp,
+      saves=lambda k: tuple(range(1, k)))
+defop("index_put", _index_put_impl, lambda shapes, dts, a: (shapes[0], dts[0]), vjp=_index_put_vjp,
+      saves=lambda k: tuple(range(2, k)), grad_fn="CopySlices")
+
+
+def _along_axis_key(idx, axis):
+    grids = np.ogrid[tuple(slice(n) for n in idx.shape)]
+    grids[axis] = idx
+    return tuple(grids)
+
+
+def _scatter_add_impl(src, idx, axis, shape):
+    out = np.zeros(shape, src.dtype)
+    np.add.at(out, _along_axis_key(idx, axis), src)
+    return out
+
+
+defop("gather", lambda x, idx, axis: np.take_along_axis(x, idx, axis=axis),
+      lambda shapes, dts, a: (shapes[1], dts[0]),
+      vjp=lambda b, g, n, s: (b.scatter_add(g, s[0], axis=n.attrs["axis"], shape=in_shape(n, 0)), None),
+      saves=(1,))
+defop("scatter_add", _scatter_add_impl, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
+      vjp=lambda b, g, n, s: (b.gather(g, s[0], axis=n.attrs["axis"]), None), saves=(1,))
+
+# ----------------------------------------------------------------------------- linear algebra
+
+
+def _matmul_infer(shapes, dts, a):
+    xs, ys = shapes
+    if not xs or not ys:
+        raise ShapeError(f"matmul: both arguments need at least 1 dimension, got shapes {_fmt(xs)} "
+                         f"and {_fmt(ys)}")
+    k1 = xs[-1]
+    k2 = ys[-2] if len(ys) > 1 else ys[0]
+    if k1 != k2:
+        m = xs[-2] if len(xs) > 1 else 1
+        n = ys[-1] if len(ys) > 1 else 1
+        raise ShapeError(f"matmul: shapes {_fmt(xs)} and {_fmt(ys)} cannot be multiplied "
+                         f"({m}x{k1} and {k2}x{n})")
+    batch = broadcast_shapes("matmul", (xs[:-2], ys[:-2]))
+    return batch + xs[-2:-1] + ys[-1:] if len(ys) > 1 else batch + xs[-2:-1], dts[0]
+
+
+def _swap_last(b, x):
+    axes = tuple(range(len(x.shape) - 2)) + (len(x.shape) - 1, len(x.shape) - 2)
+    return b.permute(x, axes=axes)
+
+
+def _matmul_vjp(b, g, n, s):
+    x, y = s
+    if len(x.shape) == 1 and len(y.shape) == 1:
+        return b.mul(g, y), b.mul(g, x)
+    x2 = b.reshape(x, shape=(1,) + x.shape) if len(x.shape) == 1 else x
+    y2 = b.reshape(y, shape=y.shape + (1,)) if len(y.shape) == 1 else y
+    g2 = g
+    if len(x.shape) == 1:
+        g2 = b.reshape(g2, shape=g.shape[:-1] + (1,) + g.shape[-1:] if len(y.shape) > 1 else (1,))
+    if len(y.shape) == 1:
+        g2 = b.reshape(g2, shape=g2.shape + (1,))
+    gx = b.reshape(b.sum_to(b.matmul(g2, _swap_last(b, y2)), x2.shape), shape=x.shape)
+    gy = b.reshape(b.sum_to(b.matmul(_swap_last(b, x2), g2), y2.shape), shape=y.shape)
+    return gx, gy
+
+
+defop("matmul", lambda x, y: np.asarray(np.matmul(x, y)), _matmul_infer, vjp=_matmul_vjp,
+      saves=(0, 1), grad_fn="MmBackward0")
+
+
+def _softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _softmax_vjp(b, g, n, s):
+    out, = s
+    dot = b.sum(b.mul(g, out), axes=(n.attrs["axis"],), keepdim=True)
+    return (b.mul(out, b.sub(g, dot)),)
+
+
+def _log_softmax_vjp(b, g, n, s):
+    out, = s
+    total = b.sum(g, axes=(n.attrs["axis"],), keepdim=True)
+    return (b.sub(g, b.mul(b.exp(out), total)),)
+
+
+defop("softmax", _softmax, lambda shapes, dts, a: (shapes[0], dts[0]), vjp=_softmax_vjp,
+      saves=(-1,))
+defop("log_softmax", _log_softmax, lambda shapes, dts, a: (shapes[0], dts[0]), vjp=_log_softmax_vjp,
+      saves=(-1,))
+
+# ----------------------------------------------------------------------------- opaque calls
+# A Python callback on a value (tensor hooks in backward graphs); a graph break for compilers.
+defop("callback", lambda x, fn: fn(x), lambda shapes, dts, a: (shapes[0], dts[0]))
+# The node that stands for a leaf tensor in recorded graphs (PyTorch's AccumulateGrad).
+defop("leaf", impl=None, infer=None, kind="source", grad_fn="AccumulateGrad")

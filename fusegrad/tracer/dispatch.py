@@ -1,0 +1,192 @@
+"""The one path every eager op takes: run the op's NumPy impl now, record a node if grad is needed.
+
+`apply` handles out-of-place ops, `apply_inplace` in-place ones (leaf checks, version counters,
+rebinding the tensor to a new node). Public functions in `functions.py` only normalise their
+arguments (dims, dtype promotion, Python scalars) and then call these."""
+import numpy as np
+
+from ..ir import OPS, ShapeError, dtypes, shape_of
+from ..ir.dtypes import from_numpy_dtype, result_type
+from . import grad_mode
+from .node import RecordedNode, accumulate_node
+from .tensor import Tensor
+
+_new_tensor = Tensor._make
+observers = []   # profiler callbacks: fn(op_name, start_ns, end_ns, shapes)
+
+
+def edge(t):
+    """The graph input standing for tensor `t` in a recorded node."""
+    if t._node is not None:
+        return t._node
+    if t._rg:
+        return accumulate_node(t)
+    return t._data
+
+
+def _dtype_of(value):
+    return from_numpy_dtype(value.dtype) if isinstance(value, np.ndarray) else dtypes.scalar_dtype(value)
+
+
+def op_error(op, inputs, attrs, error):
+    """Turn a NumPy failure into an error that names the op and the operand shapes."""
+    shapes = tuple(shape_of(x._data if isinstance(x, Tensor) else x) for x in inputs)
+    kinds = tuple(_dtype_of(x._data if isinstance(x, Tensor) else x) for x in inputs)
+    if op.infer is not None:
+        op.infer(shapes, kinds, attrs)   # raises ShapeError with the op's own wording
+    if isinstance(error, IndexError):
+        return IndexError(f"{op.name}: {error}")
+    return RuntimeError(f"{op.name}: {error} (operand shapes {', '.join(map(str, shapes))})")
+
+
+def record(op, inputs, arrays, out, out_version, attrs, label):
+    saves = op.saves
+    if type(saves) is not tuple:
+        saves = saves(len(inputs))
+    saved = versions = None
+    if saves:
+        saved = tuple(out if i < 0 else arrays[i] for i in saves)
+        versions = []
+        for i in saves:
+            if i < 0:
+                versions.append((out_version, out_version[0], -1))
+            else:
+                x = inputs[i]
+                if isinstance(x, Tensor) and x._data is arrays[i]:
+                    versions.append((x._vc, x._vc[0], i))
+    return RecordedNode(op, tuple(edge(x) if isinstance(x, Tensor) else x for x in inputs), attrs,
+                        out.shape, from_numpy_dtype(out.dtype), saved, versions, label)
+
+
+def apply(op, inputs, attrs=None, label=None):
+    """Run `op` on Tensors / Python scalars (already of the result dtype) and record it."""
+    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    if observers:
+        start = _now()
+    try:
+        out = op.impl(*arrays, **attrs) if attrs else op.impl(*arrays)
+    except (ValueError, IndexError, TypeError) as e:
+        raise op_error(op, inputs, attrs, e) from None
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    t = _new_tensor(out)
+    if op.is_view:
+        base = inputs[0]
+        if np.may_share_memory(out, base._data):
+            t._vc = base._vc
+            t._base = base._base if base._base is not None else base
+    if grad_mode.enabled and op.differentiable:
+        for x in inputs:
+            if isinstance(x, Tensor) and x._rg:
+                t._rg = True
+                t._node = record(op, inputs, arrays, out, t._vc, attrs, label)
+                break
+    if observers:
+        _notify(op.name, start, arrays)
+    return t
+
+
+def run_inplace(target, compute, name):
+    """target <- compute(target), written into the target's memory, as PyTorch's `op_` variants.
+
+    With grad enabled the computation sees a stand-in with a copy of the old value, so whatever
+    the op saves for backward is not overwritten by the write."""
+    if not grad_mode.enabled:
+        result = compute(target)
+    else:
+        if target._node is None and target._rg:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        old = _new_tensor(target._data.copy())
+        old._node, old._rg = target._node, target._rg
+        result = compute(old)
+        if result._rg:
+            check_inplace(target)
+    out = result._data
+    data = target._data
+    if out.dtype != data.dtype and not np.can_cast(out.dtype, data.dtype, "same_kind"):
+        raise RuntimeError(f"{name}: result type {from_numpy_dtype(out.dtype).name} can't be cast to the "
+                           f"desired output type {from_numpy_dtype(data.dtype).name}")
+    if out.shape != data.shape:
+        raise RuntimeError(f"{name}: output with shape {list(data.shape)} doesn't match the broadcast "
+                           f"shape {list(out.shape)}")
+    write_into(target, out)
+    if result._node is not None:
+        previous = target._node
+        target._node = result._node
+        target._rg = True
+        if previous is not None and previous.retain is not None:
+            target._node.retain, previous.retain = previous.retain, None
+    return target
+
+
+def check_inplace(target):
+    """Refuse in-place writes through views whose autograd history we would have to rewrite."""
+    base = target._base
+    if base is not None and base._rg:
+        if base._node is None:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
+                               "in-place operation.")
+        raise RuntimeError("in-place modification of a view of a tensor that requires grad is not "
+                           "supported; apply the op to the base tensor or clone() the view first")
+    if base is not None:
+        raise RuntimeError("in-place modification of a view with an operand that requires grad is "
+                           "not supported; clone() the view first")
+
+
+def write_into(target, value):
+    """Copy `value` into the target's memory and bump its version counter."""
+    try:
+        np.copyto(target._data, value, casting="unsafe")
+    except ValueError as e:
+        if not target._data.flags.writeable:
+            raise RuntimeError("unsupported operation: more than one element of the written-to tensor "
+                               "refers to a single memory location. Please clone() the tensor before "
+                               "performing the operation.") from None
+        raise RuntimeError(str(e)) from None
+    target._vc[0] += 1
+
+
+def promote_operands(name, operands, float_result=False):
+    """Cast tensor operands to PyTorch's result dtype; Python scalars stay as they are (NumPy
+    treats them as weakly typed, which is PyTorch's rule for scalars too)."""
+    first = None
+    same = True
+    for x in operands:
+        if isinstance(x, Tensor):
+            if first is None:
+                first = x._data.dtype
+            elif x._data.dtype != first:
+                same = False
+    if first is None:
+        raise TypeError(f"{name}: expected at least one Tensor operand")
+    if same:
+        dt = from_numpy_dtype(first)
+        for x in operands:
+            if not isinstance(x, Tensor) and dtypes.scalar_dtype(x).category > dt.category:
+                same = False
+                break
+    if same and not (float_result and from_numpy_dtype(first).category < 2):
+        return operands
+    dt = result_type([(from_numpy_dtype(x._data.dtype), x._data.ndim) if isinstance(x, Tensor) else x
+                      for x in operands])
+    if float_result and dt.category < 2:
+        dt = dtypes.default_float
+    return [cast(x, dt) if isinstance(x, Tensor) else x for x in operands]
+
+
+def cast(t, dtype):
+    if t._data.dtype == dtype.np:
+        return t
+    return apply(OPS["cast"], (t,), {"dtype": dtype})
+
+
+def _now():
+    from time import perf_counter_ns
+    return perf_counter_ns()
+
+
+def _notify(name, start, arrays):
+    end = _now()
+    shapes = [list(a.shape) if isinstance(a, np.ndarray) else [] for a in arrays]
+    for fn in observers:
+        fn(name, start, end, shapes)

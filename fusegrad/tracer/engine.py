@@ -1,0 +1,221 @@
+"""The autograd engine: `backward` and `grad` over the graph recorded by eager ops.
+
+It asks the IR for the symbolic backward graph of the recorded nodes, has the runtime execute it
+(NumPy interpreter, or the tracer's own ops when `create_graph=True` so the result is
+differentiable again), then delivers cotangents: accumulated into leaves' `.grad`, stored for
+`retain_grad()` tensors, or returned by `grad`."""
+import numpy as np
+
+from ..ir import backward_graph
+from ..runtime import run_graph
+from . import grad_mode
+from .dispatch import apply, edge
+from .node import FREED, AccumulateGrad
+from .tensor import Tensor
+
+_new = Tensor._make
+
+
+def _freed_error():
+    return RuntimeError(
+        "Trying to backward through the graph a second time (or directly access saved tensors after they "
+        "have already been freed). Saved intermediate values of the graph are freed when you call "
+        ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the "
+        "graph a second time or if you need to access saved tensors after calling backward.")
+
+
+def _check_versions(node):
+    for counter, version, index in node.versions:
+        if counter[0] != version:
+            shape = list(node.saved[0].shape) if index < 0 else list(
+                node.saved[[i for i in _saves(node)].index(index)].shape)
+            which = "its output" if index < 0 else f"its input {index}"
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: [{_tensor_type(node)} {shape}], saved by {node.name()} ({which}), is at version "
+                f"{counter[0]}; expected version {version} instead. Hint: compute the in-place update on a "
+                f"clone(), or move it after backward().")
+
+
+def _saves(node):
+    saves = node.op.saves
+    return saves if type(saves) is tuple else saves(len(node.inputs))
+
+
+def _tensor_type(node):
+    return {"float32": "torch.FloatTensor", "float64": "torch.DoubleTensor", "float16": "torch.HalfTensor",
+            "int64": "torch.LongTensor", "int32": "torch.IntTensor", "bool": "torch.BoolTensor"}[node.dtype.name]
+
+
+def _saved_arrays(node):
+    saved = node.saved
+    if saved is None:
+        return ()
+    if saved is FREED:
+        raise _freed_error()
+    if node.versions:
+        _check_versions(node)
+    return saved
+
+
+def _saved_tensors(node):
+    """Saved values as tensors that keep their place in the forward graph (for create_graph)."""
+    values = _saved_arrays(node)
+    out = []
+    for i, value in zip(_saves(node), values):
+        if not isinstance(value, np.ndarray):
+            out.append(value)
+            continue
+        source = node if i < 0 else node.inputs[i]
+        if isinstance(source, AccumulateGrad):
+            out.append(source.variable)
+            continue
+        t = _new(value)
+        if source is not None and not isinstance(source, np.ndarray):
+            t._node, t._rg = source, True
+        out.append(t)
+    return out
+
+
+def _hook_runner(hooks, pre_hooks):
+    def run(value):
+        as_tensor = isinstance(value, Tensor)
+        grad = value if as_tensor else _new(value)
+        for hook in list(hooks or ()):
+            result = hook(grad)
+            if result is not None:
+                grad = result
+        for hook in list(pre_hooks or ()):
+            result = hook((grad,))
+            if result is not None:
+                grad = result[0]
+        return grad if as_tensor else grad._data
+    return run
+
+
+def _on_cotangent(b, node, g):
+    hooks = node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
+    if hooks or node.pre_hooks:
+        return b.callback(g, fn=_hook_runner(hooks, node.pre_hooks))
+    return g
+
+
+def _tracer_apply(node, values):
+    return apply(node.op, values, node.attrs)
+
+
+def _root_gradients(tensors, grad_tensors, create_graph):
+    roots, cotangents = [], []
+    grad_tensors = grad_tensors if grad_tensors is not None else (None,) * len(tensors)
+    if len(grad_tensors) != len(tensors):
+        raise RuntimeError(f"got {len(grad_tensors)} gradients for {len(tensors)} outputs")
+    for i, (t, g) in enumerate(zip(tensors, grad_tensors)):
+        if not t._rg:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not have a grad_fn")
+        if g is None:
+            if t._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            g = _new(np.ones(t._data.shape, t._data.dtype))
+        else:
+            g = g if isinstance(g, Tensor) else _new(np.asarray(g, t._data.dtype))
+            if g._data.shape != t._data.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
+                                   f"output[{i}] has a shape of {t.shape}.")
+            if g._data.dtype != t._data.dtype:
+                g = _new(g._data.astype(t._data.dtype))
+        roots.append(edge(t))
+        cotangents.append(g if create_graph else g._data)
+    return roots, cotangents
+
+
+def _run(roots, cotangents, wanted, retain_graph, create_graph):
+    saved = _saved_tensors if create_graph else _saved_arrays
+    graph, outputs, bindings, order = backward_graph(roots, cotangents, wanted, saved, _on_cotangent)
+    if create_graph:
+        with grad_mode.enable_grad():
+            values = run_graph(graph, bindings, _tracer_apply)
+    else:
+        values = run_graph(graph, bindings)
+    if not retain_graph:
+        for node in order:
+            if node.saved is not None:
+                node.saved = FREED
+    results = dict(zip(outputs, values))
+    return results, [n for n in order if id(n) in results], {id(v) for v in bindings}
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate d(tensors)/d(leaf) into each leaf's .grad (or only into `inputs`)."""
+    if isinstance(tensors, Tensor):
+        tensors = (tensors,)
+    if isinstance(grad_tensors, Tensor):
+        grad_tensors = (grad_tensors,)
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    roots, cotangents = _root_gradients(tuple(tensors), grad_tensors, create_graph)
+    if inputs is not None:
+        inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        targets = {id(edge(t)): t for t in inputs}
+        wanted = lambda n: id(n) in targets  # noqa: E731
+    else:
+        wanted = lambda n: isinstance(n, AccumulateGrad) or n.retain is not None  # noqa: E731
+    results, reached, given = _run(roots, cotangents, wanted, retain_graph, create_graph)
+    for node in reached:
+        value = results[id(node)]
+        if isinstance(node, AccumulateGrad):
+            target = node.variable
+        elif node.retain is not None and node.retain() is not None:
+            target = node.retain()
+        elif inputs is not None:
+            target = targets[id(node)]
+        else:
+            continue
+        _accumulate(target, value, create_graph, given)
+
+
+def _accumulate(target, value, create_graph, given):
+    if create_graph:
+        target._grad = value if target._grad is None else target._grad + value
+        return
+    if type(value) is not np.ndarray:
+        value = np.asarray(value)
+    if target._grad is None:
+        if id(value) in given or value.base is not None or not value.flags.writeable:
+            value = value.copy()
+        given.add(id(value))
+        target._grad = _new(value)
+    elif target._grad._rg:
+        target._grad = _new(target._grad._data + value)
+    else:
+        np.add(target._grad._data, value, out=target._grad._data)
+        target._grad._vc[0] += 1
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """The gradients of `outputs` with respect to `inputs`, returned instead of accumulated."""
+    outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if isinstance(grad_outputs, Tensor):
+        grad_outputs = (grad_outputs,)
+    allow_unused = materialize_grads if allow_unused is None else allow_unused
+    for t in inputs:
+        if not t._rg:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    roots, cotangents = _root_gradients(outputs, grad_outputs, create_graph)
+    edges = [edge(t) for t in inputs]
+    target_ids = {id(e) for e in edges}
+    results, _, _ = _run(roots, cotangents, lambda n: id(n) in target_ids, retain_graph, create_graph)
+    grads = []
+    for t, e in zip(inputs, edges):
+        value = results.get(id(e))
+        if value is None:
+            if not allow_unused:
+                raise RuntimeError("One of the differentiated Tensors appears to not have been used in the "
+                                   "graph. Set allow_unused=True if this is the desired behavior.")
+            grads.append(_new(np.zeros(t._data.shape, t._data.dtype)) if materialize_grads else None)
+        elif isinstance(value, Tensor):
+            grads.append(value)
+        else:
+            grads.append(_new(np.asarray(value)))
+    return tuple(grads)

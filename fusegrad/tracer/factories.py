@@ -1,0 +1,278 @@
+"""Tensor factories (tensor, zeros, randn, ...) and the global random number generator."""
+import math
+
+import numpy as np
+
+from ..ir import dtypes as D
+from ..ir.dtypes import from_numpy_dtype
+from .tensor import Tensor, check_device
+
+_new = Tensor._make
+
+
+class _RNG:
+    """The default generator: NumPy's PCG64, reseeded by manual_seed."""
+
+    def __init__(self):
+        self.initial = int(np.random.SeedSequence().entropy % (2 ** 63))
+        self.gen = np.random.Generator(np.random.PCG64(self.initial))
+
+    def seed(self, value):
+        self.initial = int(value)
+        self.gen = np.random.Generator(np.random.PCG64(self.initial))
+        return self.gen
+
+
+default_generator = _RNG()
+
+
+def manual_seed(seed):
+    return default_generator.seed(seed)
+
+
+def seed():
+    return manual_seed(int(np.random.SeedSequence().entropy % (2 ** 63))) and default_generator.initial
+
+
+def initial_seed():
+    return default_generator.initial
+
+
+def get_rng_state():
+    return default_generator.gen.bit_generator.state
+
+
+def set_rng_state(state):
+    default_generator.gen.bit_generator.state = state
+
+
+def _finish(data, requires_grad, device=None):
+    check_device(device, "tensor")
+    t = _new(data)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def _infer_dtype(data):
+    """PyTorch's dtype for nested Python data: bool < int64 < default float."""
+    kind = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, Tensor):
+            d = item.dtype
+            kind = max(kind, d.category)
+        elif isinstance(item, (bool, np.bool_)):
+            pass
+        elif isinstance(item, (int, np.integer)):
+            kind = max(kind, 1)
+        else:
+            kind = 2
+    return (D.bool_, D.int64, D.default_float)[kind]
+
+
+def _to_array(data, dtype):
+    if isinstance(data, Tensor):
+        return np.array(data._data, dtype=dtype.np if dtype else None)
+    if isinstance(data, np.ndarray):
+        return np.array(data, dtype=(dtype.np if dtype else from_numpy_dtype(data.dtype).np))
+    if isinstance(data, np.generic):
+        return np.array(data, dtype=(dtype or from_numpy_dtype(data.dtype)).np)
+    if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
+        data = _unwrap(data)
+    dtype = dtype or _infer_dtype(data)
+    try:
+        return np.array(data, dtype=dtype.np)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"tensor(): could not build a tensor from {type(data).__name__}: {e}") from None
+
+
+def _flat(data):
+    for x in data:
+        if isinstance(x, (list, tuple)):
+            yield from _flat(x)
+        else:
+            yield x
+
+
+def _unwrap(data):
+    if isinstance(data, Tensor):
+        return data._data.tolist()
+    if isinstance(data, (list, tuple)):
+        return [_unwrap(x) for x in data]
+    return data
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors)."""
+    return _finish(_to_array(data, dtype), requires_grad, device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    if isinstance(data, Tensor):
+        return data if dtype is None or dtype == data.dtype else data.to(dtype)
+    if isinstance(data, np.ndarray) and (dtype is None or dtype.np == data.dtype):
+        from_numpy_dtype(data.dtype)
+        return _finish(data, False, device)
+    return tensor(data, dtype=dtype, device=device)
+
+
+asarray = as_tensor
+
+
+def from_numpy(ndarray):
+    """A tensor sharing memory with `ndarray` (no copy)."""
+    if not isinstance(ndarray, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    from_numpy_dtype(ndarray.dtype)
+    return _new(ndarray)
+
+
+def _size(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    size = tuple(int(s) for s in size)
+    for s in size:
+        if s < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
+    return size
+
+
+def _filled(value_fn, size, dtype, device, requires_grad):
+    dtype = dtype or D.default_float
+    return _finish(value_fn(_size(size), dtype.np), requires_grad, device)
+
+
+def zeros(*size, out=None, dtype=None, device=None, requires_grad=False):
+    return _filled(np.zeros, size, dtype, device, requires_grad)
+
+
+def ones(*size, out=None, dtype=None, device=None, requires_grad=False):
+    return _filled(np.ones, size, dtype, device, requires_grad)
+
+
+def empty(*size, out=None, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return _filled(np.empty, size, dtype, device, requires_grad)
+
+
+def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = D.scalar_dtype(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
+    return _finish(np.full(_size((size,)), fill_value, dtype.np), requires_grad, device)
+
+
+def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
+    return _finish(np.eye(n, n if m is None else m, dtype=(dtype or D.default_float).np), requires_grad, device)
+
+
+def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if dtype is None:
+        dtype = D.default_float if any(isinstance(v, float) for v in values) else D.int64
+    start, end, step = values
+    n = max(int(math.ceil((end - start) / step)), 0)
+    data = (start + np.arange(n, dtype=np.float64) * step).astype(dtype.np)
+    return _finish(data, requires_grad, device)
+
+
+def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    dtype = dtype or D.default_float
+    return _finish(np.linspace(float(start), float(end), int(steps)).astype(dtype.np), requires_grad, device)
+
+
+def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
+    dtype = dtype or D.default_float
+    return _finish(np.logspace(start, end, int(steps), base=base).astype(dtype.np), requires_grad, device)
+
+
+def _generator(generator):
+    return generator if generator is not None else default_generator.gen
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    dtype = dtype or D.default_float
+    data = _generator(generator).random(_size(size), dtype=np.float64).astype(dtype.np)
+    return _finish(data, requires_grad, device)
+
+
+def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    dtype = dtype or D.default_float
+    data = _generator(generator).standard_normal(_size(size), dtype=np.float64).astype(dtype.np)
+    return _finish(data, requires_grad, device)
+
+
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
+    if size is None:          # randint(high, size)
+        low, high, size = 0, low, high
+    dtype = dtype or D.int64
+    data = _generator(generator).integers(low, high, _size((size,))).astype(dtype.np)
+    return _finish(data, requires_grad, device)
+
+
+def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    return _finish(_generator(generator).permutation(n).astype((dtype or D.int64).np), requires_grad, device)
+
+
+def normal(mean, std, size=None, *, generator=None):
+    if size is not None:
+        return _new((_generator(generator).normal(mean, std, _size((size,)))).astype(np.float32))
+    m = mean._data if isinstance(mean, Tensor) else mean
+    s = std._data if isinstance(std, Tensor) else std
+    dtype = (mean if isinstance(mean, Tensor) else std)._data.dtype
+    return _new(_generator(generator).normal(m, s).astype(dtype))
+
+
+def _like(fn):
+    def like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None, **kwargs):
+        return fn(*input._data.shape, dtype=dtype or input.dtype, device=device, requires_grad=requires_grad,
+                  **kwargs)
+    like.__name__ = fn.__name__ + "_like"
+    return like
+
+
+zeros_like, ones_like, empty_like, rand_like, randn_like = (
+    _like(f) for f in (zeros, ones, empty, rand, randn))
+
+
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
+    return full(input._data.shape, fill_value, dtype=dtype or input.dtype, device=device,
+                requires_grad=requires_grad)
+
+
+def randint_like(input, low=0, high=None, *, dtype=None, device=None, requires_grad=False):
+    return randint(low, high, input._data.shape, dtype=dtype or input.dtype, device=device)
+
+
+# In-place random fills (nn.init builds on these).
+
+
+def _fill_random(target, values):
+    from .dispatch import write_into
+    from . import grad_mode
+    if grad_mode.enabled and target._node is None and target._rg:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    write_into(target, values)
+    return target
+
+
+def uniform_(self, a=0.0, b=1.0, *, generator=None):
+    return _fill_random(self, _generator(generator).uniform(a, b, self._data.shape))
+
+
+def normal_(self, mean=0.0, std=1.0, *, generator=None):
+    return _fill_random(self, _generator(generator).normal(mean, std, self._data.shape))
+
+
+def bernoulli_(self, p=0.5, *, generator=None):
+    return _fill_random(self, _generator(generator).random(self._data.shape) < p)
+
+
+def random_(self, low=0, high=None, *, generator=None):
+    return _fill_random(self, _generator(generator).integers(low, high, self._data.shape))

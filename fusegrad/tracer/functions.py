@@ -1,0 +1,914 @@
+"""The public op functions (`fusegrad.sin`, `fusegrad.matmul`, ...), also bound as Tensor methods.
+
+Each function normalises its arguments the way PyTorch does (dims, dtype promotion, Python
+scalars) and calls `dispatch.apply` with an IR op. Composites (relu, mean, var, softmax-based
+losses, ...) are written in terms of other functions, so their gradients come from the primitives;
+`_named` gives their output PyTorch's grad_fn name."""
+import builtins
+from collections import namedtuple
+
+import numpy as np
+
+from ..ir import OPS
+from ..ir import dtypes as D
+from ..ir.dtypes import from_numpy_dtype
+from . import grad_mode
+from .dispatch import apply, cast, promote_operands, run_inplace, write_into
+from .indexing import normalize_key
+from .tensor import Tensor, _dim, check_device
+
+_OP = OPS
+_new = Tensor._make
+
+
+def _named(t, label):
+    if t._node is not None:
+        t._node.label = label
+    return t
+
+
+def _tensor(x):
+    """Python scalars stay scalars; arrays and NumPy scalars become (or act as) tensors."""
+    if isinstance(x, Tensor) or type(x) in (float, int, bool):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return _new(x)
+    raise TypeError(f"expected a Tensor or a number, got {type(x).__name__}")
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+
+def _binary(op, a, b, label=None, float_result=False):
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        if a._data.dtype is b._data.dtype and (not float_result or a._data.dtype.kind == "f"):
+            return apply(op, (a, b), None, label)
+    else:
+        a, b = _tensor(a), _tensor(b)
+    a, b = promote_operands(op.name, (a, b), float_result)
+    return apply(op, (a, b), None, label)
+
+
+def add(input, other, *, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return _binary(_OP["add"], input, other)
+
+
+def sub(input, other, *, alpha=1):
+    if alpha != 1:
+        other = mul(other, alpha)
+    return _binary(_OP["sub"], input, other, None if isinstance(input, Tensor) else "RsubBackward1")
+
+
+def rsub(input, other, *, alpha=1):
+    return sub(other, input, alpha=alpha)
+
+
+def mul(input, other):
+    return _binary(_OP["mul"], input, other)
+
+
+def div(input, other, *, rounding_mode=None):
+    if rounding_mode == "floor":
+        return floor_divide(input, other)
+    if rounding_mode == "trunc":
+        q = _binary(_OP["div"], input, other, float_result=True)
+        return _named(mul(sign(q), floor(abs(q))), "DivBackward1")
+    return _binary(_OP["div"], input, other, float_result=True)
+
+
+def true_divide(input, other):
+    return div(input, other)
+
+
+def floor_divide(input, other):
+    return _binary(_OP["floor_divide"], input, other)
+
+
+def remainder(input, other):
+    return _binary(_OP["remainder"], input, other)
+
+
+def pow(input, exponent):
+    label = "PowBackward1" if isinstance(exponent, Tensor) else "PowBackward0"
+    return _binary(_OP["pow"], input, exponent, label)
+
+
+def square(input):
+    return _named(pow(input, 2), "PowBackward0")
+
+
+def maximum(input, other):
+    return _binary(_OP["maximum"], input, other)
+
+
+def minimum(input, other):
+    return _binary(_OP["minimum"], input, other)
+
+
+def _comparison(name):
+    op = _OP[name]
+
+    def compare(input, other):
+        return _binary(op, input, other)
+    compare.__name__ = name
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (_comparison(n) for n in ("eq", "ne", "lt", "le", "gt", "ge"))
+greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
+
+
+def logical_and(input, other):
+    return _binary(_OP["logical_and"], input, other)
+
+
+def logical_or(input, other):
+    return _binary(_OP["logical_or"], input, other)
+
+
+def logical_xor(input, other):
+    return _binary(_OP["logical_xor"], input, other)
+
+
+def logical_not(input):
+    return apply(_OP["logical_not"], (input,))
+
+
+def _float_unary(name):
+    op = _OP[name]
+
+    def fn(input):
+        if input._data.dtype.kind != "f":
+            input = cast(input, D.default_float)
+        return apply(op, (input,))
+    fn.__name__ = name
+    return fn
+
+
+exp, log, sin, cos, tan, tanh, sigmoid, sqrt = (
+    _float_unary(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "sqrt"))
+
+
+def rsqrt(input):
+    return _named(div(1.0, sqrt(input)), "RsqrtBackward0")
+
+
+def log2(input):
+    return _named(div(log(input), float(np.log(2.0))), "Log2Backward0")
+
+
+def log10(input):
+    return _named(div(log(input), float(np.log(10.0))), "Log10Backward0")
+
+
+def log1p(input):
+    return _named(log(add(input, 1)), "Log1PBackward0")
+
+
+def expm1(input):
+    return _named(sub(exp(input), 1), "Expm1Backward0")
+
+
+def neg(input):
+    return apply(_OP["neg"], (input,))
+
+
+negative = neg
+
+
+def abs(input):
+    return apply(_OP["abs"], (input,))
+
+
+absolute = abs
+
+
+def sign(input):
+    return apply(_OP["sign"], (input,))
+
+
+def floor(input):
+    return apply(_OP["floor"], (input,))
+
+
+def reciprocal(input):
+    return _named(div(1.0, input), "ReciprocalBackward0")
+
+
+def where(condition, input=None, other=None):
+    if input is None and other is None:
+        return nonzero(condition, as_tuple=True)
+    input, other = _tensor(input), _tensor(other)
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        input = tensor_from_scalar(input)
+    input, other = promote_operands("where", (input, other))
+    return apply(_OP["where"], (condition, input, other))
+
+
+def tensor_from_scalar(value):
+    return _new(np.asarray(value, D.scalar_dtype(value).np))
+
+
+def relu(input):
+    return _named(where(gt(input, 0), input, 0), "ReluBackward0")
+
+
+def clamp(input, min=None, max=None):
+    if min is None and max is None:
+        raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    out = input
+    if min is not None:
+        out = where(lt(out, min), min, out)
+    if max is not None:
+        out = where(gt(out, max), max, out)
+    return _named(out, "ClampBackward1")
+
+
+clip = clamp
+
+
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return clamp(input, max=max)
+
+
+def lerp(input, end, weight):
+    return _named(add(input, mul(weight, sub(end, input))), "LerpBackward0")
+
+
+def isnan(input):
+    return ne(input, input)
+
+
+def isfinite(input):
+    return _new(np.isfinite(input._data))
+
+
+def isinf(input):
+    return _new(np.isinf(input._data))
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    return bool(np.allclose(input._data, _tensor(other)._data if isinstance(other, Tensor) else other,
+                            rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    other = other._data if isinstance(other, Tensor) else other
+    return _new(np.isclose(input._data, other, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def equal(input, other):
+    return input._data.shape == other._data.shape and bool(np.array_equal(input._data, other._data))
+
+
+# ----------------------------------------------------------------------------- reductions
+
+
+def _axes(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (tuple, list)):
+        axes = tuple(sorted({_dim(d, ndim) for d in dim}))
+        return axes if axes or ndim == 0 else tuple(range(ndim))
+    return (_dim(dim, ndim),) if ndim else ()
+
+
+def _reduce(name, input, dim, keepdim, label0, label1):
+    axes = _axes(dim, input._data.ndim)
+    out = apply(_OP[name], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    return _named(out, label0 if dim is None else label1)
+
+
+def sum(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    elif input._data.dtype.kind in "biu":
+        input = cast(input, D.int64)
+    return _reduce("sum", input, dim, keepdim, "SumBackward0", "SumBackward1")
+
+
+def nansum(input, dim=None, keepdim=False):
+    return sum(where(isnan(input), 0.0, input), dim, keepdim)
+
+
+def mean(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    if input._data.dtype.kind != "f":
+        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating "
+                           f"point or complex dtype. Got: {_type_word(input)}")
+    axes = _axes(dim, input._data.ndim)
+    count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
+    total = apply(_OP["sum"], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    return _named(div(total, count), "MeanBackward0" if dim is None else "MeanBackward1")
+
+
+def _type_word(t):
+    return {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+            "int32": "Int", "bool": "Bool"}[t.dtype.name]
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    return _reduce("prod", input, dim, keepdim, "ProdBackward0", "ProdBackward1")
+
+
+MaxMin = namedtuple("MaxMin", ["values", "indices"])
+torch_return_types_max = MaxMin
+
+
+def _extremum(name, arg, input, dim, keepdim, other):
+    if isinstance(dim, Tensor) and other is None:
+        dim, other = None, dim
+    if other is not None:
+        return (maximum if name == "amax" else minimum)(input, other)
+    if dim is None:
+        if input._data.size == 0:
+            raise RuntimeError(f"{name[1:]}(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
+        return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
+    d = _dim(dim, input._data.ndim)
+    indices = apply(_OP[arg], (input,), {"axis": d, "keepdim": True})
+    values = apply(_OP["gather"], (input, indices), {"axis": d})
+    if not keepdim:
+        values, indices = squeeze(values, d), squeeze(indices, d)
+    return MaxMin(_named(values, name[1:].capitalize() + "Backward0"), indices)
+
+
+def max(input, dim=None, keepdim=False, *, other=None):
+    return _extremum("amax", "argmax", input, dim, keepdim, other)
+
+
+def min(input, dim=None, keepdim=False, *, other=None):
+    return _extremum("amin", "argmin", input, dim, keepdim, other)
+
+
+def amax(input, dim=(), keepdim=False):
+    return _reduce("amax", input, dim if dim != () else None, keepdim, "AmaxBackward0", "AmaxBackward0")
+
+
+def amin(input, dim=(), keepdim=False):
+    return _reduce("amin", input, dim if dim != () else None, keepdim, "AminBackward0", "AminBackward0")
+
+
+def argmax(input, dim=None, keepdim=False):
+    return apply(_OP["argmax"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
+                                           "keepdim": bool(keepdim)})
+
+
+def argmin(input, dim=None, keepdim=False):
+    return apply(_OP["argmin"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
+                                           "keepdim": bool(keepdim)})
+
+
+def all(input, dim=None, keepdim=False):
+    return apply(_OP["all"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
+
+
+def any(input, dim=None, keepdim=False):
+    return apply(_OP["any"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
+
+
+def _correction(unbiased, correction):
+    if correction is not None:
+        return correction
+    return 1 if unbiased is None or unbiased else 0
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    if isinstance(dim, bool):   # var(input, unbiased)
+        dim, unbiased = None, dim
+    axes = _axes(dim, input._data.ndim)
+    count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
+    centered = sub(input, mean(input, axes, keepdim=True))
+    total = sum(mul(centered, centered), axes, keepdim=keepdim)
+    return _named(div(total, builtins.max(count - _correction(unbiased, correction), 0)), "VarBackward0")
+
+
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _named(sqrt(var(input, dim, unbiased, keepdim, correction=correction)), "StdBackward0")
+
+
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return var(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+
+
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    if p in ("fro", 2, 2.0):
+        out = sqrt(sum(mul(input, input), dim, keepdim))
+    elif p in (float("inf"), "inf"):
+        out = amax(abs(input), dim if dim is not None else (), keepdim)
+    elif p in (float("-inf"), "-inf"):
+        out = amin(abs(input), dim if dim is not None else (), keepdim)
+    elif p == 1:
+        out = sum(abs(input), dim, keepdim)
+    elif p == 0:
+        out = sum(ne(input, 0).to(input.dtype), dim, keepdim)
+    else:
+        out = pow(sum(pow(abs(input), p), dim, keepdim), 1.0 / p)
+    return _named(out, "LinalgVectorNormBackward0")
+
+
+def logsumexp(input, dim, keepdim=False):
+    axes = _axes(dim, input._data.ndim)
+    peak = amax(input, axes, keepdim=True).detach()
+    peak = where(isfinite(peak), peak, 0.0)
+    out = add(log(sum(exp(sub(input, peak)), axes, keepdim=True)), peak)
+    return _named(out if keepdim else squeeze(out, axes), "LogsumexpBackward0")
+
+
+def cumsum(input, dim):
+    d = _dim(dim, input._data.ndim)
+    n = input._data.shape[d]
+    tri = _new(np.triu(np.ones((n, n), input._data.dtype)))   # tri[i, j] = 1 for i <= j
+    moved = movedim(input, d, -1)
+    return _named(movedim(matmul(moved, tri), -1, d), "CumsumBackward0")
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def _shape_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _infer_shape(shape, numel, op):
+    if shape.count(-1) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be inferred")
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        if known == 0 or numel % known:
+            raise RuntimeError(f"{op}: shape '{list(shape)}' is invalid for input of size {numel}")
+        shape = tuple(numel // known if s == -1 else s for s in shape)
+    if int(np.prod(shape)) != numel:
+        raise RuntimeError(f"{op}: shape '{list(shape)}' is invalid for input of size {numel}")
+    return shape
+
+
+def reshape(input, *shape):
+    shape = _infer_shape(_shape_args(shape), input._data.size, "reshape")
+    if shape == input._data.shape:
+        return _named(apply(_OP["reshape"], (input,), {"shape": shape}), "ViewBackward0")
+    label = "ViewBackward0" if input._data.flags.c_contiguous else "UnsafeViewBackward0"
+    return _named(apply(_OP["reshape"], (input,), {"shape": shape}), label)
+
+
+def view(input, *shape):
+    if len(shape) == 1 and isinstance(shape[0], D.DType):
+        raise RuntimeError("view(dtype) is not supported; use .to(dtype)")
+    shape = _infer_shape(_shape_args(shape), input._data.size, "view")
+    try:
+        np.reshape(input._data, shape, copy=False)
+    except ValueError:
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one "
+                           "dimension spans across two contiguous subspaces). Use .reshape(...) instead.") from None
+    return _named(apply(_OP["reshape"], (input,), {"shape": shape}), "ViewBackward0")
+
+
+def view_as(input, other):
+    return view(input, other._data.shape)
+
+
+def reshape_as(input, other):
+    return reshape(input, other._data.shape)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    shape = input._data.shape
+    if not shape:
+        return reshape(input, (1,))
+    s, e = _dim(start_dim, len(shape)), _dim(end_dim, len(shape))
+    if s > e:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    new = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+    return reshape(input, new) if new != shape else input
+
+
+def unflatten(input, dim, sizes):
+    shape = input._data.shape
+    d = _dim(dim, len(shape))
+    sizes = _infer_shape(tuple(sizes), shape[d], "unflatten")
+    return reshape(input, shape[:d] + sizes + shape[d + 1:])
+
+
+def squeeze(input, dim=None):
+    shape = input._data.shape
+    if dim is None:
+        new = tuple(n for n in shape if n != 1)
+        label = "SqueezeBackward0"
+    else:
+        axes = set(_axes(dim, len(shape)))
+        new = tuple(n for i, n in enumerate(shape) if not (i in axes and n == 1))
+        label = "SqueezeBackward1"
+    if new == shape:
+        return input if dim is not None and not input._rg else _named(
+            apply(_OP["reshape"], (input,), {"shape": new}), label)
+    return _named(apply(_OP["reshape"], (input,), {"shape": new}), label)
+
+
+def unsqueeze(input, dim):
+    shape = input._data.shape
+    d = _dim(dim, len(shape) + 1)
+    return _named(apply(_OP["reshape"], (input,), {"shape": shape[:d] + (1,) + shape[d:]}),
+                  "UnsqueezeBackward0")
+
+
+def permute(input, *dims):
+    dims = _shape_args(dims)
+    ndim = input._data.ndim
+    if len(dims) != ndim:
+        raise RuntimeError(f"permute(sparse_coo): number of dimensions in the tensor input does not match the "
+                           f"length of the desired ordering of dimensions i.e. input.dim() = {ndim} is not "
+                           f"equal to len(dims) = {len(dims)}")
+    axes = tuple(_dim(d, ndim) for d in dims)
+    if len(set(axes)) != ndim:
+        raise RuntimeError("permute(): duplicate dims are not allowed.")
+    return apply(_OP["permute"], (input,), {"axes": axes})
+
+
+def transpose(input, dim0, dim1):
+    ndim = input._data.ndim
+    if ndim == 0:
+        return input
+    a, b = _dim(dim0, ndim), _dim(dim1, ndim)
+    axes = list(range(ndim))
+    axes[a], axes[b] = axes[b], axes[a]
+    return _named(apply(_OP["permute"], (input,), {"axes": tuple(axes)}), "TransposeBackward0")
+
+
+swapaxes = swapdims = transpose
+
+
+def t(input):
+    if input._data.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
+    if input._data.ndim < 2:
+        return input
+    return _named(transpose(input, 0, 1), "TBackward0")
+
+
+def movedim(input, source, destination):
+    ndim = input._data.ndim
+    src, dst = _dim(source, ndim), _dim(destination, ndim)
+    order = [i for i in range(ndim) if i != src]
+    order.insert(dst, src)
+    return permute(input, order)
+
+
+def expand(input, *sizes):
+    sizes = _shape_args(sizes)
+    shape = input._data.shape
+    lead = len(sizes) - len(shape)
+    if lead < 0:
+        raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
+                           f"the number of dimensions in the tensor ({len(shape)})")
+    target = tuple(shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
+    return apply(_OP["expand"], (input,), {"shape": target})
+
+
+def expand_as(input, other):
+    return expand(input, other._data.shape)
+
+
+def broadcast_to(input, shape):
+    return expand(input, shape)
+
+
+def broadcast_tensors(*tensors):
+    shape = np.broadcast_shapes(*(t._data.shape for t in tensors))
+    return tuple(expand(t, shape) if t._data.shape != shape else t for t in tensors)
+
+
+def contiguous(input, memory_format=None):
+    if input._data.flags.c_contiguous:
+        return input
+    return apply(_OP["copy"], (input,))
+
+
+def clone(input, *, memory_format=None):
+    return apply(_OP["copy"], (input,))
+
+
+def detach(input):
+    return input.detach()
+
+
+def cat(tensors, dim=0):
+    tensors = [t for t in tensors]
+    if not tensors:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    # PyTorch skips 1-D empty tensors when concatenating.
+    kept = [t for t in tensors if not (t._data.ndim == 1 and t._data.size == 0)] or tensors[:1]
+    d = _dim(dim, kept[0]._data.ndim)
+    kept = promote_operands("cat", kept)
+    return apply(_OP["cat"], tuple(kept), {"axis": d})
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0]._data.shape
+    for t_ in tensors[1:]:
+        if t_._data.shape != shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 "
+                               f"and {list(t_._data.shape)} at entry {tensors.index(t_)}")
+    d = _dim(dim, len(shape) + 1)
+    return _named(cat([unsqueeze(t_, d) for t_ in tensors], d), "StackBackward0")
+
+
+def hstack(tensors):
+    return cat(tensors, 0 if tensors[0]._data.ndim == 1 else 1)
+
+
+def vstack(tensors):
+    return cat([t_ if t_._data.ndim > 1 else unsqueeze(t_, 0) for t_ in tensors], 0)
+
+
+def narrow(input, dim, start, length):
+    d = _dim(dim, input._data.ndim)
+    key = (slice(None),) * d + (slice(start, start + length),)
+    return input[key]
+
+
+def select(input, dim, index):
+    d = _dim(dim, input._data.ndim)
+    return input[(slice(None),) * d + (index,)]
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    d = _dim(dim, tensor._data.ndim)
+    n = tensor._data.shape[d]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        if size <= 0 and n:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {n}")
+        sizes = [builtins.min(size, n - i) for i in range(0, n, size)] if n else [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's "
+                               f"size at dimension {d}), but got split_sizes={sizes}")
+    out, start = [], 0
+    for size in sizes:
+        out.append(_named(narrow(tensor, d, start, size), "SplitBackward0"))
+        start += size
+    return tuple(out)
+
+
+def chunk(input, chunks, dim=0):
+    n = input._data.shape[_dim(dim, input._data.ndim)]
+    size = -(-n // chunks) if chunks > 0 else 0
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    return split(input, builtins.max(size, 1), dim)
+
+
+def unbind(input, dim=0):
+    d = _dim(dim, input._data.ndim)
+    return tuple(_named(select(input, d, i), "UnbindBackward0") for i in range(input._data.shape[d]))
+
+
+def gather(input, dim, index):
+    return apply(_OP["gather"], (input, index), {"axis": _dim(dim, input._data.ndim)})
+
+
+def index_select(input, dim, index):
+    d = _dim(dim, input._data.ndim)
+    return _named(input[(slice(None),) * d + (index,)], "IndexSelectBackward0")
+
+
+def masked_fill(input, mask, value):
+    return _named(where(mask, value, input), "MaskedFillBackward0")
+
+
+def nonzero(input, *, as_tuple=False):
+    idx = np.nonzero(input._data)
+    if as_tuple:
+        return tuple(_new(np.ascontiguousarray(i, np.int64)) for i in idx)
+    return _new(np.stack(idx, axis=1).astype(np.int64) if idx else np.zeros((0, 0), np.int64))
+
+
+def tril(input, diagonal=0):
+    mask = _new(np.tril(np.ones(input._data.shape[-2:], bool), diagonal))
+    return _named(where(mask, input, 0), "TrilBackward0")
+
+
+def triu(input, diagonal=0):
+    mask = _new(np.triu(np.ones(input._data.shape[-2:], bool), diagonal))
+    return _named(where(mask, input, 0), "TriuBackward0")
+
+
+def getitem(input, key):
+    spec, arrays = normalize_key(key, input._data.ndim)
+    label = None
+    if not arrays:
+        kinds = {item[0] for item in spec}
+        label = "SelectBackward0" if "i" in kinds else "SliceBackward0"
+        if kinds <= {"n", "e"} or not spec:
+            label = "AliasBackward0" if not spec else "UnsqueezeBackward0"
+    return apply(_OP["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
+
+
+def setitem(input, key, value):
+    spec, arrays = normalize_key(key, input._data.ndim)
+    value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value))
+    if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
+        value = cast(value, input.dtype)
+    if not grad_mode.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
+        if grad_mode.enabled and input._node is None and input._rg:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        from .indexing import key_tuple
+        input._data[key_tuple(spec, arrays)] = value._data if isinstance(value, Tensor) else value
+        input._vc[0] += 1
+        return
+    index_arrays = tuple(_new(a) for a in arrays)
+    run_inplace(input, lambda old: apply(_OP["index_put"], (old, value) + index_arrays, {"spec": spec}),
+                "setitem")
+
+
+# ----------------------------------------------------------------------------- linear algebra
+
+
+def matmul(input, other):
+    if input._data.dtype is not other._data.dtype:
+        input, other = promote_operands("matmul", (input, other))
+    out = apply(_OP["matmul"], (input, other))
+    nx, ny = input._data.ndim, other._data.ndim
+    label = ("DotBackward0" if nx == ny == 1 else "MvBackward0" if ny == 1 and nx == 2 else
+             "MmBackward0" if nx == ny == 2 else "BmmBackward0" if nx == ny == 3 else "MatmulBackward0")
+    return _named(out, label)
+
+
+def mm(input, mat2):
+    if input._data.ndim != 2 or mat2._data.ndim != 2:
+        raise RuntimeError(f"mm: both arguments must be matrices, got {input._data.ndim}-D and "
+                           f"{mat2._data.ndim}-D tensors (shapes {list(input._data.shape)} and "
+                           f"{list(mat2._data.shape)})")
+    return matmul(input, mat2)
+
+
+def bmm(input, mat2):
+    if input._data.ndim != 3 or mat2._data.ndim != 3:
+        raise RuntimeError(f"bmm: both arguments must be 3-D batches of matrices, got shapes "
+                           f"{list(input._data.shape)} and {list(mat2._data.shape)}")
+    if input._data.shape[0] != mat2._data.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: shapes {list(input._data.shape)} and "
+                           f"{list(mat2._data.shape)}")
+    return matmul(input, mat2)
+
+
+def mv(input, vec):
+    return matmul(input, vec)
+
+
+def dot(input, other):
+    if input._data.ndim != 1 or other._data.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {input._data.ndim}D and {other._data.ndim}D tensors")
+    return matmul(input, other)
+
+
+inner = dot
+
+
+def outer(input, vec2):
+    return _named(mul(unsqueeze(input, 1), unsqueeze(vec2, 0)), "OuterBackward0")
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    prod_ = mm(mat1, mat2)
+    if alpha != 1:
+        prod_ = mul(prod_, alpha)
+    return _named(add(mul(input, beta) if beta != 1 else input, prod_), "AddmmBackward0")
+
+
+def softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    if input._data.dtype.kind != "f":
+        input = cast(input, D.default_float)
+    return apply(_OP["softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+
+
+def log_softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    if input._data.dtype.kind != "f":
+        input = cast(input, D.default_float)
+    return apply(_OP["log_softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+
+
+def _implicit_dim(dim, input):
+    if dim is not None:
+        return dim
+    return 0 if input._data.ndim in (0, 1, 3) else 1
+
+
+# ----------------------------------------------------------------------------- types and devices
+
+
+def to(input, *args, **kwargs):
+    dtype = kwargs.pop("dtype", None)
+    dev = kwargs.pop("device", None)
+    kwargs.pop("non_blocking", None)
+    copy = kwargs.pop("copy", False)
+    for a in args:
+        if isinstance(a, D.DType):
+            dtype = a
+        elif isinstance(a, Tensor):
+            dtype = a.dtype
+        elif a is not None:
+            dev = a
+    check_device(dev)
+    if dtype is None or dtype.np == input._data.dtype:
+        return clone(input) if copy else input
+    return cast(input, dtype)
+
+
+def type_as(input, other):
+    return to(input, other.dtype)
+
+
+def _converter(dtype):
+    def convert(input, memory_format=None):
+        return to(input, dtype)
+    return convert
+
+
+# ----------------------------------------------------------------------------- in-place variants
+
+
+def _inplace(fn, name):
+    def method(self, *args, **kwargs):
+        return run_inplace(self, lambda old: fn(old, *args, **kwargs), name)
+    method.__name__ = name
+    return method
+
+
+def zero_(input):
+    return fill_(input, 0)
+
+
+def fill_(input, value):
+    if grad_mode.enabled and input._node is None and input._rg:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    value = value.item() if isinstance(value, Tensor) else value
+    write_into(input, value)
+    if grad_mode.enabled and input._node is not None:
+        input._node, input._rg = None, False   # the old history no longer reaches this value
+    return input
+
+
+def copy_(input, src, non_blocking=False):
+    src = src if isinstance(src, Tensor) else _new(np.asarray(src))
+    shape = input._data.shape
+
+    def copied(old):
+        value = to(src, input.dtype)
+        return clone(expand(value, shape) if value._data.shape != shape else value)
+    return run_inplace(input, copied, "copy_")
+
+
+INPLACE = {
+    "add_": add, "sub_": sub, "mul_": mul, "div_": div, "pow_": pow, "neg_": neg, "abs_": abs,
+    "exp_": exp, "log_": log, "sin_": sin, "cos_": cos, "tan_": tan, "tanh_": tanh, "sigmoid_": sigmoid,
+    "sqrt_": sqrt, "relu_": relu, "clamp_": clamp, "clamp_min_": clamp_min, "clamp_max_": clamp_max,
+    "maximum_": maximum, "minimum_": minimum, "square_": square, "reciprocal_": reciprocal,
+    "floor_": floor, "sign_": sign, "masked_fill_": masked_fill, "lerp_": lerp, "true_divide_": div,
+    "log1p_": log1p, "expm1_": expm1, "rsqrt_": rsqrt, "clip_": clamp,
+}
+for _name, _fn in INPLACE.items():
+    globals()[_name] = _inplace(_fn, _name)
+
+float_ = _converter(D.float32)
+double = _converter(D.float64)
+half = _converter(D.float16)
+long = _converter(D.int64)
+int_ = _converter(D.int32)
+bool__ = _converter(D.bool_)
+
+__all__ = sorted(
+    name for name, value in list(globals().items())
+    if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == __name__
+    and name not in ("float_", "int_", "bool__", "double", "half", "long", "getitem", "setitem",
+                     "tensor_from_scalar", "MaxMin", "torch_return_types_max"))

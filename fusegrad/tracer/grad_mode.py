@@ -1,0 +1,83 @@
+"""Grad modes: whether eager ops record nodes for autograd (no_grad, enable_grad, inference_mode)."""
+import functools
+
+enabled = True   # read directly by the dispatcher on every op
+
+
+def is_grad_enabled():
+    return enabled
+
+
+def _set(mode):
+    global enabled
+    enabled = bool(mode)
+
+
+class _GradMode:
+    """A context manager that also works as a decorator, like torch.no_grad."""
+
+    mode = True
+
+    def __enter__(self):
+        self._previous = enabled
+        _set(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _set(self._previous)
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__():
+                return fn(*args, **kwargs)
+        return wrapper
+
+    def clone(self):
+        return self.__class__()
+
+
+class no_grad(_GradMode):
+    mode = False
+
+
+class enable_grad(_GradMode):
+    mode = True
+
+
+class inference_mode(_GradMode):
+    def __init__(self, mode=True):
+        self.mode = not mode
+        self._flag = mode
+
+    def __call__(self, fn):
+        flag = self._flag
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(flag):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class set_grad_enabled(_GradMode):
+    """Sets the mode at construction, so `set_grad_enabled(False)` works as a plain call too."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+        self._previous = enabled
+        _set(mode)
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, fn):
+        _set(self._previous)
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return wrapper

@@ -1,0 +1,357 @@
+"""The Tensor: a NumPy array, plus the recorded node that produced it when autograd tracks it.
+
+Ops are attached as methods by `functions.py`; this module holds the state and the protocol
+methods (conversion, printing, autograd entry points)."""
+import warnings
+
+import numpy as np
+
+from ..ir import dtypes
+from ..ir.dtypes import from_numpy_dtype
+from . import printing
+
+
+class Size(tuple):
+    """torch.Size: a tuple of ints that prints as `torch.Size([2, 3])`."""
+
+    def __repr__(self):
+        return f"torch.Size({list(self)})"
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+class device:
+    """A device: "cpu" or "cuda[:index]"."""
+
+    def __init__(self, spec, index=None):
+        if isinstance(spec, device):
+            spec, index = spec.type, spec.index
+        kind, _, number = str(spec).partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
+        self.type = kind
+        self.index = int(number) if number else index
+
+    def __eq__(self, other):
+        other = device(other) if isinstance(other, str) else other
+        return isinstance(other, device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+
+CPU = device("cpu")
+
+
+def check_device(spec, op="to"):
+    if spec is not None and device(spec).type != "cpu":
+        raise RuntimeError(f"{op}: device {str(spec)!r} is not supported yet: fusegrad tensors live on the "
+                           "CPU (the CUDA backend is planned); use device='cpu'")
+
+
+class Tensor:
+    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_base", "_accum", "_hooks", "__weakref__")
+    __hash__ = object.__hash__
+    __array_priority__ = 1000   # NumPy defers to our reflected operators
+
+    def __init__(self, *args):
+        from .factories import tensor
+        if len(args) == 1 and not isinstance(args[0], int):
+            data = tensor(args[0], dtype=dtypes.float32)._data
+        else:
+            data = np.empty(tuple(args), np.float32)
+        Tensor._init(self, data)
+
+    @staticmethod
+    def _init(t, data):
+        t._data = data
+        t._node = None
+        t._rg = False
+        t._grad = None
+        t._vc = [0]
+        t._base = None
+        t._accum = None
+        t._hooks = None
+
+    @classmethod
+    def _make(cls, data):
+        t = object.__new__(Tensor)
+        t._data = data
+        t._node = None
+        t._rg = False
+        t._grad = None
+        t._vc = [0]
+        t._base = None
+        t._accum = None
+        t._hooks = None
+        return t
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def shape(self):
+        return Size(self._data.shape)
+
+    def size(self, dim=None):
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[_dim(dim, self._data.ndim)]
+
+    @property
+    def dtype(self):
+        return from_numpy_dtype(self._data.dtype)
+
+    @property
+    def device(self):
+        return CPU
+
+    @property
+    def is_cuda(self):
+        return False
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    def dim(self):
+        return self._data.ndim
+
+    ndimension = dim
+
+    def numel(self):
+        return self._data.size
+
+    nelement = numel
+
+    def element_size(self):
+        return self._data.itemsize
+
+    def stride(self, dim=None):
+        strides = tuple(s // self._data.itemsize for s in self._data.strides)
+        return strides if dim is None else strides[_dim(dim, self._data.ndim)]
+
+    def is_contiguous(self, memory_format=None):
+        return self._data.flags.c_contiguous
+
+    def is_floating_point(self):
+        return self._data.dtype.kind == "f"
+
+    @property
+    def is_leaf(self):
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        return self._node
+
+    @property
+    def requires_grad(self):
+        return self._rg
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        if self._node is not None:
+            raise RuntimeError("you can only change requires_grad flags of leaf variables. If you want to "
+                               "use a computed variable in a subgraph that doesn't require differentiation "
+                               "use var_no_grad = var.detach().")
+        if value and self._data.dtype.kind != "f":
+            raise RuntimeError("only Tensors of floating point dtype can require gradients")
+        self._rg = bool(value)
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad(self):
+        if self._node is not None and self._node.retain is None:
+            warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
+                          ".grad attribute won't be populated during autograd.backward(). If you indeed want "
+                          "the .grad field to be populated for a non-leaf Tensor, use .retain_grad() on the "
+                          "non-leaf Tensor.", UserWarning, stacklevel=2)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type "
+                                f"{type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: expected "
+                                   f"{list(self._data.shape)}, got {list(value._data.shape)}")
+        self._grad = value
+
+    @property
+    def retains_grad(self):
+        return self._node is not None and self._node.retain is not None
+
+    @property
+    def _version(self):
+        return self._vc[0]
+
+    @property
+    def data(self):
+        """The same memory without autograd history (and with a version counter of its own)."""
+        return Tensor._make(self._data)
+
+    @data.setter
+    def data(self, value):
+        self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self, force=False):
+        if self._rg and not force:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                               "instead.")
+        return self._data
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.numpy()
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def item(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self._data.reshape(()))
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return iter(self.unbind(0))
+
+    def __format__(self, spec):
+        if self._data.ndim == 0:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def __repr__(self):
+        suffixes = []
+        if self._node is not None:
+            suffixes.append(f"grad_fn=<{self._node.name()}>")
+        elif self._rg:
+            suffixes.append("requires_grad=True")
+        dt = self.dtype
+        default = dt is dtypes.default_float or dt is dtypes.int64 or dt is dtypes.bool_
+        return printing.format_tensor(self._data, dtype_name=repr(dt), is_default_dtype=default,
+                                      suffixes=suffixes)
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        return (_rebuild, (self._data, self._rg))
+
+    def __deepcopy__(self, memo):
+        if self._node is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the "
+                               "deepcopy protocol at the moment.")
+        t = Tensor._make(self._data.copy())
+        t._rg = self._rg
+        if self._grad is not None:
+            t._grad = Tensor._make(self._grad._data.copy())
+        memo[id(self)] = t
+        return t
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from .engine import backward
+        backward((self,), None if gradient is None else (gradient,), retain_graph, create_graph, inputs)
+
+    def retain_grad(self):
+        if not self._rg:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._node is not None and self._node.retain is None:
+            import weakref
+            self._node.retain = weakref.ref(self)
+
+    def register_hook(self, hook):
+        """Call hook(grad) when this tensor's gradient is computed; a returned tensor replaces it."""
+        from .node import RemovableHandle
+        if not self._rg:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        # A leaf keeps its hooks itself; a computed tensor's hooks live on its node, so they run
+        # even when the tensor object is gone before backward.
+        owner = self if self._node is None else self._node
+        if owner._hooks is None:
+            owner._hooks = []
+        owner._hooks.append(hook)
+        return RemovableHandle(owner._hooks, hook)
+
+    def detach(self):
+        t = Tensor._make(self._data)
+        t._vc = self._vc
+        t._base = self._base
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._base._rg:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self._node = None
+        self._rg = False
+        return self
+
+    # ------------------------------------------------------------------ devices and types
+    def to(self, *args, **kwargs):
+        from .functions import to
+        return to(self, *args, **kwargs)
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None):
+        check_device("cuda", "cuda")
+
+    def type(self, dtype=None):
+        if dtype is None:
+            return {"float32": "torch.FloatTensor", "float64": "torch.DoubleTensor",
+                    "float16": "torch.HalfTensor", "int64": "torch.LongTensor",
+                    "int32": "torch.IntTensor", "bool": "torch.BoolTensor"}[self.dtype.name]
+        return self.to(dtype)
+
+
+def _rebuild(data, requires_grad):
+    t = Tensor._make(data)
+    t._rg = requires_grad
+    return t
+
+
+def _dim(dim, ndim):
+    """Normalise a possibly negative dim, raising PyTorch's IndexError when out of range."""
+    lo, hi = -max(ndim, 1), max(ndim, 1) - 1
+    if not lo <= dim <= hi:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})")
+    return dim + max(ndim, 1) if dim < 0 else dim
