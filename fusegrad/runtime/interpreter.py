@@ -5,6 +5,8 @@ the NumPy evaluation (the tracer passes its own ops to record a graph of the gra
 `create_graph=True` makes backward graphs differentiable)."""
 import numpy as np
 
+from .events import notify, now, observers
+
 
 def _numpy_apply(node, values):
     attrs = node.attrs
@@ -22,7 +24,13 @@ def run_graph(graph, bindings, apply=None):
     keep = {id(o) for o in graph.outputs}
     with np.errstate(all="ignore"):   # log(0), 0/0 and overflow give inf/nan, as in PyTorch
         for node in graph.nodes:
-            env[id(node)] = apply(node, [env[id(v)] for v in node.inputs])
+            values = [env[id(v)] for v in node.inputs]
+            if observers and apply is _numpy_apply:   # tracer ops report themselves
+                start = now()
+                env[id(node)] = apply(node, values)
+                notify(node.op.name, start, values)
+            else:
+                env[id(node)] = apply(node, values)
             for v in node.inputs:   # free intermediates after their last use
                 key = id(v)
                 remaining[key] -= 1

@@ -7,12 +7,12 @@ import numpy as np
 
 from ..ir import OPS, ShapeError, dtypes, shape_of
 from ..ir.dtypes import from_numpy_dtype, result_type
+from ..runtime.events import notify, now, observers
 from . import grad_mode
 from .node import RecordedNode, accumulate_node
 from .tensor import Tensor
 
 _new_tensor = Tensor._make
-observers = []   # profiler callbacks: fn(op_name, start_ns, end_ns, shapes)
 
 
 def edge(t):
@@ -62,7 +62,7 @@ def apply(op, inputs, attrs=None, label=None):
     """Run `op` on Tensors / Python scalars (already of the result dtype) and record it."""
     arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
     if observers:
-        start = _now()
+        start = now()
     try:
         out = op.impl(*arrays, **attrs) if attrs else op.impl(*arrays)
     except (ValueError, IndexError, TypeError) as e:
@@ -82,7 +82,7 @@ def apply(op, inputs, attrs=None, label=None):
                 t._node = record(op, inputs, arrays, out, t._vc, attrs, label)
                 break
     if observers:
-        _notify(op.name, start, arrays)
+        notify(op.name, start, arrays)
     return t
 
 
@@ -178,15 +178,3 @@ def cast(t, dtype):
     if t._data.dtype == dtype.np:
         return t
     return apply(OPS["cast"], (t,), {"dtype": dtype})
-
-
-def _now():
-    from time import perf_counter_ns
-    return perf_counter_ns()
-
-
-def _notify(name, start, arrays):
-    end = _now()
-    shapes = [list(a.shape) if isinstance(a, np.ndarray) else [] for a in arrays]
-    for fn in observers:
-        fn(name, start, end, shapes)
