@@ -270,7 +270,8 @@ class Tensor:
         return printing.format_tensor(self._data, dtype_name=repr(dt), is_default_dtype=default,
                                       suffixes=suffixes)
 
-    __str__ = __repr__
+    def __str__(self):
+        return self.__repr__()
 
     def __reduce__(self):
         return (_rebuild, (self._data, self._rg))
