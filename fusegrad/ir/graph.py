@@ -50,6 +50,7 @@ class Graph:
         self.nodes = nodes
         self.inputs = inputs
         self.outputs = outputs
+        self.release = None   # {node: values read for the last time by it}, set by passes
 
     def __str__(self):
         return format_nodes(self.nodes, self.inputs, self.outputs)
@@ -100,10 +101,13 @@ class Builder:
         return node
 
     def emit(self, op, inputs, attrs=None):
-        if any(not isinstance(v, Node) for v in inputs):
+        try:
+            shapes = [v.shape for v in inputs]
+        except AttributeError:   # Python scalars among the inputs
             like = next((v.dtype for v in inputs if isinstance(v, Node)), None)
             inputs = tuple(v if isinstance(v, Node) else self.const(v, like) for v in inputs)
-        shape, dtype = op.infer(tuple(v.shape for v in inputs), tuple(v.dtype for v in inputs), attrs)
+            shapes = [v.shape for v in inputs]
+        shape, dtype = op.infer(shapes, [v.dtype for v in inputs], attrs)
         node = Node(op, inputs, attrs, shape, dtype)
         self.nodes.append(node)
         return node

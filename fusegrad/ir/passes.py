@@ -3,12 +3,21 @@ from .graph import Graph
 
 
 def dead_code_elimination(graph):
-    """Drop nodes no output depends on. Placeholders stay, so input bindings keep their order."""
-    live = {id(o) for o in graph.outputs}
+    """Drop nodes no output depends on. Placeholders stay, so input bindings keep their order.
+
+    Walking backwards also finds each value's last reader: `graph.release[node]` lists the values
+    no node after `node` reads, which an executor can free once `node` has run."""
+    live = set(graph.outputs)
     kept = []
+    release = {}
     for node in reversed(graph.nodes):
-        if id(node) in live:
+        if node in live:
             kept.append(node)
-            live.update(id(v) for v in node.inputs)
+            dead = [v for v in node.inputs if v not in live]
+            if dead:
+                live.update(dead)
+                release[node] = dead
     kept.reverse()
-    return Graph(kept, graph.inputs, graph.outputs)
+    result = Graph(kept, graph.inputs, graph.outputs)
+    result.release = release
+    return result

@@ -13,27 +13,39 @@ def _numpy_apply(node, values):
     return node.op.impl(*values, **attrs) if attrs else node.op.impl(*values)
 
 
+def last_uses(graph):
+    """For each node, the values that no later node reads: free them once it has run."""
+    if graph.release is None:
+        seen = set(graph.outputs)
+        graph.release = release = {}
+        for node in reversed(graph.nodes):
+            dead = [v for v in node.inputs if v not in seen]
+            if dead:
+                seen.update(dead)
+                release[node] = dead
+    return graph.release
+
+
 def run_graph(graph, bindings, apply=None):
     """Evaluate `graph` with its placeholders bound to `bindings`; returns the output values."""
+    numpy_apply = apply is None
     apply = apply or _numpy_apply
-    env = {id(p): v for p, v in zip(graph.inputs, bindings)}
-    remaining = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            remaining[id(v)] = remaining.get(id(v), 0) + 1
-    keep = {id(o) for o in graph.outputs}
+    env = dict(zip(graph.inputs, bindings))
+    release = last_uses(graph)
     with np.errstate(all="ignore"):   # log(0), 0/0 and overflow give inf/nan, as in PyTorch
         for node in graph.nodes:
-            values = [env[id(v)] for v in node.inputs]
-            if observers and apply is _numpy_apply:   # tracer ops report themselves
+            values = [env[v] for v in node.inputs]
+            if not numpy_apply:
+                env[node] = apply(node, values)
+            elif observers:   # tracer ops report themselves; NumPy evaluation is reported here
                 start = now()
-                env[id(node)] = apply(node, values)
+                env[node] = _numpy_apply(node, values)
                 notify(node.op.name, start, values)
             else:
-                env[id(node)] = apply(node, values)
-            for v in node.inputs:   # free intermediates after their last use
-                key = id(v)
-                remaining[key] -= 1
-                if not remaining[key] and key not in keep:
-                    del env[key]
-    return [env[id(o)] for o in graph.outputs]
+                attrs = node.attrs
+                env[node] = node.op.impl(*values, **attrs) if attrs else node.op.impl(*values)
+            dead = release.get(node)
+            if dead:
+                for v in dead:
+                    del env[v]
+    return [env[o] for o in graph.outputs]

@@ -3,6 +3,8 @@
 `apply` handles out-of-place ops, `apply_inplace` in-place ones (leaf checks, version counters,
 rebinding the tensor to a new node). Public functions in `functions.py` only normalise their
 arguments (dims, dtype promotion, Python scalars) and then call these."""
+import warnings
+
 import numpy as np
 
 from ..ir import OPS, ShapeError, dtypes, shape_of
@@ -12,7 +14,20 @@ from . import grad_mode
 from .node import RecordedNode, accumulate_node
 from .tensor import Tensor
 
+# PyTorch computes inf/nan silently (log(0), 1/0, overflow); so do eager ops. Scoped to warnings
+# raised from fusegrad's own frames, so NumPy code elsewhere keeps its warnings. (An errstate
+# context per op would cost more than the op itself.)
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"fusegrad\.")
+
 _new_tensor = Tensor._make
+_DTYPES = {d.np: d for d in dtypes.ALL}
+
+
+def _dtype_by_numpy(np_dtype):
+    try:
+        return _DTYPES[np_dtype]
+    except KeyError:
+        return from_numpy_dtype(np_dtype)
 
 
 def edge(t):
@@ -40,22 +55,33 @@ def op_error(op, inputs, attrs, error):
 
 
 def record(op, inputs, arrays, out, out_version, attrs, label):
+    """The node for `out = op(*inputs)`: its graph inputs and what its VJP rule will need."""
+    edges = []
+    for x in inputs:
+        if isinstance(x, Tensor):
+            node = x._node
+            edges.append(node if node is not None else accumulate_node(x) if x._rg else x._data)
+        else:
+            edges.append(x)
     saves = op.saves
-    if type(saves) is not tuple:
+    if saves.__class__ is not tuple:
         saves = saves(len(inputs))
     saved = versions = None
     if saves:
-        saved = tuple(out if i < 0 else arrays[i] for i in saves)
+        saved = []
         versions = []
         for i in saves:
             if i < 0:
+                saved.append(out)
                 versions.append((out_version, out_version[0], -1))
             else:
+                value = arrays[i]
+                saved.append(value)
                 x = inputs[i]
-                if isinstance(x, Tensor) and x._data is arrays[i]:
+                if isinstance(x, Tensor) and x._data is value:
                     versions.append((x._vc, x._vc[0], i))
-    return RecordedNode(op, tuple(edge(x) if isinstance(x, Tensor) else x for x in inputs), attrs,
-                        out.shape, from_numpy_dtype(out.dtype), saved, versions, label)
+        saved = tuple(saved)
+    return RecordedNode(op, tuple(edges), attrs, out.shape, _dtype_by_numpy(out.dtype), saved, versions, label)
 
 
 def apply(op, inputs, attrs=None, label=None):

@@ -6,8 +6,8 @@ differentiable again), then delivers cotangents: accumulated into leaves' `.grad
 `retain_grad()` tensors, or returned by `grad`."""
 import numpy as np
 
-from ..ir import backward_graph
-from ..runtime import run_graph
+from ..ir import backward_graph, structure_key, topological_order
+from ..runtime import backward_graphs, run_graph
 from . import grad_mode
 from .dispatch import apply, edge
 from .node import FREED, AccumulateGrad
@@ -128,9 +128,42 @@ def _root_gradients(tensors, grad_tensors, create_graph):
     return roots, cotangents
 
 
+def _opaque(node):
+    hooks = node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
+    return bool(hooks or node.pre_hooks)
+
+
+def _rebind(order, cotangents, sources, saved):
+    """The placeholder values of a cached backward graph, taken from this run's nodes."""
+    bindings, per_node = [], {}
+    for where, j in sources:
+        if where == "root":
+            bindings.append(cotangents[j])
+        else:
+            values = per_node.get(where)
+            if values is None:
+                values = per_node[where] = saved(order[where])
+            bindings.append(values[j])
+    return bindings
+
+
 def _run(roots, cotangents, wanted, retain_graph, create_graph):
+    """Derive (or fetch by structure) the backward graph, execute it, free saved values."""
     saved = _saved_tensors if create_graph else _saved_arrays
-    graph, outputs, bindings, order = backward_graph(roots, cotangents, wanted, saved, _on_cotangent)
+    order = topological_order(roots)
+    key = None if create_graph else structure_key(order, roots, wanted, _opaque)
+    entry = backward_graphs.get(key) if key is not None else None
+    if entry is None:
+        graph, outputs, bindings, sources, _ = backward_graph(roots, cotangents, wanted, saved, _on_cotangent,
+                                                              order)
+        reached = list(outputs)
+        if key is not None:
+            position = {node: i for i, node in enumerate(order)}
+            backward_graphs.put(key, (graph, [position[n] for n in reached], sources))
+    else:
+        graph, positions, sources = entry
+        bindings = _rebind(order, cotangents, sources, saved)
+        reached = [order[p] for p in positions]
     if create_graph:
         with grad_mode.enable_grad():
             values = run_graph(graph, bindings, _tracer_apply)
@@ -140,8 +173,7 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
         for node in order:
             if node.saved is not None:
                 node.saved = FREED
-    results = dict(zip(outputs, values))
-    return results, [n for n in order if id(n) in results], {id(v) for v in bindings}
+    return dict(zip(reached, values)), {id(v) for v in bindings}
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
@@ -154,19 +186,18 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     roots, cotangents = _root_gradients(tuple(tensors), grad_tensors, create_graph)
     if inputs is not None:
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-        targets = {id(edge(t)): t for t in inputs}
-        wanted = lambda n: id(n) in targets  # noqa: E731
+        targets = {edge(t): t for t in inputs}
+        wanted = targets.__contains__
     else:
         wanted = lambda n: isinstance(n, AccumulateGrad) or n.retain is not None  # noqa: E731
-    results, reached, given = _run(roots, cotangents, wanted, retain_graph, create_graph)
-    for node in reached:
-        value = results[id(node)]
+    results, given = _run(roots, cotangents, wanted, retain_graph, create_graph)
+    for node, value in results.items():
         if isinstance(node, AccumulateGrad):
             target = node.variable
         elif node.retain is not None and node.retain() is not None:
             target = node.retain()
         elif inputs is not None:
-            target = targets[id(node)]
+            target = targets[node]
         else:
             continue
         _accumulate(target, value, create_graph, given)
@@ -204,11 +235,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     retain_graph = create_graph if retain_graph is None else retain_graph
     roots, cotangents = _root_gradients(outputs, grad_outputs, create_graph)
     edges = [edge(t) for t in inputs]
-    target_ids = {id(e) for e in edges}
-    results, _, _ = _run(roots, cotangents, lambda n: id(n) in target_ids, retain_graph, create_graph)
+    target_ids = set(edges)
+    results, _ = _run(roots, cotangents, target_ids.__contains__, retain_graph, create_graph)
     grads = []
     for t, e in zip(inputs, edges):
-        value = results.get(id(e))
+        value = results.get(e)
         if value is None:
             if not allow_unused:
                 raise RuntimeError("One of the differentiated Tensors appears to not have been used in the "
