@@ -2,8 +2,8 @@
 gradcheck/gradgradcheck and the profiler."""
 from ..tracer import backward, enable_grad, grad, no_grad, set_grad_enabled
 from ..tracer.node import RecordedNode as Function  # noqa: F401  (grad_fn objects)
-from . import functional, profiler
+from . import functional, graph, profiler
 from .gradcheck import gradcheck, gradgradcheck
 
-__all__ = ["backward", "grad", "functional", "profiler", "gradcheck", "gradgradcheck", "no_grad",
+__all__ = ["backward", "grad", "functional", "graph", "profiler", "gradcheck", "gradgradcheck", "no_grad",
            "enable_grad", "set_grad_enabled"]

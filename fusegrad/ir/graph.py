@@ -64,6 +64,8 @@ def format_nodes(nodes, inputs=(), outputs=(), name="graph"):
 
     def ref(v):
         if isinstance(v, Node):
+            if v.op.name == "const":
+                return repr(v.attrs["value"])
             return names.get(id(v), "%?")
         if isinstance(v, np.ndarray):
             return f"const({format_type(from_numpy_dtype(v.dtype), v.shape)})"
@@ -71,7 +73,7 @@ def format_nodes(nodes, inputs=(), outputs=(), name="graph"):
 
     lines = [f"def {name}({', '.join(f'{names[id(n)]}: {format_type(n.dtype, n.shape)}' for n in inputs)}):"]
     for node in nodes:
-        if id(node) in names:
+        if id(node) in names or node.op.name == "const":   # constants print inline
             continue
         names[id(node)] = f"%{len(names)}"
         args = [ref(v) for v in node.inputs]
@@ -103,8 +105,8 @@ class Builder:
     def emit(self, op, inputs, attrs=None):
         try:
             shapes = [v.shape for v in inputs]
-        except AttributeError:   # Python scalars among the inputs
-            like = next((v.dtype for v in inputs if isinstance(v, Node)), None)
+        except AttributeError:   # Python scalars among the inputs take the type of the tensor operands
+            like = next((v.dtype for v in reversed(inputs) if isinstance(v, Node)), None)
             inputs = tuple(v if isinstance(v, Node) else self.const(v, like) for v in inputs)
             shapes = [v.shape for v in inputs]
         shape, dtype = op.infer(shapes, [v.dtype for v in inputs], attrs)

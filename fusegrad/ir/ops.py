@@ -7,6 +7,8 @@ cotangent per input; the autodiff pass sums broadcast cotangents back to the inp
 them to its dtype, and drops those of inputs that need no gradient. Because the rules emit IR,
 backward graphs can be differentiated again.
 """
+import math
+
 import numpy as np
 
 from . import dtypes
@@ -104,8 +106,9 @@ unary("sigmoid", _sigmoid, "(1 / (1 + np.exp(-{0})))",
       lambda b, g, n, s: (b.mul(g, b.mul(s[0], b.sub(1, s[0]))),), saves=(-1,))
 unary("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
 unary("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))
-unary("sign", np.sign, "np.sign({0})")
-unary("floor", np.floor, "np.floor({0})")
+# Piecewise constant: differentiable with zero gradient, as in PyTorch (the output requires grad).
+unary("sign", np.sign, "np.sign({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
+unary("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 unary("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
 unary("copy", lambda x: np.array(x, copy=True), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
 defop("cast", lambda x, dtype: x.astype(dtype.np),
@@ -126,11 +129,19 @@ def _div_vjp(b, g, n, s):
 
 binary("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
 binary("floor_divide", np.floor_divide, "({0} // {1})")
-binary("remainder", np.remainder, "({0} % {1})")
+# x % y = x - floor(x / y) * y
+binary("remainder", np.remainder, "({0} % {1})",
+       lambda b, g, n, s: (g, b.neg(b.mul(g, b.floor(b.div(s[0], s[1]))))), saves=(0, 1))
 
 
 def _pow_vjp(b, g, n, s):
     x, y, out = s
+    if type(y) in (int, float):   # x ** c: c - 1 in Python, never a graph of two constants
+        return b.mul(g, b.mul(b.pow(x, y - 1), y)), None
+    if type(x) in (int, float):   # c ** y: log c in Python too
+        log_x = math.log(x) if x > 0 else float("nan") if x < 0 else None
+        if log_x is not None:
+            return None, b.mul(g, b.mul(out, log_x))
     gx = b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1))))
     # d/dy x**y = x**y log x, taken as 0 where x == 0 and y >= 0, as PyTorch does.
     zero_base = b.logical_and(b.eq(x, 0), b.ge(y, 0))
@@ -195,14 +206,21 @@ def _extremum_vjp(b, g, n, s):
 def _prod_vjp(b, g, n, s):
     # d prod / d x_i is the product of the other elements, computed without dividing by zero:
     # with no zero it is prod / x_i; with one zero only that element gets the others' product.
+    # A product that is zero only because it holds a zero element is written as (that zero) * (the
+    # rest), so that it still has the right derivative: this rule is differentiated again.
     x, = s
     shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
     is_zero = b.eq(x, 0)
     nonzero = b.where(is_zero, 1, x)
     zeros = b.sum(b.cast(is_zero, dtype=x.dtype), axes=axes, keepdim=True)
     prod_nonzero = b.prod(nonzero, axes=axes, keepdim=True)
-    others = b.where(b.eq(zeros, 0), b.div(prod_nonzero, nonzero),
-                     b.where(b.logical_and(b.eq(zeros, 1), is_zero), prod_nonzero, 0))
+    at_zeros = b.where(is_zero, x, 0)                         # 0, with derivative 1 at the zeros
+    zero_sum = b.sum(at_zeros, axes=axes, keepdim=True)
+    other_zero = b.sub(zero_sum, at_zeros)                    # at a zero: the other zeros
+    at_zero = b.where(b.eq(zeros, 1), prod_nonzero,
+                      b.where(b.eq(zeros, 2), b.mul(prod_nonzero, other_zero), 0))
+    at_nonzero = b.where(b.eq(zeros, 1), b.mul(b.div(prod_nonzero, nonzero), zero_sum), 0)
+    others = b.where(b.eq(zeros, 0), b.div(prod_nonzero, nonzero), b.where(is_zero, at_zero, at_nonzero))
     return (b.mul(b.expand_reduced(g, shape, axes, keepdim), others),)
 
 
@@ -314,8 +332,9 @@ def _index_infer(shapes, dts, a):
     arrays = [np.zeros(s, np.int64) for s in shapes[1:]]
     try:
         return probe[index_key(a["spec"], arrays)].shape, dts[0]
-    except IndexError as e:
-        raise ShapeError(f"index: {e} (tensor of shape {_fmt(shapes[0])})") from None
+    except IndexError as e:   # an out-of-range index is an IndexError, as in PyTorch
+        message = str(e).replace(" for axis ", " for dimension ")
+        raise IndexError(f"index: {message} (tensor of shape {_fmt(shapes[0])})") from None
 
 
 def _has_arrays(spec):
@@ -361,7 +380,9 @@ defop("index_put", _index_put_impl, lambda shapes, dts, a: (shapes[0], dts[0]), 
 
 
 def _along_axis_key(idx, axis):
-    grids = np.ogrid[tuple(slice(n) for n in idx.shape)]
+    # PyTorch's gather/scatter: out[i][j] = x[i][idx[i][j]] (axis 1), where idx may be smaller than
+    # x along the other axes, so the positions come from idx's own shape (not take_along_axis).
+    grids = list(np.indices(idx.shape, sparse=True))
     grids[axis] = idx
     return tuple(grids)
 
@@ -372,7 +393,7 @@ def _scatter_add_impl(src, idx, axis, shape):
     return out
 
 
-defop("gather", lambda x, idx, axis: np.take_along_axis(x, idx, axis=axis),
+defop("gather", lambda x, idx, axis: x[_along_axis_key(idx, axis)],
       lambda shapes, dts, a: (shapes[1], dts[0]),
       vjp=lambda b, g, n, s: (b.scatter_add(g, s[0], axis=n.attrs["axis"], shape=in_shape(n, 0)), None),
       saves=(1,))

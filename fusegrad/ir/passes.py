@@ -16,7 +16,7 @@ def dead_code_elimination(graph):
             dead = [v for v in node.inputs if v not in live]
             if dead:
                 live.update(dead)
-                release[node] = dead
+                release[node] = list(dict.fromkeys(dead)) if len(dead) > 1 else dead
     kept.reverse()
     result = Graph(kept, graph.inputs, graph.outputs)
     result.release = release

@@ -22,7 +22,7 @@ def last_uses(graph):
             dead = [v for v in node.inputs if v not in seen]
             if dead:
                 seen.update(dead)
-                release[node] = dead
+                release[node] = list(dict.fromkeys(dead)) if len(dead) > 1 else dead
     return graph.release
 
 

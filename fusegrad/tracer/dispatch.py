@@ -97,10 +97,10 @@ def apply(op, inputs, attrs=None, label=None):
         out = np.asarray(out)
     t = _new_tensor(out)
     if op.is_view:
-        base = inputs[0]
-        if np.may_share_memory(out, base._data):
-            t._vc = base._vc
-            t._base = base._base if base._base is not None else base
+        parent = inputs[0]
+        if np.may_share_memory(out, parent._data):
+            t._vc = parent._vc
+            t._view = (parent, op, attrs, inputs[1:])
     if grad_mode.enabled and op.differentiable:
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
@@ -116,17 +116,21 @@ def run_inplace(target, compute, name):
     """target <- compute(target), written into the target's memory, as PyTorch's `op_` variants.
 
     With grad enabled the computation sees a stand-in with a copy of the old value, so whatever
-    the op saves for backward is not overwritten by the write."""
+    the op saves for backward is not overwritten by the write. Writing through a view rewrites the
+    history of the tensors it views (PyTorch's CopySlices), so their gradients see the write."""
     if not grad_mode.enabled:
         result = compute(target)
     else:
         if target._node is None and target._rg:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        if target._view is not None:
+            root = view_root(target)
+            if root._node is None and root._rg:
+                raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
+                                   "operation.")
         old = _new_tensor(target._data.copy())
         old._node, old._rg = target._node, target._rg
         result = compute(old)
-        if result._rg:
-            check_inplace(target)
     out = result._data
     data = target._data
     if out.dtype != data.dtype and not np.can_cast(out.dtype, data.dtype, "same_kind"):
@@ -142,21 +146,40 @@ def run_inplace(target, compute, name):
         target._rg = True
         if previous is not None and previous.retain is not None:
             target._node.retain, previous.retain = previous.retain, None
+    elif grad_mode.enabled and target._node is not None:
+        target._node, target._rg = None, False   # the new value depends on nothing that needs grad
+    if grad_mode.enabled and target._view is not None and (target._rg or view_root(target)._rg):
+        _rebase_viewed(target)
     return target
 
 
-def check_inplace(target):
-    """Refuse in-place writes through views whose autograd history we would have to rewrite."""
-    base = target._base
-    if base is not None and base._rg:
-        if base._node is None:
-            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an "
-                               "in-place operation.")
-        raise RuntimeError("in-place modification of a view of a tensor that requires grad is not "
-                           "supported; apply the op to the base tensor or clone() the view first")
-    if base is not None:
-        raise RuntimeError("in-place modification of a view with an operand that requires grad is "
-                           "not supported; clone() the view first")
+def view_root(t):
+    while t._view is not None:
+        t = t._view[0]
+    return t
+
+
+def _rebase_viewed(view):
+    """After `view` was written in place, give each tensor it views a node that scatters the new
+    values into the old ones (the memory already holds the result; only history changes)."""
+    child = view
+    while child._view is not None:
+        parent, op, attrs, index = child._view
+        old = _new_tensor(parent._data)
+        old._node, old._rg = parent._node, parent._rg
+        if op.name == "index":
+            new = apply(OPS["index_put"], (old, child) + tuple(index), {"spec": attrs["spec"]})
+        elif op.name == "reshape":
+            new = apply(OPS["reshape"], (child,), {"shape": parent._data.shape})
+        elif op.name == "permute":
+            new = apply(OPS["permute"], (child,), {"axes": tuple(np.argsort(attrs["axes"]).tolist())})
+        else:
+            raise RuntimeError(f"in-place modification of a tensor viewed through {op.name} is not supported; "
+                               "clone() it first")
+        if new._node is not None:
+            new._node.label = "CopySlices"
+            parent._node, parent._rg = new._node, True
+        child = parent
 
 
 def write_into(target, value):

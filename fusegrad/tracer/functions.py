@@ -9,11 +9,11 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..ir import OPS
+from ..ir import OPS, ShapeError
 from ..ir import dtypes as D
 from ..ir.dtypes import from_numpy_dtype
 from . import grad_mode
-from .dispatch import apply, cast, promote_operands, run_inplace, write_into
+from .dispatch import apply, cast, promote_operands, run_inplace
 from .indexing import normalize_key
 from .tensor import Tensor, _dim, check_device
 
@@ -89,11 +89,12 @@ def floor_divide(input, other):
 
 
 def remainder(input, other):
-    return _binary(_OP["remainder"], input, other)
+    return _binary(_OP["remainder"], input, other, "RemainderBackward1" if isinstance(other, Tensor) else None)
 
 
 def pow(input, exponent):
-    label = "PowBackward1" if isinstance(exponent, Tensor) else "PowBackward0"
+    label = ("PowBackward0" if not isinstance(exponent, Tensor) else
+             "PowBackward1" if isinstance(input, Tensor) else "PowBackward2")
     return _binary(_OP["pow"], input, exponent, label)
 
 
@@ -232,11 +233,11 @@ clip = clamp
 
 
 def clamp_min(input, min):
-    return clamp(input, min=min)
+    return _named(clamp(input, min=min), "ClampMinBackward0")
 
 
 def clamp_max(input, max):
-    return clamp(input, max=max)
+    return _named(clamp(input, max=max), "ClampMaxBackward0")
 
 
 def lerp(input, end, weight):
@@ -296,7 +297,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
 
 
 def nansum(input, dim=None, keepdim=False):
-    return sum(where(isnan(input), 0.0, input), dim, keepdim)
+    return _named(sum(where(isnan(input), 0.0, input), dim, keepdim), "NansumBackward0")
 
 
 def mean(input, dim=None, keepdim=False, *, dtype=None):
@@ -399,11 +400,13 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return var(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+    return (_named(var(input, dim, unbiased, keepdim, correction=correction), "VarMeanBackward0"),
+            _named(mean(input, dim, keepdim), "VarMeanBackward0"))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return std(input, dim, unbiased, keepdim, correction=correction), mean(input, dim, keepdim)
+    return (_named(std(input, dim, unbiased, keepdim, correction=correction), "StdMeanBackward0"),
+            _named(mean(input, dim, keepdim), "StdMeanBackward0"))
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
@@ -559,8 +562,8 @@ swapaxes = swapdims = transpose
 def t(input):
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
-    if input._data.ndim < 2:
-        return input
+    if input._data.ndim < 2:   # still a new view with its own grad_fn, as in PyTorch
+        return _named(apply(_OP["reshape"], (input,), {"shape": input._data.shape}), "TBackward0")
     return _named(transpose(input, 0, 1), "TBackward0")
 
 
@@ -629,10 +632,10 @@ def stack(tensors, dim=0):
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
     shape = tensors[0]._data.shape
-    for t_ in tensors[1:]:
+    for i, t_ in enumerate(tensors):
         if t_._data.shape != shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 "
-                               f"and {list(t_._data.shape)} at entry {tensors.index(t_)}")
+                               f"and {list(t_._data.shape)} at entry {i}")
     d = _dim(dim, len(shape) + 1)
     return _named(cat([unsqueeze(t_, d) for t_ in tensors], d), "StackBackward0")
 
@@ -670,8 +673,9 @@ def split(tensor, split_size_or_sections, dim=0):
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} (input tensor's "
                                f"size at dimension {d}), but got split_sizes={sizes}")
     out, start = [], 0
+    label = "SplitBackward0" if isinstance(split_size_or_sections, int) else "SplitWithSizesBackward0"
     for size in sizes:
-        out.append(_named(narrow(tensor, d, start, size), "SplitBackward0"))
+        out.append(_named(narrow(tensor, d, start, size), label))
         start += size
     return tuple(out)
 
@@ -721,13 +725,29 @@ def triu(input, diagonal=0):
 
 def getitem(input, key):
     spec, arrays = normalize_key(key, input._data.ndim)
-    label = None
-    if not arrays:
-        kinds = {item[0] for item in spec}
-        label = "SelectBackward0" if "i" in kinds else "SliceBackward0"
-        if kinds <= {"n", "e"} or not spec:
-            label = "AliasBackward0" if not spec else "UnsqueezeBackward0"
+    label = None if arrays else _basic_index_label(key, spec, input._data.shape)
     return apply(_OP["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
+
+
+def _basic_index_label(key, spec, shape):
+    """PyTorch's grad_fn for basic indexing: that of the last view op it applies, left to right;
+    inside a tuple a full slice applies none, and no op at all gives an alias."""
+    if isinstance(key, slice):
+        return "SliceBackward0"
+    label, dim = "AliasBackward0", 0
+    for item in spec:
+        if item[0] == "e":
+            dim += len(shape) - builtins.sum(1 for it in spec if it[0] in ("s", "i"))
+        elif item[0] == "n":
+            label = "UnsqueezeBackward0"
+        elif item[0] == "i":
+            label, dim = "SelectBackward0", dim + 1
+        else:
+            _, start, stop, step = item
+            if not (start in (None, 0) and step in (None, 1) and (stop is None or stop >= shape[dim])):
+                label = "SliceBackward0"
+            dim += 1
+    return label
 
 
 def setitem(input, key, value):
@@ -735,6 +755,14 @@ def setitem(input, key, value):
     value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value))
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
+    if isinstance(value, Tensor) and value._data.ndim and value._data.shape[0] == 1:
+        from .indexing import key_tuple
+        region = np.ndim(input._data[key_tuple(spec, arrays)])
+        if value._data.ndim > region:   # PyTorch drops leading size-1 dims of the value
+            keep = value._data.shape
+            while len(keep) > region and keep[0] == 1:
+                keep = keep[1:]
+            value = reshape(value, keep)
     if not grad_mode.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
         if grad_mode.enabled and input._node is None and input._rg:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
@@ -743,7 +771,8 @@ def setitem(input, key, value):
         input._vc[0] += 1
         return
     index_arrays = tuple(_new(a) for a in arrays)
-    run_inplace(input, lambda old: apply(_OP["index_put"], (old, value) + index_arrays, {"spec": spec}),
+    label = "IndexPutBackward0" if arrays else None   # basic indexing writes through a view: CopySlices
+    run_inplace(input, lambda old: apply(_OP["index_put"], (old, value) + index_arrays, {"spec": spec}, label),
                 "setitem")
 
 
@@ -765,6 +794,9 @@ def mm(input, mat2):
         raise RuntimeError(f"mm: both arguments must be matrices, got {input._data.ndim}-D and "
                            f"{mat2._data.ndim}-D tensors (shapes {list(input._data.shape)} and "
                            f"{list(mat2._data.shape)})")
+    if input._data.shape[1] != mat2._data.shape[0]:
+        (m, k1), (k2, n) = input._data.shape, mat2._data.shape
+        raise ShapeError(f"mm: shapes [{m}, {k1}] and [{k2}, {n}] cannot be multiplied ({m}x{k1} and {k2}x{n})")
     return matmul(input, mat2)
 
 
@@ -792,7 +824,7 @@ inner = dot
 
 
 def outer(input, vec2):
-    return _named(mul(unsqueeze(input, 1), unsqueeze(vec2, 0)), "OuterBackward0")
+    return mul(unsqueeze(input, 1), unsqueeze(vec2, 0))   # MulBackward0, as PyTorch records it
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
@@ -870,13 +902,8 @@ def zero_(input):
 
 
 def fill_(input, value):
-    if grad_mode.enabled and input._node is None and input._rg:
-        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
     value = value.item() if isinstance(value, Tensor) else value
-    write_into(input, value)
-    if grad_mode.enabled and input._node is not None:
-        input._node, input._rg = None, False   # the old history no longer reaches this value
-    return input
+    return run_inplace(input, lambda old: _new(np.full(input._data.shape, value, input._data.dtype)), "fill_")
 
 
 def copy_(input, src, non_blocking=False):

@@ -61,7 +61,7 @@ def check_device(spec, op="to"):
 
 
 class Tensor:
-    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_base", "_accum", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks", "__weakref__")
     __hash__ = object.__hash__
     __array_priority__ = 1000   # NumPy defers to our reflected operators
 
@@ -80,7 +80,7 @@ class Tensor:
         t._rg = False
         t._grad = None
         t._vc = [0]
-        t._base = None
+        t._view = None    # (parent, op, attrs, index tensors) when this shares the parent's memory
         t._accum = None
         t._hooks = None
 
@@ -92,7 +92,7 @@ class Tensor:
         t._rg = False
         t._grad = None
         t._vc = [0]
-        t._base = None
+        t._view = None
         t._accum = None
         t._hooks = None
         return t
@@ -315,11 +315,10 @@ class Tensor:
     def detach(self):
         t = Tensor._make(self._data)
         t._vc = self._vc
-        t._base = self._base
         return t
 
     def detach_(self):
-        if self._base is not None and self._base._rg:
+        if self._view is not None and self._view[0]._rg:
             raise RuntimeError("Can't detach views in-place. Use detach() instead.")
         self._node = None
         self._rg = False
