@@ -62,7 +62,8 @@ def _validate_v(v, other, other_is_tuple):
     for i, (el_v, el_other) in enumerate(zip(v, other)):
         if el_v.size() != el_other.size():
             prefix = f"Entry {i} in " if other_is_tuple else ""
-            raise RuntimeError(f"{prefix}v has invalid size: should be {el_other.size()} but got {el_v.size()}.")
+            raise RuntimeError(f"{prefix}v has invalid size: should be {el_other.size()} but got "
+                               f"{el_v.size()}.")
 
 
 def _prepare_v(v, reference, reference_is_tuple, create_graph, fn_name, missing_message):
@@ -177,7 +178,8 @@ def vjp(func, inputs, v=None, create_graph=False, strict=False):
         is_inputs_tuple, inputs, v, is_outputs_tuple, outputs = _products(
             "vjp", func, inputs, v, create_graph, strict, v_against="outputs")
     with set_grad_enabled(create_graph or is_grad_enabled()):
-        products = _fill_in_zeros(_grad(outputs, inputs, v, create_graph), inputs, strict, create_graph, "back")
+        products = _fill_in_zeros(_grad(outputs, inputs, v, create_graph), inputs, strict, create_graph,
+                                  "back")
     return (_unpack(_finish(outputs, create_graph), is_outputs_tuple),
             _unpack(_finish(products, create_graph), is_inputs_tuple))
 
@@ -249,7 +251,7 @@ def _check_strategy(strategy, vectorize, strict, create_graph):
                                'set `strict=False` or `strategy="reverse-mode"`.')
         if not vectorize:
             raise NotImplementedError("Computing Jacobian using forward-AD or forward-over-reverse Hessian "
-                                      "is only implemented for `vectorize=True`.")
+                                      "isonly implemented for `vectorize=True`.")  # (sic), as PyTorch
     elif vectorize and strict:
         raise RuntimeError("torch.autograd.functional.jacobian: `strict=True` and `vectorized=True` are not "
                            "supported together. Please either set `strict=False` or `vectorize=False`.")
@@ -262,35 +264,39 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
     with enable_grad():
         is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
         inputs = _prepare(inputs, create_graph, need_graph=True)
-        is_outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function", "jacobian")
+        is_outputs_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function",
+                                              "jacobian")
         _check_requires_grad(outputs, "outputs", strict)
-        jac = tuple(_jacobian_of_output(i, out, inputs, strict, create_graph) for i, out in enumerate(outputs))
+        jac = tuple(_jacobian_of_output(i, out, inputs, strict, create_graph)
+                    for i, out in enumerate(outputs))
     return _unpack(_finish(jac, create_graph), (is_outputs_tuple, is_inputs_tuple))
 
 
 def _jacobian_of_output(i, out, inputs, strict, create_graph):
-    """One grad() per element of out; per input, the rows stacked to out.shape + input.shape."""
+    """One grad() per element of out; per input, the rows stacked to out.shape + input.shape (an
+    output with no elements gives an empty block of zeros, where PyTorch fails to stack no rows)."""
     rows = tuple([] for _ in inputs)
     flat = out.reshape(-1)
     for k in range(out.numel()):
-        for j, (g, inp) in enumerate(zip(_grad((flat[k],), inputs, create_graph=create_graph, retain_graph=True),
-                                         inputs)):
+        grads = _grad((flat[k],), inputs, create_graph=create_graph, retain_graph=True)
+        for j, (g, inp) in enumerate(zip(grads, inputs)):
             if g is None:
                 if strict:
-                    raise RuntimeError(f"Output {i} of the user-provided function is independent of input {j}. "
-                                       "This is not allowed in strict mode.")
+                    raise RuntimeError(f"Output {i} of the user-provided function is independent of input "
+                                       f"{j}. This is not allowed in strict mode.")
                 g = zeros_like(inp)
             elif strict and create_graph and not g.requires_grad:
                 # PyTorch names the output's index here, not the input's; kept so messages match
-                raise RuntimeError(f"The jacobian of the user-provided function is independent of input {i}. "
-                                   "This is not allowed in strict mode when create_graph=True.")
+                raise RuntimeError(f"The jacobian of the user-provided function is independent of input "
+                                   f"{i}. This is not allowed in strict mode when create_graph=True.")
             rows[j].append(g)
     return tuple(stack(r, 0).view(tuple(out.shape) + tuple(inp.shape)) if r
                  else zeros(tuple(out.shape) + tuple(inp.shape), dtype=inp.dtype)
                  for r, inp in zip(rows, inputs))
 
 
-def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, outer_jacobian_strategy="reverse-mode"):
+def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
+            outer_jacobian_strategy="reverse-mode"):
     """The Hessian of a function returning a single element: hess[i][j] has shape
     inputs[i].shape + inputs[j].shape; a single Tensor when inputs was a single Tensor."""
     is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "hessian")

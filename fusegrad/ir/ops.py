@@ -66,8 +66,8 @@ def reduced_shape(shape, axes, keepdim):
 # ----------------------------------------------------------------------------- graph sources
 
 defop("placeholder", impl=None, infer=None, kind="source")
-defop("const", impl=lambda value, dtype: (float(value) if dtype.category == 2 else
-                                          bool(value) if dtype.category == 0 else int(value)),
+# A typed 0-d array, not a Python number: NumPy 2 would promote float32 * 0-d float64 to float64.
+defop("const", impl=lambda value, dtype: np.asarray(value, dtype.np),
       infer=lambda shapes, dts, a: ((), a["dtype"]), kind="source")
 defop("full", impl=lambda shape, value, dtype: np.full(shape, value, dtype.np),
       infer=lambda shapes, dts, a: (tuple(a["shape"]), a["dtype"]), kind="source")

@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import backward_graph, structure_key, topological_order
 from ..runtime import backward_graphs, run_graph
 from . import grad_mode
-from .dispatch import apply, edge
+from .dispatch import apply, cast, edge
 from .node import FREED, AccumulateGrad
 from .tensor import Tensor
 
@@ -122,7 +122,7 @@ def _root_gradients(tensors, grad_tensors, create_graph):
                 raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
                                    f"output[{i}] has a shape of {t.shape}.")
             if g._data.dtype != t._data.dtype:
-                g = _new(g._data.astype(t._data.dtype))
+                g = cast(g, t.dtype)    # recorded, so create_graph can differentiate through it
         roots.append(edge(t))
         cotangents.append(g if create_graph else g._data)
     return roots, cotangents
