@@ -183,8 +183,19 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False):
+    """PyTorch's values, not NumPy's: the step is computed in the result dtype and the second half
+    counts back from `end` (each value one fused multiply-add, emulated in wider precision)."""
     dtype = dtype or D.default_float
-    return _finish(np.linspace(float(start), float(end), int(steps)).astype(dtype.np), requires_grad, device)
+    steps = int(steps)
+    if steps < 0:
+        raise RuntimeError("linspace(): number of steps must be non-negative")
+    kind = dtype.np if dtype.category == 2 else np.float64
+    first, last = kind.type(start), kind.type(end)
+    step = (last - first) / kind.type(max(steps - 1, 1))
+    wide = np.float64 if kind == np.float32 else np.longdouble   # room for an unrounded product
+    i = np.arange(steps, dtype=wide)
+    values = np.where(i < max(steps // 2, 1), wide(first) + wide(step) * i, wide(last) - wide(step) * (steps - 1 - i))
+    return _finish(values.astype(kind).astype(dtype.np), requires_grad, device)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):

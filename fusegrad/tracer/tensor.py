@@ -84,8 +84,8 @@ class Tensor:
         t._accum = None
         t._hooks = None
 
-    @classmethod
-    def _make(cls, data):
+    @staticmethod
+    def _make(data):
         t = object.__new__(Tensor)
         t._data = data
         t._node = None

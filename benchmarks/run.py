@@ -1,0 +1,65 @@
+"""Run every fusegrad benchmark and print one table per workload.
+
+    python -m benchmarks.run                  # all workloads, default repeats
+    python -m benchmarks.run --quick          # a few repeats: a smoke test, not a measurement
+    python -m benchmarks.run --repeats 100    # timed rounds per workload
+    python -m benchmarks.run --only tiny_step
+    python benchmarks/run.py                  # the same, without -m
+
+Each table gives, per implementation, the median and interquartile range of the timed repeats (after
+warm-up) and the ratio of its median to PyTorch eager's and to the hand-written NumPy version's. See
+benchmarks/README.md for what each workload measures and the targets."""
+import argparse
+import os
+import sys
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _threads  # noqa: E402
+
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+
+from benchmarks import eager_overhead, tiny_step  # noqa: E402
+from benchmarks._harness import load, machine_info, print_flush  # noqa: E402
+
+WORKLOADS = {"eager_overhead": eager_overhead, "tiny_step": tiny_step}
+
+# PyTorch eager, measured on this machine in an earlier session (see README.md).
+EARLIER_TORCH = {"eager_overhead": "~21.7 ms (loop incl. backward)", "tiny_step": "~509 µs per step"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"timed rounds for every workload (default: {eager_overhead.REPEATS} for "
+                             f"eager_overhead, {tiny_step.REPEATS} for tiny_step)")
+    parser.add_argument("--quick", action="store_true", help="a few repeats only (smoke test)")
+    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
+                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
+    parser.add_argument("--only", choices=sorted(WORKLOADS), action="append",
+                        help="run only this workload (may be repeated)")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    start = time.perf_counter()
+    print_flush(machine_info())
+    if args.quick:
+        print_flush("--quick: few repeats; the numbers are a smoke test, not a measurement")
+    summary = []
+    for name in args.only or list(WORKLOADS):
+        print_flush("")
+        for title, results, target in WORKLOADS[name].run(args.repeats, args.quick):
+            if target:
+                summary.append(f"{name}: {target.removeprefix('target: ')}  "
+                               f"[torch eager earlier: {EARLIER_TORCH[name]}]")
+    print_flush("")
+    print_flush("summary (target: fusegrad within 1.5x of PyTorch eager, before any compilation)")
+    for line in summary:
+        print_flush("  " + line)
+    print_flush(f"load average at end: {load()}; total {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
