@@ -5,13 +5,14 @@ import numpy as np
 class DType:
     """A tensor element type: a NumPy dtype plus PyTorch's name and promotion category."""
 
-    __slots__ = ("name", "np", "category", "itemsize")
+    __slots__ = ("name", "np", "category", "itemsize", "scalar_name")
 
-    def __init__(self, name, np_dtype, category):
+    def __init__(self, name, np_dtype, category, scalar_name):
         self.name = name
         self.np = np.dtype(np_dtype)
         self.category = category  # 0 bool, 1 integer, 2 floating point
         self.itemsize = self.np.itemsize
+        self.scalar_name = scalar_name  # PyTorch's word in messages: "Float" (torch.FloatTensor)
 
     @property
     def is_floating_point(self):
@@ -31,12 +32,12 @@ class DType:
         return (from_numpy_dtype, (self.np,))
 
 
-bool_ = DType("bool", np.bool_, 0)
-int32 = DType("int32", np.int32, 1)
-int64 = DType("int64", np.int64, 1)
-float16 = DType("float16", np.float16, 2)
-float32 = DType("float32", np.float32, 2)
-float64 = DType("float64", np.float64, 2)
+bool_ = DType("bool", np.bool_, 0, "Bool")
+int32 = DType("int32", np.int32, 1, "Int")
+int64 = DType("int64", np.int64, 1, "Long")
+float16 = DType("float16", np.float16, 2, "Half")
+float32 = DType("float32", np.float32, 2, "Float")
+float64 = DType("float64", np.float64, 2, "Double")
 
 ALL = (bool_, int32, int64, float16, float32, float64)
 _BY_NUMPY = {d.np: d for d in ALL}

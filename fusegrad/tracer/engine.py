@@ -32,7 +32,7 @@ def _check_versions(node):
             which = "its output" if index < 0 else f"its input {index}"
             raise RuntimeError(
                 f"one of the variables needed for gradient computation has been modified by an inplace "
-                f"operation: [{_tensor_type(node)} {shape}], saved by {node.name()} ({which}), is at version "
+                f"operation: [torch.{node.dtype.scalar_name}Tensor {shape}], saved by {node.name()} ({which}), is at version "
                 f"{counter[0]}; expected version {version} instead. Hint: compute the in-place update on a "
                 f"clone(), or move it after backward().")
 
@@ -40,11 +40,6 @@ def _check_versions(node):
 def _saves(node):
     saves = node.op.saves
     return saves if type(saves) is tuple else saves(len(node.inputs))
-
-
-def _tensor_type(node):
-    return {"float32": "torch.FloatTensor", "float64": "torch.DoubleTensor", "float16": "torch.HalfTensor",
-            "int64": "torch.LongTensor", "int32": "torch.IntTensor", "bool": "torch.BoolTensor"}[node.dtype.name]
 
 
 def _saved_arrays(node):

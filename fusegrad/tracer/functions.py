@@ -51,16 +51,19 @@ def _binary(op, a, b, label=None, float_result=False):
     return apply(op, (a, b), None, label)
 
 
+_ADD, _SUB, _MUL, _DIV = _OP["add"], _OP["sub"], _OP["mul"], _OP["div"]
+
+
 def add(input, other, *, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    return _binary(_OP["add"], input, other)
+    return _binary(_ADD, input, other)
 
 
 def sub(input, other, *, alpha=1):
     if alpha != 1:
         other = mul(other, alpha)
-    return _binary(_OP["sub"], input, other, None if isinstance(input, Tensor) else "RsubBackward1")
+    return _binary(_SUB, input, other, None if isinstance(input, Tensor) else "RsubBackward1")
 
 
 def rsub(input, other, *, alpha=1):
@@ -68,16 +71,27 @@ def rsub(input, other, *, alpha=1):
 
 
 def mul(input, other):
-    return _binary(_OP["mul"], input, other)
+    return _binary(_MUL, input, other)
 
 
 def div(input, other, *, rounding_mode=None):
     if rounding_mode == "floor":
-        return floor_divide(input, other)
+        return _named(floor_divide(input, other), "DivBackward2")
     if rounding_mode == "trunc":
+        if _integral(input) and _integral(other):   # integer operands keep their integer type
+            (ax, sx), (ay, sy) = _magnitude_sign(input), _magnitude_sign(other)
+            return _named(mul(floor_divide(ax, ay), mul(sx, sy)), "DivBackward2")
         q = _binary(_OP["div"], input, other, float_result=True)
-        return _named(mul(sign(q), floor(abs(q))), "DivBackward1")
-    return _binary(_OP["div"], input, other, float_result=True)
+        return _named(mul(sign(q), floor(abs(q))), "DivBackward2")
+    return _binary(_DIV, input, other, float_result=True)
+
+
+def _integral(v):
+    return v._data.dtype.kind in "iu" if isinstance(v, Tensor) else type(v) is int
+
+
+def _magnitude_sign(v):
+    return (abs(v), sign(v)) if isinstance(v, Tensor) else (builtins.abs(v), (v > 0) - (v < 0))
 
 
 def true_divide(input, other):
@@ -305,16 +319,11 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
         input = cast(input, dtype)
     if input._data.dtype.kind != "f":
         raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a floating "
-                           f"point or complex dtype. Got: {_type_word(input)}")
+                           f"point or complex dtype. Got: {input.dtype.scalar_name}")
     axes = _axes(dim, input._data.ndim)
     count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
     total = apply(_OP["sum"], (input,), {"axes": axes, "keepdim": bool(keepdim)})
     return _named(div(total, count), "MeanBackward0" if dim is None else "MeanBackward1")
-
-
-def _type_word(t):
-    return {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
-            "int32": "Int", "bool": "Bool"}[t.dtype.name]
 
 
 def prod(input, dim=None, keepdim=False, *, dtype=None):
@@ -912,7 +921,7 @@ def copy_(input, src, non_blocking=False):
 
     def copied(old):
         value = to(src, input.dtype)
-        return clone(expand(value, shape) if value._data.shape != shape else value)
+        return _named(clone(expand(value, shape) if value._data.shape != shape else value), "CopyBackwards")
     return run_inplace(input, copied, "copy_")
 
 

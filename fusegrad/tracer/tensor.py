@@ -337,9 +337,7 @@ class Tensor:
 
     def type(self, dtype=None):
         if dtype is None:
-            return {"float32": "torch.FloatTensor", "float64": "torch.DoubleTensor",
-                    "float16": "torch.HalfTensor", "int64": "torch.LongTensor",
-                    "int32": "torch.IntTensor", "bool": "torch.BoolTensor"}[self.dtype.name]
+            return f"torch.{self.dtype.scalar_name}Tensor"
         return self.to(dtype)
 
 
