@@ -7,6 +7,7 @@ differentiable again), then delivers cotangents: accumulated into leaves' `.grad
 import numpy as np
 
 from ..ir import backward_graph, structure_key, topological_order
+from ..ir.dtypes import from_numpy_dtype
 from ..runtime import backward_graphs, run_graph
 from . import grad_mode
 from .dispatch import apply, cast, edge
@@ -27,14 +28,13 @@ def _freed_error():
 def _check_versions(node):
     for counter, version, index in node.versions:
         if counter[0] != version:
-            shape = list(node.saved[0].shape) if index < 0 else list(
-                node.saved[[i for i in _saves(node)].index(index)].shape)
+            value = node.saved[_saves(node).index(index)]
             which = "its output" if index < 0 else f"its input {index}"
             raise RuntimeError(
                 f"one of the variables needed for gradient computation has been modified by an inplace "
-                f"operation: [torch.{node.dtype.scalar_name}Tensor {shape}], saved by {node.name()} ({which}), is at version "
-                f"{counter[0]}; expected version {version} instead. Hint: compute the in-place update on a "
-                f"clone(), or move it after backward().")
+                f"operation: [torch.{from_numpy_dtype(value.dtype).scalar_name}Tensor {list(value.shape)}], "
+                f"saved by {node.name()} ({which}), is at version {counter[0]}; expected version {version} "
+                f"instead. Hint: compute the in-place update on a clone(), or move it after backward().")
 
 
 def _saves(node):
