@@ -462,3 +462,16 @@ def test_setitem_drops_leading_size_one_dims_of_the_value():
     x[1] = torch.tensor([5.0])
     x[0:2] = torch.tensor([[1.0, 2.0]])
     np.testing.assert_array_equal(x.numpy(), [1.0, 2.0, 0.0])
+
+
+def test_gradcheck_catches_a_wrong_gradient_and_warns_about_single_precision():
+    from fusegrad.autograd.gradcheck import GradcheckError
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: (a * a.sin()).sum(), (x,))
+    assert torch.autograd.gradgradcheck(lambda a: a * a.sin(), (x,))
+    with pytest.raises(GradcheckError, match="Jacobian mismatch for output 0 with respect to input 0"):
+        torch.autograd.gradcheck(lambda a: a.detach() * a, (x,))    # detach hides half the derivative
+    assert not torch.autograd.gradcheck(lambda a: a.detach() * a, (x,), raise_exception=False)
+    y = torch.randn(3, requires_grad=True)
+    with pytest.warns(UserWarning, match="Input #1 requires gradient and is not a double precision"):
+        torch.autograd.gradcheck(lambda a, b: a * b, (x, y), atol=1e-2, rtol=1e-2)

@@ -1,4 +1,6 @@
 """gradcheck / gradgradcheck: analytical Jacobians from autograd against central finite differences."""
+import warnings
+
 import numpy as np
 
 from ..tracer import Tensor, grad
@@ -64,10 +66,9 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
               fast_mode=False, masked=None):
     """True when d func / d inputs from autograd matches finite differences (use float64 inputs)."""
     inputs = _as_tuple(inputs)
-    for x in inputs:
+    for i, x in enumerate(inputs):
         if isinstance(x, Tensor) and x.requires_grad and x.dtype.name != "float64":
-            import warnings
-            warnings.warn(f"Input #{inputs.index(x)} requires gradient and is not a double precision floating "
+            warnings.warn(f"Input #{i} requires gradient and is not a double precision floating "
                           "point. This check will likely fail if all the inputs are not of double precision "
                           "floating point.", UserWarning, stacklevel=2)
     numerical = _numerical_jacobians(func, inputs, eps)

@@ -7,7 +7,7 @@ placeholders as inputs; it prints as readable Python-like text.
 """
 import numpy as np
 
-from .dtypes import DType, from_numpy_dtype
+from .dtypes import DType, from_numpy_dtype, result_type
 from .op import OPS
 
 
@@ -107,6 +107,8 @@ class Builder:
             shapes = [v.shape for v in inputs]
         except AttributeError:   # Python scalars among the inputs take the type of the tensor operands
             like = next((v.dtype for v in reversed(inputs) if isinstance(v, Node)), None)
+            if like is None:   # only scalars: PyTorch's promotion among them
+                like = result_type(inputs)
             inputs = tuple(v if isinstance(v, Node) else self.const(v, like) for v in inputs)
             shapes = [v.shape for v in inputs]
         shape, dtype = op.infer(shapes, [v.dtype for v in inputs], attrs)

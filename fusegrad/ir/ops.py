@@ -128,7 +128,7 @@ def _div_vjp(b, g, n, s):
 
 
 binary("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
-binary("floor_divide", np.floor_divide, "({0} // {1})")
+binary("floor_divide", np.floor_divide, "({0} // {1})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),) * 2)
 # x % y = x - floor(x / y) * y
 binary("remainder", np.remainder, "({0} % {1})",
        lambda b, g, n, s: (g, b.neg(b.mul(g, b.floor(b.div(s[0], s[1]))))), saves=(0, 1))
@@ -136,13 +136,14 @@ binary("remainder", np.remainder, "({0} % {1})",
 
 def _pow_vjp(b, g, n, s):
     x, y, out = s
+    # d/dx x**y = y x**(y-1), taken as 0 where y == 0 (not 0 * inf at x == 0), as PyTorch does.
     if type(y) in (int, float):   # x ** c: c - 1 in Python, never a graph of two constants
-        return b.mul(g, b.mul(b.pow(x, y - 1), y)), None
+        return (b.zeros(g.shape, g.dtype) if y == 0 else b.mul(g, b.mul(b.pow(x, y - 1), y))), None
     if type(x) in (int, float):   # c ** y: log c in Python too
-        log_x = math.log(x) if x > 0 else float("nan") if x < 0 else None
-        if log_x is not None:
-            return None, b.mul(g, b.mul(out, log_x))
-    gx = b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1))))
+        log_x = math.log(x) if x > 0 else float("nan") if x < 0 else float("-inf")
+        gy = b.mul(g, b.mul(out, log_x))
+        return None, (b.where(b.ge(y, 0), 0, gy) if x == 0 else gy)
+    gx = b.where(b.eq(y, 0), 0, b.mul(g, b.mul(y, b.pow(x, b.sub(y, 1)))))
     # d/dy x**y = x**y log x, taken as 0 where x == 0 and y >= 0, as PyTorch does.
     zero_base = b.logical_and(b.eq(x, 0), b.ge(y, 0))
     gy = b.mul(g, b.where(zero_base, 0, b.mul(out, b.log(x))))

@@ -907,12 +907,22 @@ def _inplace(fn, name):
 
 
 def zero_(input):
-    return fill_(input, 0)
+    return _fill(input, 0, "ZeroBackward0")
 
 
 def fill_(input, value):
-    value = value.item() if isinstance(value, Tensor) else value
-    return run_inplace(input, lambda old: _new(np.full(input._data.shape, value, input._data.dtype)), "fill_")
+    return _fill(input, value.item() if isinstance(value, Tensor) else value, "FillBackward2")
+
+
+def _fill(input, value, label):
+    def filled(old):
+        full = _new(np.full(input._data.shape, value, input._data.dtype))
+        if not (grad_mode.enabled and old._rg):
+            return full
+        # stays in the graph with a zero gradient, as PyTorch's Fill/ZeroBackward do
+        everywhere = _new(np.ones(input._data.shape, bool))
+        return _named(apply(_OP["where"], (everywhere, full, old)), label)
+    return run_inplace(input, filled, "fill_")
 
 
 def copy_(input, src, non_blocking=False):

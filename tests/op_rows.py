@@ -1,0 +1,681 @@
+"""The op table: one row per public op (and per variant that takes its own code path).
+
+A row says everything the checks in `test_ops.py` need: how to call the op (`fn(T, *tensors)`,
+where `T` is the library, `fusegrad` or `torch`, so the same line runs on both), the shapes of
+sample inputs, the domain random inputs are drawn from, a NumPy reference, and flags. Adding an op
+is adding a row here; every check picks it up.
+
+Domains keep finite differences honest: log/sqrt get positive inputs, tan stays away from its
+poles, abs/relu/clamp/max stay away from their kinks and ties.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from fusegrad.ir.op import ShapeError
+
+# ----------------------------------------------------------------------------- domains
+# A domain draws float64 values of a shape: domain(rng, shape) -> np.ndarray.
+
+
+def real(lo=-2.0, hi=2.0):
+    return lambda rng, shape: rng.uniform(lo, hi, shape)
+
+
+def positive(lo=0.5, hi=2.0):
+    return real(lo, hi)
+
+
+def away_from(*points, gap=0.15, lo=-2.0, hi=2.0):
+    """Uniform on [lo, hi] but at least `gap` from each point (kinks of abs, relu, clamp, ...)."""
+    def draw(rng, shape):
+        x = rng.uniform(lo, hi, shape)
+        for _ in range(100):
+            near = np.zeros(np.shape(x), bool)
+            for p in points:
+                near |= np.abs(x - p) < gap
+            if not near.any():
+                return x
+            x = np.where(near, rng.uniform(lo, hi, shape), x)
+        raise AssertionError("domain too narrow")
+    return draw
+
+
+def distinct(lo=-2.0, hi=2.0, min_abs=0.0):
+    """Values at least (hi - lo) / (2 n) apart, so max/min/argmax/sort have no ties; with
+    `min_abs`, the absolute values are distinct too (for norm(p=inf) and friends)."""
+    def draw(rng, shape):
+        n = int(np.prod(shape))
+        if min_abs:
+            grid = np.linspace(min_abs, hi, max(n, 1)) * rng.choice([-1.0, 1.0], max(n, 1))
+        else:
+            grid = np.linspace(lo, hi, max(n, 1))
+        step = (hi - lo) / (4 * max(n, 1))
+        values = rng.permutation(grid) + rng.uniform(-step, step, max(n, 1)) * 0.5
+        return values[:n].reshape(shape)
+    return draw
+
+
+def with_zeros(count):
+    """Nonzero values of magnitude in [0.5, 1.5] with `count` exact zeros (prod's special cases)."""
+    def draw(rng, shape):
+        x = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+        flat = x.reshape(-1)
+        flat[rng.choice(flat.size, count, replace=False)] = 0.0
+        return flat.reshape(shape)
+    return draw
+
+
+def ints(lo=-3, hi=4, nonzero=False):
+    def draw(rng, shape):
+        x = rng.integers(lo, hi, shape).astype(np.float64)
+        if nonzero:
+            x[x == 0] = 1.0
+        return x
+    return draw
+
+
+def bools():
+    return lambda rng, shape: (rng.uniform(size=shape) < 0.5).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass
+class OpRow:
+    name: str
+    fn: Callable                  # fn(T, *tensors) -> tensor or tuple of tensors
+    ref: Callable                 # ref(*np arrays) -> array or tuple of arrays
+    samples: tuple                # each a tuple of input shapes
+    domain: object = field(default_factory=real)   # one domain, or one per input
+    differentiable: bool = True
+    second_order: bool = True
+    dtypes: tuple = None          # fixed input dtype names (promotion rows); None: float32 and float64
+    out_dtype: object = None      # result dtype name(s); None: the floating input dtype
+    rtol32: float = 1e-5
+    atol32: float = 1e-6
+
+    def domain_of(self, i):
+        return self.domain[i] if isinstance(self.domain, tuple) else self.domain
+
+
+UNARY = (((2, 3),), ((),), ((5,),))
+BINARY = (((2, 3), (2, 3)), ((2, 3), (3,)), ((4, 1), (1, 5)), ((), (2, 3)), ((2, 3), ()))
+ONE = (((2, 3),), ((),))
+MATRIX = (((2, 3),), ((3, 4),))
+CUBE = (((2, 3, 2),),)
+
+ROWS = []
+
+
+def row(name, fn, ref, samples, **kw):
+    ROWS.append(OpRow(name, fn, ref, samples, **kw))
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _logsumexp(x, axis, keepdims=False):
+    return np.log(np.sum(np.exp(x), axis=axis, keepdims=keepdims))
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# ---------------------------------------------------------------- elementwise unary
+row("neg", lambda T, x: -x, np.negative, UNARY)
+row("neg_fn", lambda T, x: T.neg(x), np.negative, ONE)
+row("abs", lambda T, x: T.abs(x), np.abs, UNARY, domain=away_from(0.0))
+row("abs_method", lambda T, x: abs(x), np.abs, ONE, domain=away_from(0.0))
+row("sqrt", lambda T, x: T.sqrt(x), np.sqrt, UNARY, domain=positive())
+row("rsqrt", lambda T, x: T.rsqrt(x), lambda x: 1 / np.sqrt(x), ONE, domain=positive())
+row("exp", lambda T, x: T.exp(x), np.exp, UNARY)
+row("expm1", lambda T, x: T.expm1(x), np.expm1, ONE, rtol32=1e-4)
+row("log", lambda T, x: T.log(x), np.log, UNARY, domain=positive())
+row("log2", lambda T, x: T.log2(x), np.log2, ONE, domain=positive())
+row("log10", lambda T, x: T.log10(x), np.log10, ONE, domain=positive())
+row("log1p", lambda T, x: T.log1p(x), np.log1p, ONE, domain=real(-0.5, 2.0))
+row("sin", lambda T, x: T.sin(x), np.sin, UNARY)
+row("cos", lambda T, x: T.cos(x), np.cos, UNARY)
+row("tan", lambda T, x: T.tan(x), np.tan, UNARY, domain=real(-1.2, 1.2))
+row("tanh", lambda T, x: T.tanh(x), np.tanh, UNARY)
+row("sigmoid", lambda T, x: T.sigmoid(x), _sigmoid, UNARY)
+row("sigmoid_wide", lambda T, x: T.sigmoid(x), _sigmoid, ONE, domain=real(-30.0, 30.0), second_order=False)
+row("relu", lambda T, x: T.relu(x), lambda x: np.maximum(x, 0), UNARY, domain=away_from(0.0))
+row("square", lambda T, x: T.square(x), np.square, ONE)
+row("reciprocal", lambda T, x: T.reciprocal(x), np.reciprocal, ONE, domain=away_from(0.0, gap=0.3))
+row("sign", lambda T, x: T.sign(x), np.sign, ONE, domain=away_from(0.0), second_order=False)
+row("floor", lambda T, x: T.floor(x), np.floor, ONE, domain=away_from(-2, -1, 0, 1, 2, gap=0.05),
+    second_order=False)
+row("clone", lambda T, x: x.clone(), lambda x: x.copy(), ONE)
+row("to_float64", lambda T, x: x.double(), lambda x: x, ONE, out_dtype="float64")
+
+# ---------------------------------------------------------------- elementwise binary
+row("add", lambda T, x, y: x + y, np.add, BINARY)
+row("add_alpha", lambda T, x, y: T.add(x, y, alpha=2), lambda x, y: x + 2 * y, BINARY[:2])
+row("sub", lambda T, x, y: x - y, np.subtract, BINARY)
+row("sub_alpha", lambda T, x, y: T.sub(x, y, alpha=3), lambda x, y: x - 3 * y, BINARY[:2])
+row("mul", lambda T, x, y: x * y, np.multiply, BINARY)
+row("div", lambda T, x, y: x / y, np.divide, BINARY, domain=(real(), away_from(0.0, gap=0.4)))
+row("true_divide", lambda T, x, y: T.true_divide(x, y), np.divide, BINARY[:2],
+    domain=(real(), away_from(0.0, gap=0.4)))
+row("pow_tensor_tensor", lambda T, x, y: x ** y, np.power, BINARY, domain=(positive(), real()))
+row("maximum", lambda T, x, y: T.maximum(x, y), np.maximum, BINARY)
+row("minimum", lambda T, x, y: T.minimum(x, y), np.minimum, BINARY)
+row("lerp", lambda T, x, y: T.lerp(x, y, 0.3), lambda x, y: x + 0.3 * (y - x), BINARY[:3])
+row("remainder_scalar", lambda T, x: x % 1.5, lambda x: np.remainder(x, 1.5), ONE,
+    domain=away_from(-1.5, 0.0, 1.5, gap=0.1), second_order=False)
+row("floor_divide", lambda T, x, y: x // y, np.floor_divide, BINARY[:2],
+    domain=(real(), away_from(0.0, gap=0.4)), differentiable=False)
+
+# python scalars on either side
+row("add_scalar", lambda T, x: x + 2, lambda x: x + 2, ONE)
+row("radd_scalar", lambda T, x: 2.5 + x, lambda x: 2.5 + x, ONE)
+row("sub_scalar", lambda T, x: x - 2, lambda x: x - 2, ONE)
+row("rsub_scalar", lambda T, x: 2 - x, lambda x: 2 - x, ONE)
+row("rsub_fn", lambda T, x: T.rsub(x, 2.0), lambda x: 2.0 - x, ONE)
+row("mul_scalar", lambda T, x: x * 3, lambda x: x * 3, ONE)
+row("rmul_scalar", lambda T, x: 0.5 * x, lambda x: 0.5 * x, ONE)
+row("div_scalar", lambda T, x: x / 4, lambda x: x / 4, ONE)
+row("rdiv_scalar", lambda T, x: 4 / x, lambda x: 4 / x, ONE, domain=away_from(0.0, gap=0.4))
+row("pow_tensor_scalar", lambda T, x: x ** 3, lambda x: x ** 3, ONE)
+row("pow_tensor_fraction", lambda T, x: x ** 2.5, lambda x: x ** 2.5, ONE, domain=positive())
+row("pow_scalar_tensor", lambda T, x: 2 ** x, lambda x: 2.0 ** x, ONE)
+row("pow_fn", lambda T, x: T.pow(x, 2), np.square, ONE)
+row("pow_zero_exponent", lambda T, x: x ** 0, lambda x: x ** 0, (((2, 3),),), domain=with_zeros(1))
+# The zero-gradient special cases are `where`s over an inf/nan branch: their second derivatives are
+# nan in PyTorch too (torch.autograd.gradgradcheck fails the same way), so first order only.
+row("pow_zero_exponent_tensor", lambda T, x: x ** T.zeros_like(x), lambda x: x ** 0, (((2, 3),),),
+    domain=with_zeros(1), second_order=False)
+row("pow_zero_base", lambda T, x: 0.0 ** x, lambda x: 0.0 ** x, ONE, domain=positive(), second_order=False)
+
+# comparisons, logic, selection
+_CMP = dict(domain=ints(-2, 3), differentiable=False, out_dtype="bool")
+row("eq", lambda T, x, y: x == y, np.equal, BINARY, **_CMP)
+row("ne", lambda T, x, y: x != y, np.not_equal, BINARY[:3], **_CMP)
+row("lt", lambda T, x, y: x < y, np.less, BINARY[:3], **_CMP)
+row("le", lambda T, x, y: x <= y, np.less_equal, BINARY[:3], **_CMP)
+row("gt", lambda T, x, y: x > y, np.greater, BINARY[:3], **_CMP)
+row("ge", lambda T, x, y: T.ge(x, y), np.greater_equal, BINARY[:3], **_CMP)
+row("eq_fn", lambda T, x, y: T.eq(x, y), np.equal, BINARY[:2], **_CMP)
+row("gt_scalar", lambda T, x: x > 0.5, lambda x: x > 0.5, ONE, domain=away_from(0.5),
+    differentiable=False, out_dtype="bool")
+row("rlt_scalar", lambda T, x: 0.5 < x, lambda x: 0.5 < x, ONE, domain=away_from(0.5),
+    differentiable=False, out_dtype="bool")
+row("isnan", lambda T, x: T.isnan(x / x), lambda x: np.isnan(x / x), ONE, domain=ints(-1, 2),
+    differentiable=False, out_dtype="bool")
+
+_MASK = np.array([[True, False, True], [False, False, True]])
+row("where", lambda T, x, y: T.where(T.tensor(_MASK), x, y), lambda x, y: np.where(_MASK, x, y),
+    (((2, 3), (2, 3)), ((2, 3), (3,)), ((), (2, 3))))
+row("where_scalar", lambda T, x: T.where(x > 0, x, 0.0), lambda x: np.where(x > 0, x, 0.0), ONE,
+    domain=away_from(0.0))
+row("masked_fill", lambda T, x: x.masked_fill(T.tensor(_MASK), -1.0), lambda x: np.where(_MASK, -1.0, x),
+    (((2, 3),),))
+_CLAMP = away_from(-0.5, 0.5)
+row("clamp_min", lambda T, x: T.clamp(x, min=-0.5), lambda x: np.maximum(x, -0.5), UNARY, domain=_CLAMP)
+row("clamp_max", lambda T, x: T.clamp(x, max=0.5), lambda x: np.minimum(x, 0.5), UNARY, domain=_CLAMP)
+row("clamp_both", lambda T, x: x.clamp(-0.5, 0.5), lambda x: np.clip(x, -0.5, 0.5), UNARY, domain=_CLAMP)
+row("clip", lambda T, x: T.clip(x, -0.5, 0.5), lambda x: np.clip(x, -0.5, 0.5), ONE, domain=_CLAMP)
+row("clamp_min_fn", lambda T, x: T.clamp_min(x, 0.5), lambda x: np.maximum(x, 0.5), ONE, domain=_CLAMP)
+row("clamp_max_fn", lambda T, x: x.clamp_max(-0.5), lambda x: np.minimum(x, -0.5), ONE, domain=_CLAMP)
+
+# ---------------------------------------------------------------- reductions
+row("sum", lambda T, x: x.sum(), np.sum, UNARY)
+row("sum_dim", lambda T, x: x.sum(1), lambda x: x.sum(1), MATRIX + CUBE)
+row("sum_dim_keepdim", lambda T, x: x.sum(0, keepdim=True), lambda x: x.sum(0, keepdims=True), MATRIX)
+row("sum_dims", lambda T, x: T.sum(x, (0, -1)), lambda x: x.sum((0, x.ndim - 1)), MATRIX + CUBE)
+row("sum_neg_dim_keepdim", lambda T, x: x.sum(dim=-1, keepdim=True), lambda x: x.sum(-1, keepdims=True),
+    CUBE)
+row("mean", lambda T, x: x.mean(), np.mean, UNARY)
+row("mean_dim", lambda T, x: x.mean(1), lambda x: x.mean(1), MATRIX)
+row("mean_dims_keepdim", lambda T, x: x.mean((0, 2), keepdim=True), lambda x: x.mean((0, 2), keepdims=True),
+    CUBE)
+row("nansum", lambda T, x: x.nansum(), np.nansum, ONE)
+row("prod", lambda T, x: x.prod(), np.prod, UNARY)
+row("prod_dim", lambda T, x: x.prod(1), lambda x: x.prod(1), MATRIX + CUBE)
+row("prod_one_zero", lambda T, x: x.prod(), np.prod, (((2, 3),), ((4,),)), domain=with_zeros(1))
+row("prod_two_zeros", lambda T, x: x.prod(), np.prod, (((2, 3),), ((4,),)), domain=with_zeros(2))
+row("prod_three_zeros", lambda T, x: x.prod(), np.prod, (((2, 3),),), domain=with_zeros(3))
+row("prod_dim_one_zero", lambda T, x: x.prod(0, keepdim=True), lambda x: x.prod(0, keepdims=True),
+    (((1, 4),), ((3, 1),)), domain=with_zeros(1))
+row("max", lambda T, x: x.max(), np.max, UNARY, domain=distinct())
+row("min", lambda T, x: T.min(x), np.min, UNARY, domain=distinct())
+row("max_dim", lambda T, x: x.max(1), lambda x: (x.max(1), x.argmax(1)), MATRIX + CUBE, domain=distinct(),
+    out_dtype=(None, "int64"))
+row("max_dim_keepdim", lambda T, x: T.max(x, 0, keepdim=True),
+    lambda x: (x.max(0, keepdims=True), x.argmax(0, keepdims=True)), MATRIX, domain=distinct(),
+    out_dtype=(None, "int64"))
+row("min_dim", lambda T, x: x.min(dim=-1), lambda x: (x.min(-1), x.argmin(-1)), MATRIX, domain=distinct(),
+    out_dtype=(None, "int64"))
+row("max_binary", lambda T, x, y: T.max(x, y), np.maximum, BINARY[:3])
+row("amax", lambda T, x: x.amax(1), lambda x: x.max(1), MATRIX + CUBE, domain=distinct())
+row("amin_dims", lambda T, x: T.amin(x, (0, 1)), lambda x: x.min((0, 1)), MATRIX + CUBE, domain=distinct())
+_ARG = dict(domain=distinct(), differentiable=False, out_dtype="int64")
+row("argmax", lambda T, x: x.argmax(), lambda x: np.argmax(x), UNARY, **_ARG)
+row("argmax_dim", lambda T, x: T.argmax(x, 1), lambda x: np.argmax(x, 1), MATRIX, **_ARG)
+row("argmin", lambda T, x: T.argmin(x), lambda x: np.argmin(x), MATRIX, **_ARG)
+row("argmin_dim_keepdim", lambda T, x: x.argmin(0, keepdim=True), lambda x: np.argmin(x, 0, keepdims=True),
+    MATRIX, **_ARG)
+row("var", lambda T, x: x.var(), lambda x: np.var(x, ddof=1), MATRIX + ((((5,),),)))
+row("var_correction0", lambda T, x: x.var(correction=0), np.var, MATRIX)
+row("var_unbiased_false", lambda T, x: T.var(x, unbiased=False), np.var, MATRIX)
+row("var_dim", lambda T, x: x.var(1), lambda x: np.var(x, 1, ddof=1), MATRIX + CUBE)
+row("var_dim_correction0_keepdim", lambda T, x: x.var(0, keepdim=True, correction=0),
+    lambda x: np.var(x, 0, keepdims=True), MATRIX)
+row("std", lambda T, x: x.std(), lambda x: np.std(x, ddof=1), MATRIX)
+row("std_correction0", lambda T, x: T.std(x, correction=0), np.std, MATRIX)
+row("std_dim", lambda T, x: x.std((0, 2)), lambda x: np.std(x, (0, 2), ddof=1), CUBE)
+row("std_dim_correction0", lambda T, x: x.std(-1, correction=0, keepdim=True),
+    lambda x: np.std(x, -1, keepdims=True), MATRIX)
+row("var_mean", lambda T, x: T.var_mean(x, 1), lambda x: (np.var(x, 1, ddof=1), np.mean(x, 1)), MATRIX)
+row("std_mean", lambda T, x: T.std_mean(x), lambda x: (np.std(x, ddof=1), np.mean(x)), MATRIX)
+row("norm", lambda T, x: x.norm(), lambda x: np.sqrt(np.sum(x * x)), UNARY[:1] + UNARY[2:],
+    domain=away_from(0.0))
+row("norm_p2", lambda T, x: T.norm(x, p=2), lambda x: np.sqrt(np.sum(x * x)), MATRIX)
+row("norm_p1", lambda T, x: x.norm(p=1), lambda x: np.abs(x).sum(), MATRIX, domain=away_from(0.0))
+row("norm_inf", lambda T, x: x.norm(p=float("inf")), lambda x: np.abs(x).max(), MATRIX,
+    domain=distinct(min_abs=0.2))
+row("norm_p3", lambda T, x: x.norm(p=3), lambda x: np.sum(np.abs(x) ** 3) ** (1 / 3), MATRIX,
+    domain=away_from(0.0))
+row("norm_dim", lambda T, x: x.norm(dim=1), lambda x: np.sqrt(np.sum(x * x, 1)), MATRIX + CUBE)
+row("norm_p1_dim_keepdim", lambda T, x: x.norm(p=1, dim=0, keepdim=True),
+    lambda x: np.abs(x).sum(0, keepdims=True), MATRIX, domain=away_from(0.0))
+row("logsumexp", lambda T, x: x.logsumexp(1), lambda x: _logsumexp(x, 1), MATRIX + CUBE)
+row("logsumexp_dims_keepdim", lambda T, x: T.logsumexp(x, (0, 1), keepdim=True),
+    lambda x: _logsumexp(x, (0, 1), True), MATRIX)
+row("logsumexp_large", lambda T, x: x.logsumexp(0), lambda x: np.log(np.sum(np.exp(x - 500), 0)) + 500,
+    (((3, 2),),), domain=real(499.0, 501.0))
+row("cumsum", lambda T, x: x.cumsum(0), lambda x: np.cumsum(x, 0), MATRIX + (((5,),),))
+row("cumsum_last", lambda T, x: T.cumsum(x, dim=-1), lambda x: np.cumsum(x, -1), MATRIX + CUBE)
+row("softmax", lambda T, x: x.softmax(1), lambda x: _softmax(x, 1), MATRIX + CUBE)
+row("softmax_dim0", lambda T, x: T.softmax(x, 0), lambda x: _softmax(x, 0), MATRIX + (((5,),),))
+row("log_softmax", lambda T, x: x.log_softmax(-1), lambda x: np.log(_softmax(x, -1)), MATRIX + CUBE)
+row("all", lambda T, x: x.all(), np.all, (((2, 3),), ((0,),)), dtypes=("bool",), domain=bools(),
+    differentiable=False, out_dtype="bool")
+row("all_dim", lambda T, x: T.all(x, 1), lambda x: np.all(x, 1), (((3, 2),),), dtypes=("bool",),
+    domain=bools(), differentiable=False, out_dtype="bool")
+row("any", lambda T, x: T.any(x), np.any, (((2, 3),), ((0,),)), dtypes=("bool",), domain=bools(),
+    differentiable=False, out_dtype="bool")
+row("any_dim_keepdim", lambda T, x: x.any(0, keepdim=True), lambda x: np.any(x, 0, keepdims=True),
+    (((3, 2),),), dtypes=("bool",), domain=bools(), differentiable=False, out_dtype="bool")
+row("all_float", lambda T, x: (x > 0).all(), lambda x: np.all(x > 0), MATRIX, domain=away_from(0.0),
+    differentiable=False, out_dtype="bool")
+
+# ---------------------------------------------------------------- shape and movement
+row("reshape", lambda T, x: x.reshape(3, 2), lambda x: x.reshape(3, 2), (((2, 3),), ((6,),)))
+row("reshape_infer", lambda T, x: T.reshape(x, (-1,)), lambda x: x.reshape(-1), (((2, 3),), ((),)))
+row("reshape_noncontiguous", lambda T, x: x.t().reshape(6), lambda x: x.T.reshape(6), (((2, 3),),))
+row("view", lambda T, x: x.view(6), lambda x: x.reshape(6), (((2, 3),),))
+row("view_infer", lambda T, x: x.view(3, -1), lambda x: x.reshape(3, -1), (((2, 3),), ((2, 3, 2),)))
+row("flatten", lambda T, x: x.flatten(), lambda x: x.reshape(-1), (((2, 3),), ((2, 3, 2),), ((),)))
+row("flatten_start", lambda T, x: T.flatten(x, 1), lambda x: x.reshape(x.shape[0], -1), CUBE)
+row("unflatten", lambda T, x: x.unflatten(1, (3, 1)), lambda x: x.reshape(2, 3, 1), (((2, 3),),))
+row("squeeze", lambda T, x: x.squeeze(), np.squeeze, (((2, 1, 3),), ((1, 1),)))
+row("squeeze_dim", lambda T, x: x.squeeze(1), lambda x: np.squeeze(x, 1), (((2, 1, 3),),))
+row("unsqueeze", lambda T, x: x.unsqueeze(0), lambda x: x[None], UNARY)
+row("unsqueeze_last", lambda T, x: T.unsqueeze(x, -1), lambda x: x[..., None], UNARY)
+row("transpose", lambda T, x: x.transpose(0, 1), lambda x: x.swapaxes(0, 1), MATRIX + CUBE)
+row("transpose_neg", lambda T, x: T.transpose(x, -1, 0), lambda x: x.swapaxes(-1, 0), CUBE)
+row("permute", lambda T, x: x.permute(2, 0, 1), lambda x: x.transpose(2, 0, 1), CUBE)
+row("movedim", lambda T, x: T.movedim(x, 0, -1), lambda x: np.moveaxis(x, 0, -1), CUBE)
+row("t", lambda T, x: x.t(), lambda x: x.T, MATRIX + (((3,),),))
+row("T", lambda T, x: x.T, lambda x: x.T, MATRIX)
+row("mT", lambda T, x: x.mT, lambda x: x.swapaxes(-1, -2), CUBE)
+row("expand", lambda T, x: x.expand(3, 4), lambda x: np.broadcast_to(x, (3, 4)), (((3, 1),), ((4,),)))
+row("expand_keep", lambda T, x: x.expand(2, -1, -1), lambda x: np.broadcast_to(x, (2,) + x.shape),
+    (((1, 3),), ((2, 1),)))
+row("expand_as", lambda T, x, y: x.expand_as(y), lambda x, y: np.broadcast_to(x, y.shape),
+    (((3, 1), (3, 2)),))
+row("broadcast_to", lambda T, x: T.broadcast_to(x, (2, 3)), lambda x: np.broadcast_to(x, (2, 3)),
+    (((3,),), ((),)))
+row("contiguous", lambda T, x: x.t().contiguous(), lambda x: x.T.copy(), MATRIX)
+row("narrow", lambda T, x: x.narrow(1, 1, 2), lambda x: x[:, 1:3], MATRIX)
+row("select", lambda T, x: T.select(x, 1, -1), lambda x: x[:, -1], MATRIX)
+
+# ---------------------------------------------------------------- joining and splitting
+row("cat", lambda T, x, y: T.cat([x, y]), lambda x, y: np.concatenate([x, y]),
+    (((2, 3), (1, 3)), ((4,), (2,))))
+row("cat_dim1", lambda T, x, y: T.cat((x, y), dim=1), lambda x, y: np.concatenate([x, y], 1),
+    (((2, 3), (2, 1)),))
+row("cat_neg_dim", lambda T, x, y, z: T.cat([x, y, z], -1), lambda x, y, z: np.concatenate([x, y, z], -1),
+    (((2, 1), (2, 2), (2, 1)),))
+row("stack", lambda T, x, y: T.stack([x, y]), lambda x, y: np.stack([x, y]), (((2, 3), (2, 3)), ((), ())))
+row("stack_last", lambda T, x, y: T.stack([x, y], dim=-1), lambda x, y: np.stack([x, y], -1),
+    (((2, 3), (2, 3)),))
+row("hstack", lambda T, x, y: T.hstack([x, y]), lambda x, y: np.hstack([x, y]),
+    (((2, 3), (2, 1)), ((3,), (2,))))
+row("vstack", lambda T, x, y: T.vstack([x, y]), lambda x, y: np.vstack([x, y]),
+    (((2, 3), (1, 3)), ((3,), (3,))))
+row("split", lambda T, x: x.split(2), lambda x: (x[:2], x[2:4], x[4:]), (((5, 2),), ((5,),)))
+row("split_sections", lambda T, x: T.split(x, [1, 2], dim=1), lambda x: (x[:, :1], x[:, 1:]), MATRIX[:1])
+row("chunk", lambda T, x: x.chunk(2, 1), lambda x: tuple(np.array_split(x, 2, 1)), (((3, 4),), ((2, 3),)))
+row("unbind", lambda T, x: x.unbind(1), lambda x: tuple(np.moveaxis(x, 1, 0)), MATRIX)
+row("unbind_first", lambda T, x: T.unbind(x), lambda x: tuple(x), (((3,),), ((2, 3),)))
+
+# ---------------------------------------------------------------- indexing
+row("getitem_int", lambda T, x: x[1], lambda x: x[1], MATRIX + (((3,),),))
+row("getitem_neg_int", lambda T, x: x[-1, 0], lambda x: x[-1, 0], MATRIX)
+row("getitem_slice", lambda T, x: x[:, 1:], lambda x: x[:, 1:], MATRIX)
+row("getitem_step", lambda T, x: x[::2], lambda x: x[::2], MATRIX + (((5,),),))
+row("getitem_slice_int", lambda T, x: x[1:, 0], lambda x: x[1:, 0], MATRIX)
+row("getitem_none", lambda T, x: x[None], lambda x: x[None], MATRIX + (((),),))
+row("getitem_ellipsis", lambda T, x: x[..., 1], lambda x: x[..., 1], MATRIX + CUBE)
+row("getitem_ellipsis_none", lambda T, x: x[..., None], lambda x: x[..., None], MATRIX)
+row("getitem_mixed", lambda T, x: x[0, None, ..., 1:], lambda x: x[0, None, ..., 1:], CUBE)
+row("getitem_ellipsis_alone", lambda T, x: x[...], lambda x: x[...], MATRIX)
+_IDX = np.array([0, 1, 0])
+row("getitem_int_array", lambda T, x: x[T.tensor(_IDX)], lambda x: x[_IDX], MATRIX + (((3,),),))
+row("getitem_list", lambda T, x: x[[1, 0, 1, 1]], lambda x: x[[1, 0, 1, 1]], (((2, 3),),))
+row("getitem_2d_int_array", lambda T, x: x[T.tensor([[0, 1], [1, 1]])], lambda x: x[np.array([[0, 1], [1, 1]])],
+    MATRIX)
+row("getitem_slice_array", lambda T, x: x[:, [2, 0, 2]], lambda x: x[:, [2, 0, 2]], MATRIX)
+row("getitem_two_arrays", lambda T, x: x[[0, 1, 1], [2, 0, 2]], lambda x: x[[0, 1, 1], [2, 0, 2]], MATRIX)
+row("getitem_mask", lambda T, x: x[T.tensor(_MASK)], lambda x: x[_MASK], (((2, 3),),))
+row("getitem_mask_rows", lambda T, x: x[T.tensor([True, False, True])], lambda x: x[[True, False, True]],
+    (((3, 2),),))
+row("getitem_mask_computed", lambda T, x: x[x > 0], lambda x: x[x > 0], MATRIX, domain=away_from(0.0))
+row("index_select", lambda T, x: x.index_select(1, T.tensor([2, 0, 2])), lambda x: x[:, [2, 0, 2]], MATRIX)
+_GATHER = np.array([[0, 2], [1, 1]])   # smaller than the input along the other dim, as torch allows
+
+
+def _gather_ref(x, idx, dim):
+    grids = list(np.indices(idx.shape, sparse=True))
+    grids[dim] = idx
+    return x[tuple(grids)]
+
+
+row("gather", lambda T, x: T.gather(x, 1, T.tensor(_GATHER)), lambda x: _gather_ref(x, _GATHER, 1), MATRIX)
+_GATHER0 = np.array([[1, 0], [0, 1], [1, 1]])
+row("gather_dim0", lambda T, x: x.gather(0, T.tensor(_GATHER0)), lambda x: _gather_ref(x, _GATHER0, 0), MATRIX)
+row("gather_same_shape", lambda T, x: x.gather(-1, T.tensor([[2, 0, 0], [1, 1, 2]])),
+    lambda x: np.take_along_axis(x, np.array([[2, 0, 0], [1, 1, 2]]), -1), (((2, 3),),))
+
+
+def _setitem(key):
+    def fn(T, x, v):
+        y = x.clone()
+        y[key] = v
+        return y
+
+    def ref(x, v):
+        y = x.copy()
+        y[key] = v
+        return y
+    return fn, ref
+
+
+row("setitem_row", *_setitem(0), (((2, 3), (3,)), ((2, 3), ())))
+row("setitem_slice", *_setitem((slice(None), slice(1, None))), (((2, 3), (2, 2)), ((2, 3), (2,))))
+row("setitem_int_array", *_setitem(np.array([2, 0])), (((3, 2), (2, 2)),))
+row("setitem_mask", *_setitem(_MASK), (((2, 3), (3,)), ((2, 3), ())))
+
+# ---------------------------------------------------------------- linear algebra
+row("matmul_1d_1d", lambda T, x, y: x @ y, np.matmul, (((4,), (4,)),))
+row("matmul_2d_1d", lambda T, x, y: T.matmul(x, y), np.matmul, (((2, 3), (3,)),))
+row("matmul_1d_2d", lambda T, x, y: x @ y, np.matmul, (((3,), (3, 2)),))
+row("matmul_2d_2d", lambda T, x, y: x @ y, np.matmul, (((2, 3), (3, 2)),))
+row("matmul_3d_broadcast", lambda T, x, y: x @ y, np.matmul,
+    (((2, 2, 3), (3, 2)), ((2, 1, 1, 2), (3, 2, 1)), ((2, 3), (2, 3, 2))))
+row("matmul_3d_1d", lambda T, x, y: x @ y, np.matmul, (((2, 2, 3), (3,)), ((3,), (2, 3, 2))))
+row("mm", lambda T, x, y: T.mm(x, y), np.matmul, (((2, 3), (3, 2)), ((1, 4), (4, 1))))
+row("bmm", lambda T, x, y: x.bmm(y), np.matmul, (((2, 2, 3), (2, 3, 1)),))
+row("mv", lambda T, x, y: x.mv(y), np.matmul, (((2, 3), (3,)),))
+row("dot", lambda T, x, y: T.dot(x, y), np.dot, (((4,), (4,)),))
+row("outer", lambda T, x, y: T.outer(x, y), np.outer, (((3,), (2,)),))
+row("addmm", lambda T, b, x, y: T.addmm(b, x, y), lambda b, x, y: b + x @ y,
+    (((2, 2), (2, 3), (3, 2)), ((2,), (2, 3), (3, 2))))
+
+# ---------------------------------------------------------------- aliases and the rest of the surface
+_SAFE_DIV = (real(), away_from(0.0, gap=0.4))
+row("div_trunc", lambda T, x, y: T.div(x, y, rounding_mode="trunc"), lambda x, y: np.trunc(x / y), BINARY[:2],
+    domain=_SAFE_DIV, second_order=False)
+row("div_floor", lambda T, x, y: x.div(y, rounding_mode="floor"), lambda x, y: np.floor(x / y), BINARY[:2],
+    domain=_SAFE_DIV, second_order=False)
+row("div_trunc_scalar", lambda T, x: T.div(x, 0.7, rounding_mode="trunc"), lambda x: np.trunc(x / 0.7), ONE,
+    second_order=False)
+row("negative", lambda T, x: x.negative(), np.negative, ONE)
+row("absolute", lambda T, x: T.absolute(x), np.abs, ONE, domain=away_from(0.0))
+row("swapaxes", lambda T, x: x.swapaxes(0, -1), lambda x: x.swapaxes(0, -1), CUBE)
+row("swapdims", lambda T, x: T.swapdims(x, 1, 0), lambda x: x.swapaxes(1, 0), MATRIX)
+row("view_as", lambda T, x, y: x.view_as(y), lambda x, y: x.reshape(y.shape), (((2, 3), (3, 2)),))
+row("reshape_as", lambda T, x, y: x.t().reshape_as(y), lambda x, y: x.T.reshape(y.shape), (((2, 3), (6,)),))
+row("inner", lambda T, x, y: T.inner(x, y), np.inner, (((4,), (4,)),))
+row("type_as", lambda T, x: x.type_as(T.ones(1, dtype=T.float64)), lambda x: x, ONE, out_dtype="float64")
+row("to_dtype", lambda T, x: x.to(T.float64), lambda x: x, ONE, out_dtype="float64")
+row("concat", lambda T, x, y: T.concat([x, y], dim=1), lambda x, y: np.concatenate([x, y], 1),
+    (((2, 1), (2, 2)),))
+row("concatenate", lambda T, x, y: T.concatenate((x, y)), lambda x, y: np.concatenate([x, y]), (((1,), (3,)),))
+row("broadcast_tensors", lambda T, x, y: T.broadcast_tensors(x, y), lambda x, y: np.broadcast_arrays(x, y),
+    (((2, 3), (3,)), ((4, 1), (1, 5))))
+row("tril", lambda T, x: x.tril(), np.tril, MATRIX)
+row("triu", lambda T, x: T.triu(x, 1), lambda x: np.triu(x, 1), MATRIX)
+row("detach", lambda T, x: x.detach(), lambda x: x, ONE, differentiable=False)
+_NAN_FREE = dict(differentiable=False, out_dtype="bool")
+row("isfinite", lambda T, x: T.isfinite(x), np.isfinite, ONE, **_NAN_FREE)
+row("isinf", lambda T, x: x.isinf(), np.isinf, ONE, **_NAN_FREE)
+row("isclose", lambda T, x, y: T.isclose(x, y), np.isclose, BINARY[:2], domain=ints(0, 2), **_NAN_FREE)
+row("equal", lambda T, x, y: T.tensor(T.equal(x, x.clone()) and not T.equal(x, y)), lambda x, y: np.array(True),
+    (((2, 3), (2, 3)),), **_NAN_FREE)
+row("allclose", lambda T, x: T.tensor(T.allclose(x, x + 1e-9)), lambda x: np.array(True), ONE, **_NAN_FREE)
+row("logical_xor", lambda T, x, y: T.logical_xor(x > 0, y > 0), lambda x, y: np.logical_xor(x > 0, y > 0),
+    BINARY[:3], domain=away_from(0.0), **_NAN_FREE)
+row("nonzero", lambda T, x: T.nonzero(x), lambda x: np.argwhere(x), (((2, 3),), ((5,),)), domain=ints(-1, 2),
+    differentiable=False, out_dtype="int64")
+row("nonzero_as_tuple", lambda T, x: T.nonzero(x, as_tuple=True), np.nonzero, (((2, 3),),), domain=ints(-1, 2),
+    differentiable=False, out_dtype="int64")
+row("where_condition_only", lambda T, x: T.where(x), np.nonzero, (((2, 3),),), domain=ints(-1, 2),
+    differentiable=False, out_dtype="int64")
+for _alias, _ref in (("greater", np.greater), ("greater_equal", np.greater_equal), ("less", np.less),
+                     ("less_equal", np.less_equal), ("not_equal", np.not_equal)):
+    row(_alias, lambda T, x, y, _alias=_alias: getattr(T, _alias)(x, y), _ref, BINARY[1:2], **_CMP)
+
+# ---------------------------------------------------------------- in-place variants (on a clone)
+# Each writes into a clone, so a leaf that requires grad stays untouched and its gradient flows
+# through the in-place op, as in a training step. Extra arguments are tensors built from inputs.
+
+
+def _inplace(name, method, ref, samples=(((2, 3),),), **kw):
+    def fn(T, x, *others):
+        y = x.clone()
+        out = method(y, *others)
+        assert out is y, f"{name} must return self"
+        return y
+    row(name, fn, ref, samples, **kw)
+
+
+_inplace("add_", lambda y, z: y.add_(z), np.add, (((2, 3), (3,)),))
+_inplace("add_alpha_", lambda y, z: y.add_(z, alpha=-2), lambda x, z: x - 2 * z, (((2, 3), (2, 3)),))
+_inplace("sub_", lambda y, z: y.sub_(z), np.subtract, (((2, 3), ()),))
+_inplace("mul_", lambda y, z: y.mul_(z), np.multiply, (((2, 3), (2, 3)),))
+_inplace("mul_scalar_", lambda y: y.mul_(3), lambda x: 3 * x)
+_inplace("div_", lambda y, z: y.div_(z), np.divide, (((2, 3), (3,)),), domain=_SAFE_DIV)
+_inplace("true_divide_", lambda y: y.true_divide_(4), lambda x: x / 4)
+_inplace("pow_", lambda y: y.pow_(2), np.square)
+_inplace("neg_", lambda y: y.neg_(), np.negative)
+_inplace("abs_", lambda y: y.abs_(), np.abs, domain=away_from(0.0))
+_inplace("exp_", lambda y: y.exp_(), np.exp)
+_inplace("expm1_", lambda y: y.expm1_(), np.expm1, rtol32=1e-4)
+_inplace("log_", lambda y: y.log_(), np.log, domain=positive())
+_inplace("log1p_", lambda y: y.log1p_(), np.log1p, domain=positive())
+_inplace("sin_", lambda y: y.sin_(), np.sin)
+_inplace("cos_", lambda y: y.cos_(), np.cos)
+_inplace("tan_", lambda y: y.tan_(), np.tan, domain=real(-1.2, 1.2))
+_inplace("tanh_", lambda y: y.tanh_(), np.tanh)
+_inplace("sigmoid_", lambda y: y.sigmoid_(), _sigmoid)
+_inplace("sqrt_", lambda y: y.sqrt_(), np.sqrt, domain=positive())
+_inplace("rsqrt_", lambda y: y.rsqrt_(), lambda x: 1 / np.sqrt(x), domain=positive())
+_inplace("square_", lambda y: y.square_(), np.square)
+_inplace("reciprocal_", lambda y: y.reciprocal_(), np.reciprocal, domain=away_from(0.0, gap=0.3))
+_inplace("relu_", lambda y: y.relu_(), lambda x: np.maximum(x, 0), domain=away_from(0.0))
+_inplace("clamp_", lambda y: y.clamp_(-0.5, 0.5), lambda x: np.clip(x, -0.5, 0.5), domain=_CLAMP)
+_inplace("clip_", lambda y: y.clip_(max=0.5), lambda x: np.minimum(x, 0.5), domain=_CLAMP)
+_inplace("clamp_min_", lambda y: y.clamp_min_(-0.5), lambda x: np.maximum(x, -0.5), domain=_CLAMP)
+_inplace("clamp_max_", lambda y: y.clamp_max_(0.5), lambda x: np.minimum(x, 0.5), domain=_CLAMP)
+_inplace("floor_", lambda y: y.floor_(), np.floor, domain=away_from(-2, -1, 0, 1, 2, gap=0.05),
+         second_order=False)
+_inplace("sign_", lambda y: y.sign_(), np.sign, domain=away_from(0.0), second_order=False)
+_inplace("lerp_", lambda y, z: y.lerp_(z, 0.25), lambda x, z: x + 0.25 * (z - x), (((2, 3), (3,)),))
+_inplace("masked_fill_", lambda y: y.masked_fill_(y > 0, 0.5), lambda x: np.where(x > 0, 0.5, x),
+         domain=away_from(0.0))
+_inplace("zero_", lambda y: y.zero_(), np.zeros_like)
+_inplace("fill_", lambda y: y.fill_(1.5), lambda x: np.full_like(x, 1.5))
+_inplace("copy_", lambda y, z: y.copy_(z), lambda x, z: np.broadcast_to(z, x.shape), (((2, 3), (3,)),))
+
+
+def _iadd(y, z):
+    y += z
+    return y
+
+
+def _imul(y, z):
+    y *= z
+    return y
+
+
+_inplace("iadd", _iadd, np.add, (((2, 3), (2, 3)),))
+_inplace("imul_scalar", lambda y: _imul(y, 2.5), lambda x: 2.5 * x)
+
+# ---------------------------------------------------------------- dtype promotion (fixed dtypes)
+_INT = ints(-3, 4)
+_INT_NZ = ints(1, 5)
+row("promote_int_mul_float_scalar", lambda T, x: x * 2.5, lambda x: x * 2.5, ONE, dtypes=("int64",),
+    domain=_INT, out_dtype="float32", differentiable=False)
+row("promote_float_scalar_rsub_int32", lambda T, x: 1.5 - x, lambda x: 1.5 - x, ONE, dtypes=("int32",),
+    domain=_INT, out_dtype="float32", differentiable=False)
+row("promote_int_add_int_scalar", lambda T, x: 2 + x, lambda x: 2 + x, ONE, dtypes=("int32",),
+    domain=_INT, out_dtype="int32", differentiable=False)
+row("promote_int_add_bool_scalar", lambda T, x: x + True, lambda x: x + 1, ONE, dtypes=("int64",),
+    domain=_INT, out_dtype="int64", differentiable=False)
+row("promote_f32_mul_int_scalar", lambda T, x: 3 * x, lambda x: 3 * x, ONE, dtypes=("float32",),
+    out_dtype="float32")
+row("promote_f32_add_f64_0dim", lambda T, x, y: x + y, np.add, (((2, 3), ()),), dtypes=("float32", "float64"),
+    out_dtype="float32", rtol32=1e-6)
+row("promote_f64_0dim_mul_f32", lambda T, x, y: x * y, np.multiply, (((), (3,)),), dtypes=("float64", "float32"),
+    out_dtype="float32")
+row("promote_f32_add_f64", lambda T, x, y: x + y, np.add, (((2, 3), (3,)),), dtypes=("float32", "float64"),
+    out_dtype="float64")
+row("promote_int_tensor_add_f64_0dim", lambda T, x, y: x + y, np.add, (((2, 3), ()),),
+    dtypes=("int64", "float64"), domain=(_INT, real()), out_dtype="float64")
+row("promote_int32_add_int64", lambda T, x, y: x + y, np.add, (((2, 3), (2, 3)), ((2, 3), (3,))),
+    dtypes=("int32", "int64"), domain=_INT, out_dtype="int64", differentiable=False)
+row("promote_int32_mul_int64_0dim", lambda T, x, y: x * y, np.multiply, (((2, 3), ()),),
+    dtypes=("int32", "int64"), domain=_INT, out_dtype="int32", differentiable=False)
+row("promote_bool_add_int", lambda T, x, y: x + y, np.add, (((2, 3), (2, 3)), ((3,), ())),
+    dtypes=("bool", "int64"), domain=(bools(), _INT), out_dtype="int64", differentiable=False)
+row("promote_bool_mul_float", lambda T, x, y: x * y, np.multiply, (((2, 3), (2, 3)),),
+    dtypes=("bool", "float32"), domain=(bools(), real()), out_dtype="float32")
+row("promote_int_div_int", lambda T, x, y: x / y, np.divide, (((2, 3), (2, 3)), ((2, 3), ())),
+    dtypes=("int64", "int64"), domain=(_INT, _INT_NZ), out_dtype="float32", differentiable=False)
+row("promote_int_div_int_scalar", lambda T, x: x / 2, lambda x: x / 2, ONE, dtypes=("int32",), domain=_INT,
+    out_dtype="float32", differentiable=False)
+row("promote_int_pow_int", lambda T, x: x ** 2, lambda x: x ** 2, ONE, dtypes=("int64",), domain=_INT,
+    out_dtype="int64", differentiable=False)
+row("promote_int_pow_fraction", lambda T, x: x ** 0.5, lambda x: x ** 0.5, ONE, dtypes=("int64",),
+    domain=_INT_NZ, out_dtype="float32", differentiable=False)
+row("promote_int_lt_float", lambda T, x, y: x < y, np.less, (((2, 3), (3,)),), dtypes=("int64", "float32"),
+    domain=(_INT, real()), out_dtype="bool", differentiable=False)
+row("promote_exp_int", lambda T, x: T.exp(x), np.exp, ONE, dtypes=("int64",), domain=_INT,
+    out_dtype="float32", differentiable=False)
+row("promote_sum_int32", lambda T, x: x.sum(), np.sum, ONE, dtypes=("int32",), domain=_INT,
+    out_dtype="int64", differentiable=False)
+row("promote_sum_bool", lambda T, x: T.sum(x, 0), lambda x: np.sum(x, 0, dtype=np.int64), MATRIX,
+    dtypes=("bool",), domain=bools(), out_dtype="int64", differentiable=False)
+row("promote_where_int_float", lambda T, x, y: T.where(T.tensor(_MASK), x, y), lambda x, y: np.where(_MASK, x, y),
+    (((2, 3), (2, 3)),), dtypes=("int64", "float32"), domain=(_INT, real()), out_dtype="float32")
+row("promote_cat_int_float", lambda T, x, y: T.cat([x, y]), lambda x, y: np.concatenate([x, y]),
+    (((2, 3), (1, 3)),), dtypes=("int32", "float64"), domain=(_INT, real()), out_dtype="float64")
+row("promote_logical_and", lambda T, x, y: T.logical_and(x, y), np.logical_and, (((2, 3), (3,)),),
+    dtypes=("bool", "bool"), domain=bools(), out_dtype="bool", differentiable=False)
+row("promote_logical_or_int", lambda T, x, y: T.logical_or(x, y), np.logical_or, (((2, 3), (2, 3)),),
+    dtypes=("int64", "bool"), domain=(_INT, bools()), out_dtype="bool", differentiable=False)
+row("promote_logical_not", lambda T, x: ~x, np.logical_not, ONE, dtypes=("bool",), domain=bools(),
+    out_dtype="bool", differentiable=False)
+row("logical_not_float", lambda T, x: T.logical_not(x), np.logical_not, ONE, domain=ints(-1, 2),
+    differentiable=False, out_dtype="bool")
+row("promote_bool_add_bool", lambda T, x, y: x + y, np.logical_or, (((2, 3), (2, 3)),),
+    dtypes=("bool", "bool"), domain=bools(), out_dtype="bool", differentiable=False)
+row("promote_div_trunc_int", lambda T, x, y: T.div(x, y, rounding_mode="trunc"), lambda x, y: np.trunc(x / y),
+    (((2, 3), (2, 3)), ((2, 3), ())), dtypes=("int64", "int64"), domain=(ints(-7, 8), ints(-3, 4, nonzero=True)),
+    out_dtype="int64", differentiable=False)
+row("promote_div_trunc_int_scalar", lambda T, x: T.div(x, -2, rounding_mode="trunc"), lambda x: np.trunc(x / -2),
+    ONE, dtypes=("int32",), domain=ints(-7, 8), out_dtype="int32", differentiable=False)
+row("promote_div_floor_int", lambda T, x, y: T.div(x, y, rounding_mode="floor"), np.floor_divide,
+    (((2, 3), (3,)),), dtypes=("int64", "int64"), domain=(ints(-7, 8), ints(-3, 4, nonzero=True)),
+    out_dtype="int64", differentiable=False)
+row("promote_div_trunc_int_float", lambda T, x: T.div(x, 0.5, rounding_mode="trunc"), lambda x: np.trunc(x / 0.5),
+    ONE, dtypes=("int64",), domain=_INT, out_dtype="float32", differentiable=False)
+row("promote_softmax_int_dtype", lambda T, x: x.softmax(0, dtype=T.float64), lambda x: _softmax(x, 0), MATRIX[:1],
+    dtypes=("int64",), domain=_INT, out_dtype="float64", differentiable=False)
+
+
+# ----------------------------------------------------------------------------- error rows
+
+
+@dataclass
+class ErrorRow:
+    name: str
+    fn: Callable      # fn(T) raises
+    exc: type         # the exact exception type (ShapeError is the RuntimeError of shape rules)
+    match: str        # regex the message must match
+
+
+def _ones(T, *shape, grad=False):
+    return T.ones(*shape, requires_grad=grad)
+
+
+ERROR_ROWS = [
+    ErrorRow("add_broadcast", lambda T: _ones(T, 2, 3) + _ones(T, 4), ShapeError,
+             r"^add: shapes \[2, 3\] and \[4\] are not broadcastable"),
+    ErrorRow("mul_broadcast", lambda T: T.mul(_ones(T, 4, 1), _ones(T, 3, 2)), ShapeError,
+             r"^mul: shapes \[4, 1\] and \[3, 2\] are not broadcastable"),
+    ErrorRow("where_broadcast", lambda T: T.where(_ones(T, 2) > 0, _ones(T, 3), _ones(T, 2)), ShapeError,
+             r"^where: shapes \[2\] and \[3\] are not broadcastable"),
+    ErrorRow("mm_shapes", lambda T: T.mm(_ones(T, 2, 3), _ones(T, 4, 5)), ShapeError,
+             r"^mm: .*\[2, 3\] and \[4, 5\].*\(2x3 and 4x5\)"),
+    ErrorRow("matmul_shapes", lambda T: _ones(T, 3) @ _ones(T, 4), ShapeError,
+             r"^matmul: shapes \[3\] and \[4\] cannot be multiplied"),
+    ErrorRow("bmm_1d", lambda T: T.bmm(_ones(T, 2, 3), _ones(T, 3)), RuntimeError,
+             r"^bmm: .*\[2, 3\] and \[3\]"),
+    ErrorRow("cat_shapes", lambda T: T.cat([_ones(T, 2, 3), _ones(T, 2, 4)]), ShapeError,
+             r"^cat: sizes of tensors must match except in dimension 0; got shapes \[2, 3\] and \[2, 4\]"),
+    ErrorRow("stack_shapes", lambda T: T.stack([_ones(T, 2), _ones(T, 3)]), RuntimeError,
+             r"^stack expects each tensor to be equal size, but got \[2\] at entry 0 and \[3\] at entry 1"),
+    ErrorRow("reshape_size", lambda T: _ones(T, 2, 3).reshape(4), RuntimeError,
+             r"^reshape: shape '\[4\]' is invalid for input of size 6"),
+    ErrorRow("view_size", lambda T: _ones(T, 2, 3).view(-1, 4), RuntimeError,
+             r"^view: shape '\[-1, 4\]' is invalid for input of size 6"),
+    ErrorRow("view_noncontiguous", lambda T: _ones(T, 2, 3).t().view(6), RuntimeError,
+             r"^view size is not compatible with input tensor's size and stride.*Use \.reshape"),
+    ErrorRow("expand_size", lambda T: _ones(T, 2, 3).expand(4, 3), ShapeError,
+             r"^expand: .*\[2, 3\].*\[4, 3\]"),
+    ErrorRow("sum_bad_dim", lambda T: _ones(T, 2, 3).sum(2), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
+    ErrorRow("softmax_bad_dim", lambda T: _ones(T, 2, 3).softmax(-3), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got -3\)"),
+    ErrorRow("cat_bad_dim", lambda T: T.cat([_ones(T, 2), _ones(T, 2)], 1), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)"),
+    ErrorRow("unsqueeze_bad_dim", lambda T: _ones(T, 2, 3).unsqueeze(4), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-3, 2\], but got 4\)"),
+    ErrorRow("transpose_bad_dim", lambda T: _ones(T, 2, 3).transpose(0, 2), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
+    ErrorRow("max_bad_dim", lambda T: _ones(T, 3).max(1), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)"),
+    ErrorRow("index_out_of_bounds", lambda T: _ones(T, 2, 3)[5], IndexError,
+             r"^index: index 5 is out of bounds for dimension 0 with size 2"),
+    ErrorRow("index_array_out_of_bounds", lambda T: _ones(T, 2, 3)[:, T.tensor([0, 3])], IndexError,
+             r"^index: index 3 is out of bounds for (axis|dimension) 1 with size 3"),
+    ErrorRow("too_many_indices", lambda T: _ones(T, 2)[0, 0], IndexError,
+             r"^too many indices for tensor of dimension 1"),
+    ErrorRow("mean_of_int", lambda T: T.ones(3, dtype=T.int64).mean(), RuntimeError,
+             r"^mean\(\): could not infer output dtype.*Got: Long"),
+    ErrorRow("inplace_on_leaf", lambda T: _ones(T, 3, grad=True).add_(1), RuntimeError,
+             r"^a leaf Variable that requires grad is being used in an in-place operation"),
+    ErrorRow("clamp_no_bounds", lambda T: T.clamp(_ones(T, 3)), RuntimeError,
+             r"^clamp: at least one of 'min' or 'max' must not be None"),
+]
