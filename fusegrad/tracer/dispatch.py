@@ -35,13 +35,6 @@ _new_tensor = Tensor._make
 _DTYPES = {d.np: d for d in dtypes.ALL}
 
 
-def _dtype_by_numpy(np_dtype):
-    try:
-        return _DTYPES[np_dtype]
-    except KeyError:
-        return from_numpy_dtype(np_dtype)
-
-
 def edge(t):
     """The graph input standing for tensor `t` in a recorded node."""
     if t._node is not None:
@@ -87,20 +80,17 @@ def record(op, inputs, arrays, out, out_version, attrs, label):
                 saved.append(out)
                 versions.append((out_version, out_version[0], -1))
             else:
-                value = arrays[i]
-                saved.append(value)
+                saved.append(arrays[i])
                 x = inputs[i]
-                if isinstance(x, Tensor) and x._data is value:
+                if isinstance(x, Tensor):
                     versions.append((x._vc, x._vc[0], i))
         saved = tuple(saved)
-    return RecordedNode(op, tuple(edges), attrs, out.shape, _dtype_by_numpy(out.dtype), saved, versions, label)
+    dtype = _DTYPES.get(out.dtype) or from_numpy_dtype(out.dtype)
+    return RecordedNode(op, tuple(edges), attrs, out.shape, dtype, saved, versions, label)
 
 
-def apply(op, inputs, attrs=None, label=None):
-    """Run `op` on Tensors / Python scalars (already of the result dtype) and record it."""
-    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
-    if observers:
-        start = now()
+def _compute(op, inputs, arrays, attrs):
+    """The op's NumPy impl, silent about inf/nan, with errors that name the op and shapes."""
     token = _quiet()
     try:
         out = op.impl(*arrays, **attrs) if attrs else op.impl(*arrays)
@@ -108,8 +98,15 @@ def apply(op, inputs, attrs=None, label=None):
         raise op_error(op, inputs, attrs, e) from None
     finally:
         _restore(token)
-    if type(out) is not np.ndarray:
-        out = np.asarray(out)
+    return out if type(out) is np.ndarray else np.asarray(out)
+
+
+def apply(op, inputs, attrs=None, label=None):
+    """Run `op` on Tensors / Python scalars (already of the result dtype) and record it."""
+    arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    if observers:
+        start = now()
+    out = _compute(op, inputs, arrays, attrs)
     t = _new_tensor(out)
     if op.is_view:
         parent = inputs[0]
@@ -124,6 +121,19 @@ def apply(op, inputs, attrs=None, label=None):
                 break
     if observers:
         notify(op.name, start, arrays)
+    return t
+
+
+def apply_binary(op, a, b, label=None):
+    """apply() for an elementwise op on two tensors: the hot path of eager code."""
+    if observers:
+        return apply(op, (a, b), None, label)
+    arrays = (a._data, b._data)
+    out = _compute(op, (a, b), arrays, None)
+    t = _new_tensor(out)
+    if (a._rg or b._rg) and grad_mode.enabled and op.differentiable:
+        t._rg = True
+        t._node = record(op, (a, b), arrays, out, t._vc, None, label)
     return t
 
 

@@ -13,7 +13,7 @@ from ..ir import OPS, ShapeError
 from ..ir import dtypes as D
 from ..ir.dtypes import from_numpy_dtype
 from . import grad_mode
-from .dispatch import apply, cast, promote_operands, run_inplace
+from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
 from .tensor import Tensor, _dim, check_device
 
@@ -44,7 +44,7 @@ def _tensor(x):
 def _binary(op, a, b, label=None, float_result=False):
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         if a._data.dtype is b._data.dtype and (not float_result or a._data.dtype.kind == "f"):
-            return apply(op, (a, b), None, label)
+            return apply_binary(op, a, b, label)
     else:
         a, b = _tensor(a), _tensor(b)
     a, b = promote_operands(op.name, (a, b), float_result)
