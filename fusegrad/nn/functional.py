@@ -19,27 +19,66 @@ def tanh(input):
     return fg.tanh(input)
 
 
-def softmax(input, dim=None, dtype=None):
+def _warn_implicit_dim(name, dim, stacklevel):
+    if dim is None:
+        warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the call to include "
+                      "dim=X as an argument.", UserWarning, stacklevel=stacklevel)
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    _warn_implicit_dim("softmax", dim, _stacklevel)
     return fg.softmax(input, dim, dtype)
 
 
-def log_softmax(input, dim=None, dtype=None):
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    _warn_implicit_dim("log_softmax", dim, _stacklevel)
     return fg.log_softmax(input, dim, dtype)
+
+
+# Chebyshev coefficients of erfc on [0, inf) (Numerical Recipes, 3rd ed., 6.2.2): about 1e-14 relative
+# accuracy, so GELU matches PyTorch's erf-based one in float64, and its derivative follows from the ops.
+_ERFC_CHEBYSHEV = (
+    -1.3026537197817094, 6.4196979235649026e-1, 1.9476473204185836e-2, -9.561514786808631e-3,
+    -9.46595344482036e-4, 3.66839497852761e-4, 4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6,
+    1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9, 5.059343495e-9, -9.91364156e-10,
+    -2.27365122e-10, 9.6467911e-11, 2.394038e-12, -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13,
+    3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17)
+
+
+def _erfc_nonnegative(z):
+    """erfc(z) for z >= 0, by Clenshaw's recurrence on the Chebyshev series above (a composite of
+    elementwise ops until erf is a primitive)."""
+    t = 2.0 / (2.0 + z)
+    ty = 4.0 * t - 2.0
+    d, dd = 0.0, 0.0
+    for c in reversed(_ERFC_CHEBYSHEV[1:]):
+        d, dd = ty * d - dd + c, d
+    return t * fg.exp(-z * z + 0.5 * (_ERFC_CHEBYSHEV[0] + ty * d) - dd)
 
 
 def gelu(input, approximate="none"):
     if approximate == "tanh":
         inner = (input + 0.044715 * input ** 3) * math.sqrt(2 / math.pi)
         return _named(0.5 * input * (1 + fg.tanh(inner)), "GeluBackward0")
-    # erf is not a primitive yet: the tanh form is within 1e-3 of the exact GELU.
-    return gelu(input, "tanh")
+    if approximate != "none":
+        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    # x * Phi(x) = x/2 * (1 + erf(x/sqrt 2)), written with erfc(|u|) so negative x loses no digits
+    u = input * math.sqrt(0.5)
+    tail = _erfc_nonnegative(fg.abs(u))
+    return _named(0.5 * input * fg.where(u >= 0, 2.0 - tail, tail), "GeluBackward0")
 
 
-def silu(input):
+def silu(input, inplace=False):
+    # in place: multiply by sigmoid(input), whose backward needs only its own output
+    if inplace:
+        return _named(input.mul_(fg.sigmoid(input)), "SiluBackward0")
     return _named(input * fg.sigmoid(input), "SiluBackward0")
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
+    if inplace:
+        slope = fg.where(input > 0, fg.ones_like(input), fg.full_like(input, negative_slope))
+        return _named(input.mul_(slope), "LeakyReluBackward1")
     return _named(fg.where(input > 0, input, input * negative_slope), "LeakyReluBackward0")
 
 
@@ -58,12 +97,14 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if not training or p == 0.0:
         return input
     if p == 1.0:
-        return input * 0.0
-    keep = fg.rand_like(input) >= p
-    return _named(input * keep.to(input.dtype) * (1.0 / (1.0 - p)), "MulBackward0")
+        return input.mul_(0.0) if inplace else input * 0.0
+    scale = (fg.rand_like(input) >= p).to(input.dtype) * (1.0 / (1.0 - p))
+    return input.mul_(scale) if inplace else _named(input * scale, "MulBackward0")
 
 
-def _reduce(loss, reduction, name):
+def _reduce(loss, reduction, name=None):
+    """Apply `reduction`; name the result's grad_fn when PyTorch's is a fused kernel (None keeps
+    MeanBackward0 / SumBackward0 / the elementwise op's own name)."""
     if reduction == "mean":
         out = loss.mean()
     elif reduction == "sum":
@@ -72,20 +113,25 @@ def _reduce(loss, reduction, name):
         out = loss
     else:
         raise ValueError(f"{reduction} is not a valid value for reduction")
-    return _named(out, name)
+    return out if name is None else _named(out, name)
 
 
-def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+def _warn_if_broadcasting(input, target):
     if tuple(target.shape) != tuple(input.shape):
         warnings.warn(f"Using a target size ({target.shape}) that is different to the input size "
                       f"({input.shape}). This will likely lead to incorrect results due to broadcasting. "
-                      "Please ensure they have the same size.", UserWarning, stacklevel=2)
+                      "Please ensure they have the same size.", UserWarning, stacklevel=3)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    _warn_if_broadcasting(input, target)
     diff = input - target
     return _reduce(diff * diff, reduction, "MseLossBackward0")
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
-    return _reduce(fg.abs(input - target), reduction, "L1LossBackward0")
+    _warn_if_broadcasting(input, target)
+    return _reduce(fg.abs(input - target), reduction)   # torch's grad_fn: AbsBackward0 under Mean/Sum
 
 
 def _class_last(input, target):
@@ -107,6 +153,9 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if input.ndim >= 2 and input.shape[0] != (target.shape[0] if target.ndim else 1):
         raise ValueError(f"Expected input batch_size ({input.shape[0]}) to match target batch_size "
                          f"({target.shape[0] if target.ndim else 1}).")
+    if input.ndim > 2 and tuple(target.shape) != (input.shape[0],) + tuple(input.shape[2:]):
+        raise RuntimeError(f"Expected target size {[input.shape[0]] + list(input.shape[2:])}, "
+                           f"got {list(target.shape)}")
     scores, labels = _class_last(input, target)
     classes = scores.shape[1]
     labels_np = labels.numpy()
@@ -121,11 +170,13 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if weight is not None:
         w = w * weight[safe]
     loss = picked * w
+    # torch runs spatial inputs through nll_loss2d (a 4-D kernel: other ranks are viewed to 4-D and back)
+    name = "NllLoss2DBackward0" if input.ndim > 2 else "NllLossBackward0"
     if reduction == "mean":
-        return _named(loss.sum() / w.sum(), "NllLossBackward0")
+        return _named(loss.sum() / w.sum(), name)
     if reduction == "none":
-        return _named(loss.reshape(out_shape), "NllLossBackward0")
-    return _reduce(loss, reduction, "NllLossBackward0")
+        return _named(loss.reshape(out_shape), name if input.ndim <= 2 or input.ndim == 4 else "ViewBackward0")
+    return _reduce(loss, reduction, name)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -143,7 +194,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             target = target * (1 - label_smoothing) + label_smoothing / classes
         terms = logp * target if weight is None else logp * target * weight.reshape(
             (-1,) + (1,) * (input.ndim - class_dim - 1))
-        return _reduce(-terms.sum(class_dim), reduction, "NegBackward0")
+        loss = -terms.sum(class_dim)
+        if reduction == "mean":   # torch divides by the batch size, whatever the class weights
+            return _named(loss.sum() / max(1, loss.numel()), "DivBackward1")
+        return _reduce(loss, reduction, "NegBackward0")
     loss = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
     if label_smoothing:
         classes = input.shape[class_dim]
@@ -162,6 +216,13 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the input size "
+                         f"({input.shape}) is deprecated. Please ensure they have the same size.")
+    values = input.detach().numpy()
+    if ((values < 0) | (values > 1)).any():
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    # torch clamps each log at -100 so that a confident wrong prediction costs 100, not inf
     logs = fg.clamp(fg.log(input), min=-100) * target + fg.clamp(fg.log(1 - input), min=-100) * (1 - target)
     loss = -logs if weight is None else -logs * weight
     return _reduce(loss, reduction, "BinaryCrossEntropyBackward0")
@@ -169,6 +230,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")
     # log(1 + exp(-|x|)) + max(x, 0) - x * t: stable for large |x|
     softplus = fg.log1p(fg.exp(-fg.abs(input))) + fg.relu(input)
     if pos_weight is None:

@@ -8,9 +8,11 @@ class Parameter(Tensor):
     def __new__(cls, data=None, requires_grad=True):
         from .. import empty
         data = empty(0) if data is None else data
+        if requires_grad and data._data.dtype.kind != "f":
+            raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
         p = object.__new__(cls)
         Tensor._init(p, data._data)
-        p._rg = bool(requires_grad) and data._data.dtype.kind == "f"
+        p._rg = bool(requires_grad)
         return p
 
     def __init__(self, data=None, requires_grad=True):
