@@ -475,3 +475,37 @@ def test_gradcheck_catches_a_wrong_gradient_and_warns_about_single_precision():
     y = torch.randn(3, requires_grad=True)
     with pytest.warns(UserWarning, match="Input #1 requires gradient and is not a double precision"):
         torch.autograd.gradcheck(lambda a, b: a * b, (x, y), atol=1e-2, rtol=1e-2)
+
+
+def test_structure_cache_tells_signed_zeros_apart_and_ignores_scalars_no_vjp_reads():
+    backward_graphs.clear()
+    x = t64(1.0, 2.0)
+    (x / 0.0).sum().backward()
+    assert x.grad.tolist() == [math.inf, math.inf]
+    x.grad = None
+    (x / -0.0).sum().backward()
+    assert x.grad.tolist() == [-math.inf, -math.inf]
+    misses = backward_graphs.misses
+    for i in range(5):
+        (x + float(i)).sum().backward()     # add's VJP never reads the scalar: one graph serves all
+    assert backward_graphs.misses == misses + 1
+
+
+def test_backward_frees_only_the_nodes_it_ran():
+    x = t64(0.5, 1.0)
+    h = x.sin()
+    y = (h * h).sum()
+    (gh,) = torch.autograd.grad(y, h)
+    np.testing.assert_allclose(gh.numpy(), 2 * np.sin([0.5, 1.0]))
+    h.sum().backward()                       # sin's node did not run above, so it still has its saves
+    np.testing.assert_allclose(x.grad.numpy(), np.cos([0.5, 1.0]))
+
+
+def test_in_place_change_of_a_saved_value_no_gradient_reads_is_not_an_error():
+    a = t64(1.0, 2.0)
+    c = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    b = (a * c).sum()                        # mul saves a and c; a's gradient reads only c
+    with torch.no_grad():
+        a.add_(1)
+    b.backward()
+    np.testing.assert_allclose(a.grad.numpy(), [3.0, 4.0])

@@ -23,8 +23,6 @@ def forward_graph(*tensors):
 
 def backward_graph(*tensors, grad_tensors=None):
     """The backward graph `backward()` would run for `tensors` (derived, not executed). Its
-    inputs are the output cotangents followed by the forward values the VJP rules need."""
+    inputs are the output cotangents and the forward values the VJP rules read."""
     roots, cotangents = _root_gradients(tensors, grad_tensors, False)
-    graph, _, _, _, _ = derive_backward(roots, cotangents, lambda n: isinstance(n, AccumulateGrad),
-                                        _saved_arrays)
-    return graph
+    return derive_backward(roots, cotangents, lambda n: isinstance(n, AccumulateGrad), _saved_arrays).graph

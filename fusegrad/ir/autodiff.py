@@ -35,8 +35,9 @@ def topological_order(roots):
 def structure_key(order, roots, wanted, opaque):
     """A hashable description of everything that shapes the backward graph of `order`: per node its
     op, attrs, type, where its inputs come from (earlier node, constant of some type, or a Python
-    scalar's value) and whether its cotangent is wanted. None when a node is `opaque` (its
-    backward runs Python callbacks) or an attribute is not hashable."""
+    scalar, whose value counts only where the VJP reads it) and whether its cotangent is wanted.
+    None when a node is `opaque` (its backward runs Python callbacks) or an attribute is not
+    hashable."""
     index = {}
     parts = []
     for i, node in enumerate(order):
@@ -44,13 +45,16 @@ def structure_key(order, roots, wanted, opaque):
             return None
         index[node] = i
         inputs = []
-        for v in node.inputs:
+        saved = None
+        for k, v in enumerate(node.inputs):
             if isinstance(v, Node):
                 inputs.append(index[v])
             elif isinstance(v, np.ndarray):
                 inputs.append((v.shape, v.dtype.str))
             else:
-                inputs.append((v.__class__, v))
+                saved = saved or node.op.saved_slots(len(node.inputs))
+                # repr tells 0.0 from -0.0 and matches nan with nan
+                inputs.append((v.__class__, repr(v)) if k in saved else v.__class__)
         attrs = node.attrs
         parts.append((node.op.name, tuple(inputs), tuple(attrs.items()) if attrs else None, node.shape,
                       node.dtype, wanted(node)))
@@ -67,17 +71,28 @@ def _value_type(value):
     return value.shape, dtype if isinstance(dtype, DType) else from_numpy_dtype(dtype)
 
 
-def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=None, order=None):
-    """Build the graph computing the cotangent of every node for which `wanted(node)` is true.
+class Derivation:
+    """A derived backward graph and how to use it again for any run with the same structure.
 
-    roots / root_cotangents: forward nodes and the values (bound to placeholders) of their
-    cotangents. saved_values(node) returns what the node's op saved, in the order of `op.saves`.
-    on_cotangent(builder, node, g) may replace a node's total cotangent (tensor hooks).
-    Returns (graph, outputs, bindings, sources, order): outputs maps each wanted node that received
-    a cotangent to that cotangent's node (the graph's outputs, in the same order), bindings are the
-    placeholder values, sources says where each came from (("root", k) or (position of the node in
-    `order`, index among its saved values)) so a cached graph can be rebound, and order lists the
-    forward nodes that were visited."""
+    graph: inputs are the placeholders some output depends on; outputs are cotangents.
+    sources: per graph input, ("root", k) for the k-th root cotangent or (p, j) for the j-th saved
+    value of the p-th node of the forward order.
+    wanted: per graph output, the position of its forward node.
+    ran: positions of the forward nodes whose VJP rules were applied."""
+    __slots__ = ("graph", "sources", "wanted", "ran")
+
+    def __init__(self, graph, sources, wanted, ran):
+        self.graph, self.sources, self.wanted, self.ran = graph, sources, wanted, ran
+
+
+def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=None, order=None):
+    """Derive the graph computing the cotangent of every node for which `wanted(node)` is true.
+
+    roots / root_cotangents: forward nodes and (values shaped like) their cotangents.
+    saved_values(node) returns what the node's op saved, in the order of `op.saves` (used for
+    shapes, dtypes and Python scalars only). on_cotangent(builder, node, g) may replace a node's
+    total cotangent (tensor hooks). `order` is topological_order(roots) when already known.
+    Returns a Derivation."""
     if order is None:
         order = topological_order(roots)
     needed = set()
@@ -91,17 +106,16 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
                 break
 
     b = Builder()
-    sources = []
+    sources = {}
     cotangents = {}
     for k, (root, value) in enumerate(zip(roots, root_cotangents)):
         if root in needed:
-            sources.append(("root", k))
             g = b.placeholder(value, *_value_type(value))
+            sources[g] = ("root", k)
             previous = cotangents.get(root)
             cotangents[root] = g if previous is None else b.add(previous, g)
 
-    outputs = {}
-    placeholder = b.placeholder
+    outputs, ran = {}, []
     position = {node: i for i, node in enumerate(order)}
     for node in reversed(order):
         g = cotangents.pop(node, None)
@@ -112,15 +126,20 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
         if wanted(node):
             outputs[node] = g
         inputs = node.inputs
-        if not inputs:
-            continue
+        for v in inputs:
+            if isinstance(v, Node) and v in needed:
+                break
+        else:
+            continue   # a leaf, or nothing upstream is wanted: the VJP need not run
+        ran.append(position[node])
         saved = []
         for j, v in enumerate(saved_values(node)):
             if v.__class__ in (bool, int, float):
                 saved.append(v)
             else:
-                sources.append((position[node], j))
-                saved.append(placeholder(v, *_value_type(v)))
+                p = b.placeholder(v, *_value_type(v))
+                sources[p] = (position[node], j)
+                saved.append(p)
         for v, c in zip(inputs, node.op.vjp(b, g, node, saved)):
             if c is None or not isinstance(v, Node) or v not in needed:
                 continue
@@ -132,4 +151,4 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
             cotangents[v] = c if previous is None else b.add(previous, c)
 
     graph = dead_code_elimination(b.graph(list(outputs.values())))
-    return graph, outputs, b.bindings, sources, order
+    return Derivation(graph, [sources[p] for p in graph.inputs], [position[n] for n in outputs], ran)

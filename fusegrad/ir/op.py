@@ -23,12 +23,17 @@ class Op:
         self.impl = impl          # impl(*values, **attrs) -> np.ndarray
         self.infer = infer        # infer(shapes, dtypes, attrs) -> (shape, dtype); raises ShapeError
         self.vjp = vjp            # vjp(b, g, node, saved) -> cotangent (or None) per input
-        self.saves = saves        # what backward needs: input indices, and -1 for the output
+        self.saves = saves        # input indices and -1 (output) backward needs, or fn(n_inputs)
         self.grad_fn = grad_fn or "".join(p.capitalize() for p in name.split("_")) + "Backward0"
         self.expr = expr          # scalar expression template for elementwise ops, e.g. "({0} * {1})"
         self.kind = kind          # "elementwise", "reduction", "view", "source", "other"
         self.is_view = is_view    # the NumPy result may share memory with input 0
         self.differentiable = vjp is not None
+
+    def saved_slots(self, n_inputs):
+        """What backward needs, for a node with n_inputs: input indices, -1 for the output."""
+        saves = self.saves
+        return saves if saves.__class__ is tuple else saves(n_inputs)
 
     def __repr__(self):
         return f"<op {self.name}>"

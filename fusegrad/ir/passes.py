@@ -3,7 +3,7 @@ from .graph import Graph
 
 
 def dead_code_elimination(graph):
-    """Drop nodes no output depends on. Placeholders stay, so input bindings keep their order.
+    """Drop nodes, placeholders included, that no output depends on.
 
     Walking backwards also finds each value's last reader: `graph.release[node]` lists the values
     no node after `node` reads, which an executor can free once `node` has run."""
@@ -18,6 +18,6 @@ def dead_code_elimination(graph):
                 live.update(dead)
                 release[node] = list(dict.fromkeys(dead)) if len(dead) > 1 else dead
     kept.reverse()
-    result = Graph(kept, graph.inputs, graph.outputs)
+    result = Graph(kept, [p for p in graph.inputs if p in live], graph.outputs)
     result.release = release
     return result

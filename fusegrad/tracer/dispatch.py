@@ -68,9 +68,7 @@ def record(op, inputs, arrays, out, out_version, attrs, label):
             edges.append(node if node is not None else accumulate_node(x) if x._rg else x._data)
         else:
             edges.append(x)
-    saves = op.saves
-    if saves.__class__ is not tuple:
-        saves = saves(len(inputs))
+    saves = op.saved_slots(len(inputs))
     saved = versions = None
     if saves:
         saved = []

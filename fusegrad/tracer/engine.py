@@ -25,10 +25,12 @@ def _freed_error():
         "graph a second time or if you need to access saved tensors after calling backward.")
 
 
-def _check_versions(node):
+def _check_version(node, j):
+    """Raise if the tensor that the node's j-th saved value came from was changed in place."""
+    slot = node.op.saved_slots(len(node.inputs))[j]
     for counter, version, index in node.versions:
-        if counter[0] != version:
-            value = node.saved[_saves(node).index(index)]
+        if index == slot and counter[0] != version:
+            value = node.saved[j]
             which = "its output" if index < 0 else f"its input {index}"
             raise RuntimeError(
                 f"one of the variables needed for gradient computation has been modified by an inplace "
@@ -37,19 +39,12 @@ def _check_versions(node):
                 f"instead. Hint: compute the in-place update on a clone(), or move it after backward().")
 
 
-def _saves(node):
-    saves = node.op.saves
-    return saves if type(saves) is tuple else saves(len(node.inputs))
-
-
 def _saved_arrays(node):
     saved = node.saved
     if saved is None:
         return ()
     if saved is FREED:
         raise _freed_error()
-    if node.versions:
-        _check_versions(node)
     return saved
 
 
@@ -57,7 +52,7 @@ def _saved_tensors(node):
     """Saved values as tensors that keep their place in the forward graph (for create_graph)."""
     values = _saved_arrays(node)
     out = []
-    for i, value in zip(_saves(node), values):
+    for i, value in zip(node.op.saved_slots(len(node.inputs)), values):
         if not isinstance(value, np.ndarray):
             out.append(value)
             continue
@@ -128,46 +123,45 @@ def _opaque(node):
     return bool(hooks or node.pre_hooks)
 
 
-def _rebind(order, cotangents, sources, saved):
-    """The placeholder values of a cached backward graph, taken from this run's nodes."""
+def _bind(order, cotangents, sources, saved):
+    """The graph's input values for this run: root cotangents and the saved values the derived
+    graph reads, each checked against in-place changes since it was saved."""
     bindings, per_node = [], {}
     for where, j in sources:
         if where == "root":
             bindings.append(cotangents[j])
-        else:
-            values = per_node.get(where)
-            if values is None:
-                values = per_node[where] = saved(order[where])
-            bindings.append(values[j])
+            continue
+        values = per_node.get(where)
+        node = order[where]
+        if values is None:
+            values = per_node[where] = saved(node)
+        if node.versions:
+            _check_version(node, j)
+        bindings.append(values[j])
     return bindings
 
 
 def _run(roots, cotangents, wanted, retain_graph, create_graph):
-    """Derive (or fetch by structure) the backward graph, execute it, free saved values."""
+    """Derive (or fetch by structure) the backward graph, execute it, free what it consumed."""
     saved = _saved_tensors if create_graph else _saved_arrays
     order = topological_order(roots)
     key = None if create_graph else structure_key(order, roots, wanted, _opaque)
-    entry = backward_graphs.get(key) if key is not None else None
-    if entry is None:
-        graph, outputs, bindings, sources, _ = backward_graph(roots, cotangents, wanted, saved, _on_cotangent,
-                                                              order)
-        reached = list(outputs)
+    derivation = backward_graphs.get(key) if key is not None else None
+    if derivation is None:
+        derivation = backward_graph(roots, cotangents, wanted, saved, _on_cotangent, order)
         if key is not None:
-            position = {node: i for i, node in enumerate(order)}
-            backward_graphs.put(key, (graph, [position[n] for n in reached], sources))
-    else:
-        graph, positions, sources = entry
-        bindings = _rebind(order, cotangents, sources, saved)
-        reached = [order[p] for p in positions]
+            backward_graphs.put(key, derivation)
+    bindings = _bind(order, cotangents, derivation.sources, saved)
     if create_graph:
         with grad_mode.enable_grad():
-            values = run_graph(graph, bindings, _tracer_apply)
+            values = run_graph(derivation.graph, bindings, _tracer_apply)
     else:
-        values = run_graph(graph, bindings)
+        values = run_graph(derivation.graph, bindings)
     if not retain_graph:
-        for node in order:
-            if node.saved is not None:
-                node.saved = FREED
+        for p in derivation.ran:
+            if order[p].saved is not None:
+                order[p].saved = FREED
+    reached = [order[p] for p in derivation.wanted]
     return dict(zip(reached, values)), {id(v) for v in bindings}
 
 
