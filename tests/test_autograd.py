@@ -509,3 +509,53 @@ def test_in_place_change_of_a_saved_value_no_gradient_reads_is_not_an_error():
         a.add_(1)
     b.backward()
     np.testing.assert_allclose(a.grad.numpy(), [3.0, 4.0])
+
+
+def test_integer_indexing_to_zero_dims_is_a_view():
+    b = torch.arange(3.0)
+    b[0].mul_(10)
+    b.unbind(0)[2].fill_(7)
+    assert b.tolist() == [0.0, 1.0, 7.0]
+    a = t64(1.0, 2.0, 3.0)
+    y = a * 1
+    y[0].mul_(5)
+    y.sum().backward()
+    assert a.grad.tolist() == [5.0, 1.0, 1.0]
+
+
+def test_integer_results_never_require_grad():
+    x = t64(1.5, 2.5)
+    assert not x.long().requires_grad and not (x * 2).argmax().requires_grad
+    assert not (x > 2).requires_grad
+
+
+def test_hooks_under_create_graph_stay_differentiable():
+    x = t64(1.0, 2.0)
+    y = x * 3
+    y.register_hook(lambda g: g * 2)
+    (g,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)
+    np.testing.assert_allclose(g.detach().numpy(), [36.0, 72.0])
+    (gg,) = torch.autograd.grad(g.sum(), x)
+    np.testing.assert_allclose(gg.numpy(), [72.0, 72.0])        # PyTorch gives the same
+
+
+def test_hook_results_are_checked_and_never_aliased():
+    held = torch.ones(2, dtype=torch.float64)
+    w = t64(1.0, 2.0)
+    w.register_hook(lambda g: held)
+    (w * 3).sum().backward()
+    (w * 3).sum().backward()
+    assert held.tolist() == [1.0, 1.0] and w.grad.tolist() == [2.0, 2.0]
+    v = t64(1.0, 2.0)
+    v.register_hook(lambda g: g.sum())
+    with pytest.raises(RuntimeError, match=r"hook '<lambda>' has changed the size of value"):
+        (v * 1).sum().backward()
+
+
+def test_create_graph_gradients_are_not_shared_between_leaves_or_with_the_caller():
+    a, b = t64(1.0), t64(2.0)
+    seed = torch.ones(1, dtype=torch.float64)
+    (a + b).backward(seed, create_graph=True)
+    assert a.grad is not b.grad and a.grad is not seed
+    a.grad.add_(5)
+    assert b.grad.item() == 1.0 and seed.item() == 1.0

@@ -325,6 +325,8 @@ def index_key(spec, arrays):
         else:
             key.append(arrays[k])
             k += 1
+    if ("e",) not in spec:
+        key.append(Ellipsis)   # so integer indices down to 0-d give a view, not a NumPy scalar copy
     return tuple(key)
 
 

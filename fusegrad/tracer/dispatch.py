@@ -111,7 +111,7 @@ def apply(op, inputs, attrs=None, label=None):
         if np.may_share_memory(out, parent._data):
             t._vc = parent._vc
             t._view = (parent, op, attrs, inputs[1:])
-    if grad_mode.enabled and op.differentiable:
+    if grad_mode.enabled and op.differentiable and out.dtype.kind == "f":   # integer results: no grad
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
                 t._rg = True
@@ -129,7 +129,7 @@ def apply_binary(op, a, b, label=None):
     arrays = (a._data, b._data)
     out = _compute(op, (a, b), arrays, None)
     t = _new_tensor(out)
-    if (a._rg or b._rg) and grad_mode.enabled and op.differentiable:
+    if (a._rg or b._rg) and grad_mode.enabled and op.differentiable and out.dtype.kind == "f":
         t._rg = True
         t._node = record(op, (a, b), arrays, out, t._vc, None, label)
     return t

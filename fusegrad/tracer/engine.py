@@ -6,7 +6,7 @@ differentiable again), then delivers cotangents: accumulated into leaves' `.grad
 `retain_grad()` tensors, or returned by `grad`."""
 import numpy as np
 
-from ..ir import backward_graph, structure_key, topological_order
+from ..ir import OPS, backward_graph, structure_key, topological_order
 from ..ir.dtypes import from_numpy_dtype
 from ..runtime import backward_graphs, run_graph
 from . import grad_mode
@@ -15,6 +15,7 @@ from .node import FREED, AccumulateGrad
 from .tensor import Tensor
 
 _new = Tensor._make
+_CALLBACK, _COPY = OPS["callback"], OPS["copy"]
 
 
 def _freed_error():
@@ -68,19 +69,37 @@ def _saved_tensors(node):
 
 
 def _hook_runner(hooks, pre_hooks):
+    """The callback a hooked cotangent passes through: tensor hooks, then grad_fn pre-hooks. It
+    gets an array from the NumPy interpreter and a tensor under create_graph."""
     def run(value):
         as_tensor = isinstance(value, Tensor)
         grad = value if as_tensor else _new(value)
         for hook in list(hooks or ()):
-            result = hook(grad)
-            if result is not None:
-                grad = result
+            grad = _checked(hook, grad, hook(grad))
         for hook in list(pre_hooks or ()):
             result = hook((grad,))
             if result is not None:
-                grad = result[0]
-        return grad if as_tensor else grad._data
+                grad = _checked(hook, grad, result[0])
+        if as_tensor:
+            return grad
+        # a hook may return a tensor the user still holds: never let a gradient alias it
+        return grad._data if grad._data is value else grad._data.copy()
     return run
+
+
+def _checked(hook, grad, result):
+    if result is None:
+        return grad
+    name = getattr(hook, "__name__", "hook")
+    if not isinstance(result, Tensor):
+        raise TypeError(f"hook '{name}' returned {type(result).__name__}; expected a Tensor or None")
+    if result.shape != grad.shape:
+        raise RuntimeError(f"hook '{name}' has changed the size of value: expected {list(grad.shape)}, "
+                           f"got {list(result.shape)}")
+    if result.dtype is not grad.dtype:
+        raise RuntimeError(f"hook '{name}' has changed the type of value: expected {grad.dtype}, "
+                           f"got {result.dtype}")
+    return result
 
 
 def _on_cotangent(b, node, g):
@@ -91,6 +110,8 @@ def _on_cotangent(b, node, g):
 
 
 def _tracer_apply(node, values):
+    if node.op is _CALLBACK:   # hooks see (and may return) differentiable tensors
+        return node.attrs["fn"](values[0])
     return apply(node.op, values, node.attrs)
 
 
@@ -193,7 +214,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 
 
 def _accumulate(target, value, create_graph, given):
+    """Add a cotangent into target.grad. `given` holds the ids of values another tensor (or the
+    caller, for root cotangents) already holds: those are copied, never aliased."""
     if create_graph:
+        if id(value) in given:
+            value = apply(_COPY, (value,))
+        given.add(id(value))
         target._grad = value if target._grad is None else target._grad + value
         return
     if type(value) is not np.ndarray:
