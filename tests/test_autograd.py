@@ -559,3 +559,16 @@ def test_create_graph_gradients_are_not_shared_between_leaves_or_with_the_caller
     assert a.grad is not b.grad and a.grad is not seed
     a.grad.add_(5)
     assert b.grad.item() == 1.0 and seed.item() == 1.0
+
+
+def test_overwriting_in_place_keeps_a_tensor_in_the_graph_with_zero_gradient():
+    x = t64(1.0, 2.0, 3.0)
+    for overwrite in (lambda t: t.zero_(), lambda t: t.fill_(2.0), lambda t: t.uniform_(),
+                      lambda t: t.copy_(torch.zeros(3, dtype=torch.float64))):
+        y = x * 3
+        overwrite(y)
+        assert y.requires_grad
+        y.sum().backward()
+        assert x.grad.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+        x[0:2].uniform_()

@@ -261,29 +261,25 @@ def randint_like(input, low=0, high=None, *, dtype=None, device=None, requires_g
     return randint(low, high, input._data.shape, dtype=dtype or input.dtype, device=device)
 
 
-# In-place random fills (nn.init builds on these).
+# In-place random fills (nn.init builds on these): in-place rules as for fill_.
 
 
-def _fill_random(target, values):
-    from .dispatch import write_into
-    from . import grad_mode
-    if grad_mode.enabled and target._node is None and target._rg:
-        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-    write_into(target, values)
-    return target
+def _fill_random(target, values, name):
+    from .functions import _overwrite
+    return _overwrite(target, values, name, "RandomBackward0")
 
 
 def uniform_(self, a=0.0, b=1.0, *, generator=None):
-    return _fill_random(self, _generator(generator).uniform(a, b, self._data.shape))
+    return _fill_random(self, _generator(generator).uniform(a, b, self._data.shape), "uniform_")
 
 
 def normal_(self, mean=0.0, std=1.0, *, generator=None):
-    return _fill_random(self, _generator(generator).normal(mean, std, self._data.shape))
+    return _fill_random(self, _generator(generator).normal(mean, std, self._data.shape), "normal_")
 
 
 def bernoulli_(self, p=0.5, *, generator=None):
-    return _fill_random(self, _generator(generator).random(self._data.shape) < p)
+    return _fill_random(self, _generator(generator).random(self._data.shape) < p, "bernoulli_")
 
 
 def random_(self, low=0, high=None, *, generator=None):
-    return _fill_random(self, _generator(generator).integers(low, high, self._data.shape))
+    return _fill_random(self, _generator(generator).integers(low, high, self._data.shape), "random_")

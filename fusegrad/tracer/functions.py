@@ -907,27 +907,31 @@ def _inplace(fn, name):
 
 
 def zero_(input):
-    return _fill(input, 0, "ZeroBackward0")
+    return _overwrite(input, np.zeros(input._data.shape, input._data.dtype), "zero_", "ZeroBackward0")
 
 
 def fill_(input, value):
-    return _fill(input, value.item() if isinstance(value, Tensor) else value, "FillBackward2")
+    value = value.item() if isinstance(value, Tensor) else value
+    return _overwrite(input, np.full(input._data.shape, value, input._data.dtype), "fill_", "FillBackward2")
 
 
-def _fill(input, value, label):
-    def filled(old):
-        full = _new(np.full(input._data.shape, value, input._data.dtype))
+def _overwrite(input, values, name, label):
+    """input <- values (an array of its shape) in place. A tensor that requires grad stays in the
+    graph with a zero gradient, as after PyTorch's fill_/zero_/copy_ of a constant."""
+    def replaced(old):
+        new = _new(values.astype(input._data.dtype, copy=False))
         if not (grad_mode.enabled and old._rg):
-            return full
-        # stays in the graph with a zero gradient, as PyTorch's Fill/ZeroBackward do
+            return new
         everywhere = _new(np.ones(input._data.shape, bool))
-        return _named(apply(_OP["where"], (everywhere, full, old)), label)
-    return run_inplace(input, filled, "fill_")
+        return _named(apply(_OP["where"], (everywhere, new, old)), label)
+    return run_inplace(input, replaced, name)
 
 
 def copy_(input, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else _new(np.asarray(src))
     shape = input._data.shape
+    if not (grad_mode.enabled and src._rg):
+        return _overwrite(input, np.broadcast_to(src._data, shape), "copy_", "CopyBackwards")
 
     def copied(old):
         value = to(src, input.dtype)
