@@ -572,3 +572,14 @@ def test_overwriting_in_place_keeps_a_tensor_in_the_graph_with_zero_gradient():
         assert x.grad.tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
         x[0:2].uniform_()
+
+
+def test_grad_assignment_and_backward_inputs_are_validated():
+    x = t64(1.0, 2.0)
+    with pytest.raises(RuntimeError, match="assigned grad has data of a different type: expected torch.float64, "
+                                           "got torch.float32"):
+        x.grad = torch.ones(2)
+    with pytest.raises(RuntimeError, match="One of the differentiated Tensors does not require grad"):
+        (x * 2).sum().backward(inputs=[torch.ones(2)])
+    with pytest.raises(NotImplementedError, match="is_grads_batched"):
+        torch.autograd.grad((x * 2).sum(), x, is_grads_batched=True)

@@ -193,3 +193,14 @@ def test_gradients_of_broadcast_binary_ops_have_their_input_shapes(spec, name):
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(ls) if n == 1 and full[lead + i] != 1)
     expected = np.sum(d_a, axis=axes, keepdims=True).reshape(ls)
     np.testing.assert_allclose(a.grad.numpy(), expected)
+
+
+def test_narrow_numpy_integers_widen_on_copy_and_are_refused_without_one():
+    small = np.array([200, 100], np.uint8)
+    t = torch.tensor(small)
+    assert t.dtype is torch.int32 and (t + 100).tolist() == [300, 200]      # no uint8 wrap-around
+    assert torch.as_tensor(np.array([1, 2], np.int8)).dtype is torch.int32
+    with pytest.raises(TypeError, match="can't convert np.ndarray of type uint8"):
+        torch.from_numpy(small)
+    with pytest.raises(RuntimeError, match="add: Python integer 1099511627776 out of bounds for int32"):
+        torch.tensor([1], dtype=torch.int32) + 2 ** 40

@@ -41,22 +41,29 @@ float64 = DType("float64", np.float64, 2, "Double")
 
 ALL = (bool_, int32, int64, float16, float32, float64)
 _BY_NUMPY = {d.np: d for d in ALL}
-_EXTRA_NUMPY = {np.dtype(np.int8): int32, np.dtype(np.int16): int32, np.dtype(np.uint8): int64,
-                np.dtype(np.uint16): int32, np.dtype(np.uint32): int64}
+# Narrower NumPy integers have no DType of their own: copying constructors widen them.
+_WIDENED = {np.dtype(np.int8): int32, np.dtype(np.int16): int32, np.dtype(np.uint8): int32,
+            np.dtype(np.uint16): int32, np.dtype(np.uint32): int64}
+BY_NUMPY = _BY_NUMPY
 
 default_float = float32
 
 
 def from_numpy_dtype(np_dtype):
-    """The DType for a NumPy dtype; narrow integer types widen to a supported one."""
+    """The DType of a NumPy dtype that fusegrad tensors can hold as they are."""
     np_dtype = np.dtype(np_dtype)
     d = _BY_NUMPY.get(np_dtype)
     if d is None:
-        d = _EXTRA_NUMPY.get(np_dtype)
-        if d is None:
-            raise TypeError(f"can't convert np.ndarray of type {np_dtype}. The only supported types are: "
-                            "float64, float32, float16, int64, int32, and bool.")
+        raise TypeError(f"can't convert np.ndarray of type {np_dtype}. The only supported types are: "
+                        "float64, float32, float16, int64, int32, and bool.")
     return d
+
+
+def copy_dtype(np_dtype):
+    """The DType that a copy of NumPy data gets: its own, or a wider one for narrow integers."""
+    np_dtype = np.dtype(np_dtype)
+    d = _BY_NUMPY.get(np_dtype) or _WIDENED.get(np_dtype)
+    return d if d is not None else from_numpy_dtype(np_dtype)
 
 
 def promote(a, b):

@@ -252,6 +252,16 @@ def _arg_infer(shapes, dts, a):
 defop("argmax", _arg_extremum(np.argmax), _arg_infer, kind="reduction")
 defop("argmin", _arg_extremum(np.argmin), _arg_infer, kind="reduction")
 
+def _cumsum(x, axis, reverse):
+    if reverse:   # sums from the end: the VJP of a forward cumulative sum
+        return np.flip(np.cumsum(np.flip(x, axis), axis), axis)
+    return np.cumsum(x, axis)
+
+
+defop("cumsum", _cumsum, lambda shapes, dts, a: (shapes[0], dts[0]),
+      vjp=lambda b, g, n, s: (b.cumsum(g, axis=n.attrs["axis"], reverse=not n.attrs["reverse"]),),
+      kind="scan")
+
 # ----------------------------------------------------------------------------- movement
 
 

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - other NumPy versions
         np.seterr(**token)
 
 _new_tensor = Tensor._make
-_DTYPES = {d.np: d for d in dtypes.ALL}
+_DTYPES = dtypes.BY_NUMPY
 
 
 def edge(t):
@@ -92,7 +92,7 @@ def _compute(op, inputs, arrays, attrs):
     token = _quiet()
     try:
         out = op.impl(*arrays, **attrs) if attrs else op.impl(*arrays)
-    except (ValueError, IndexError, TypeError) as e:
+    except (ValueError, IndexError, TypeError, OverflowError) as e:
         raise op_error(op, inputs, attrs, e) from None
     finally:
         _restore(token)

@@ -196,6 +196,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     roots, cotangents = _root_gradients(tuple(tensors), grad_tensors, create_graph)
     if inputs is not None:
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+        _check_differentiable(inputs)
         targets = {edge(t): t for t in inputs}
         wanted = targets.__contains__
     else:
@@ -211,6 +212,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         else:
             continue
         _accumulate(target, value, create_graph, given)
+
+
+def _check_differentiable(inputs):
+    for t in inputs:
+        if not t._rg:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
 
 
 def _accumulate(target, value, create_graph, given):
@@ -244,9 +251,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if isinstance(grad_outputs, Tensor):
         grad_outputs = (grad_outputs,)
     allow_unused = materialize_grads if allow_unused is None else allow_unused
-    for t in inputs:
-        if not t._rg:
-            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    if is_grads_batched:
+        raise NotImplementedError("grad(is_grads_batched=True) is not supported: call grad once per "
+                                  "grad_outputs entry")
+    _check_differentiable(inputs)
     retain_graph = create_graph if retain_graph is None else retain_graph
     roots, cotangents = _root_gradients(outputs, grad_outputs, create_graph)
     edges = [edge(t) for t in inputs]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..ir import dtypes as D
-from ..ir.dtypes import from_numpy_dtype
+from ..ir.dtypes import BY_NUMPY, copy_dtype, from_numpy_dtype
 from .tensor import Tensor, check_device
 
 _new = Tensor._make
@@ -78,9 +78,9 @@ def _to_array(data, dtype):
     if isinstance(data, Tensor):
         return np.array(data._data, dtype=dtype.np if dtype else None)
     if isinstance(data, np.ndarray):
-        return np.array(data, dtype=(dtype.np if dtype else from_numpy_dtype(data.dtype).np))
+        return np.array(data, dtype=(dtype.np if dtype else copy_dtype(data.dtype).np))
     if isinstance(data, np.generic):
-        return np.array(data, dtype=(dtype or from_numpy_dtype(data.dtype)).np)
+        return np.array(data, dtype=(dtype or copy_dtype(data.dtype)).np)
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _unwrap(data)
     dtype = dtype or _infer_dtype(data)
@@ -114,9 +114,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
 def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
         return data if dtype is None or dtype == data.dtype else data.to(dtype)
-    if isinstance(data, np.ndarray) and (dtype is None or dtype.np == data.dtype):
-        from_numpy_dtype(data.dtype)
-        return _finish(data, False, device)
+    if isinstance(data, np.ndarray) and data.dtype in BY_NUMPY and (dtype is None or dtype.np == data.dtype):
+        return _finish(data, False, device)   # shares memory, as torch.as_tensor does
     return tensor(data, dtype=dtype, device=device)
 
 

@@ -444,12 +444,12 @@ def logsumexp(input, dim, keepdim=False):
     return _named(out if keepdim else squeeze(out, axes), "LogsumexpBackward0")
 
 
-def cumsum(input, dim):
-    d = _dim(dim, input._data.ndim)
-    n = input._data.shape[d]
-    tri = _new(np.triu(np.ones((n, n), input._data.dtype)))   # tri[i, j] = 1 for i <= j
-    moved = movedim(input, d, -1)
-    return _named(movedim(matmul(moved, tri), -1, d), "CumsumBackward0")
+def cumsum(input, dim, *, dtype=None):
+    if dtype is not None:
+        input = cast(input, dtype)
+    elif input._data.dtype.kind in "biu":
+        input = cast(input, D.int64)
+    return apply(_OP["cumsum"], (input,), {"axis": _dim(dim, input._data.ndim), "reverse": False})
 
 
 # ----------------------------------------------------------------------------- shapes

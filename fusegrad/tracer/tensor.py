@@ -190,6 +190,9 @@ class Tensor:
             if value._data.shape != self._data.shape:
                 raise RuntimeError(f"assigned grad has data of a different size: expected "
                                    f"{list(self._data.shape)}, got {list(value._data.shape)}")
+            if value._data.dtype != self._data.dtype:
+                raise RuntimeError(f"assigned grad has data of a different type: expected {self.dtype}, "
+                                   f"got {value.dtype}")
         self._grad = value
 
     @property
