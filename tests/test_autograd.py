@@ -583,3 +583,26 @@ def test_grad_assignment_and_backward_inputs_are_validated():
         (x * 2).sum().backward(inputs=[torch.ones(2)])
     with pytest.raises(NotImplementedError, match="is_grads_batched"):
         torch.autograd.grad((x * 2).sum(), x, is_grads_batched=True)
+
+
+def test_views_see_writes_made_through_their_base_or_other_views():
+    a = t64(1.0, 2.0, 3.0)
+    b = a * 1
+    v = b[:2]
+    b.mul_(10)
+    (v * 1).sum().backward()
+    assert a.grad.tolist() == [10.0, 10.0, 0.0]            # PyTorch: the view's grad_fn is regenerated
+
+    a = t64(1.0, 2.0, 3.0)
+    b = a * 1
+    first, second = b[0:2], b[1:3]                          # overlapping views
+    first.mul_(3)
+    (second * second).sum().backward()
+    assert a.grad.tolist() == [0.0, 36.0, 6.0]
+
+    a = t64(1.0, 2.0, 3.0)
+    b = a * 1
+    b.retain_grad()
+    b[0:1].mul_(2)
+    b.sum().backward()
+    assert b.retains_grad and b.grad.tolist() == [1.0, 1.0, 1.0] and a.grad.tolist() == [2.0, 1.0, 1.0]

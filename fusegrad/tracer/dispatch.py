@@ -10,7 +10,7 @@ from ..ir.dtypes import from_numpy_dtype, result_type
 from ..runtime.events import notify, now, observers
 from . import grad_mode
 from .node import RecordedNode, accumulate_node
-from .tensor import Tensor
+from .tensor import Tensor, ViewOf
 
 # PyTorch computes inf/nan silently (log(0), 1/0, overflow), whatever the warning filters; so do
 # eager ops. NumPy keeps its error mode in a context variable: setting it around each op costs
@@ -37,6 +37,9 @@ _DTYPES = dtypes.BY_NUMPY
 
 def edge(t):
     """The graph input standing for tensor `t` in a recorded node."""
+    view = t._view
+    if view is not None and t._rg and view.version != t._vc[0]:
+        refresh_view(t)
     if t._node is not None:
         return t._node
     if t._rg:
@@ -61,13 +64,7 @@ def op_error(op, inputs, attrs, error):
 
 def record(op, inputs, arrays, out, out_version, attrs, label):
     """The node for `out = op(*inputs)`: its graph inputs and what its VJP rule will need."""
-    edges = []
-    for x in inputs:
-        if isinstance(x, Tensor):
-            node = x._node
-            edges.append(node if node is not None else accumulate_node(x) if x._rg else x._data)
-        else:
-            edges.append(x)
+    edges = [edge(x) if isinstance(x, Tensor) else x for x in inputs]
     saves = op.saved_slots(len(inputs))
     saved = versions = None
     if saves:
@@ -110,7 +107,7 @@ def apply(op, inputs, attrs=None, label=None):
         parent = inputs[0]
         if np.may_share_memory(out, parent._data):
             t._vc = parent._vc
-            t._view = (parent, op, attrs, inputs[1:])
+            t._view = ViewOf(parent, op, attrs, inputs[1:], parent._vc[0])
     if grad_mode.enabled and op.differentiable and out.dtype.kind == "f":   # integer results: no grad
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
@@ -171,15 +168,32 @@ def run_inplace(target, compute, name):
             target._node.retain, previous.retain = previous.retain, None
     elif grad_mode.enabled and target._node is not None:
         target._node, target._rg = None, False   # the new value depends on nothing that needs grad
-    if grad_mode.enabled and target._view is not None and (target._rg or view_root(target)._rg):
-        _rebase_viewed(target)
+    if target._view is not None:
+        target._view.version = target._vc[0]   # its new node is current
+        if grad_mode.enabled and (target._rg or view_root(target)._rg):
+            _rebase_viewed(target)
     return target
 
 
 def view_root(t):
     while t._view is not None:
-        t = t._view[0]
+        t = t._view.parent
     return t
+
+
+def refresh_view(t):
+    """Give a view the node of viewing its parent's current history: after a write through the
+    parent or another view, its recorded node describes an older value (PyTorch regenerates a
+    view's grad_fn the same way)."""
+    view = t._view
+    parent = view.parent
+    if parent._view is not None and parent._rg and parent._view.version != parent._vc[0]:
+        refresh_view(parent)
+    with grad_mode.enable_grad():
+        fresh = apply(view.op, (parent,) + tuple(view.index), view.attrs)
+    if fresh._node is not None:
+        t._node, t._rg = fresh._node, True
+    view.version = t._vc[0]
 
 
 def _rebase_viewed(view):
@@ -187,7 +201,7 @@ def _rebase_viewed(view):
     values into the old ones (the memory already holds the result; only history changes)."""
     child = view
     while child._view is not None:
-        parent, op, attrs, index = child._view
+        parent, op, attrs, index = child._view.parent, child._view.op, child._view.attrs, child._view.index
         old = _new_tensor(parent._data)
         old._node, old._rg = parent._node, parent._rg
         if op.name == "index":
@@ -201,7 +215,11 @@ def _rebase_viewed(view):
                                "clone() it first")
         if new._node is not None:
             new._node.label = "CopySlices"
-            parent._node, parent._rg = new._node, True
+            previous, parent._node, parent._rg = parent._node, new._node, True
+            if previous is not None and previous.retain is not None:
+                new._node.retain, previous.retain = previous.retain, None
+        if parent._view is not None:
+            parent._view.version = parent._vc[0]
         child = parent
 
 

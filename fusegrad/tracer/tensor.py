@@ -60,6 +60,15 @@ def check_device(spec, op="to"):
                            "CPU (the CUDA backend is planned); use device='cpu'")
 
 
+class ViewOf:
+    """How a tensor views its parent's memory, and the value of the shared version counter that
+    its recorded node describes (a write through another view makes the node stale)."""
+    __slots__ = ("parent", "op", "attrs", "index", "version")
+
+    def __init__(self, parent, op, attrs, index, version):
+        self.parent, self.op, self.attrs, self.index, self.version = parent, op, attrs, index, version
+
+
 class Tensor:
     __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks", "__weakref__")
     __hash__ = object.__hash__
@@ -80,7 +89,7 @@ class Tensor:
         t._rg = False
         t._grad = None
         t._vc = [0]
-        t._view = None    # (parent, op, attrs, index tensors) when this shares the parent's memory
+        t._view = None    # a ViewOf when this shares its parent's memory
         t._accum = None
         t._hooks = None
 
@@ -152,6 +161,10 @@ class Tensor:
 
     @property
     def grad_fn(self):
+        view = self._view
+        if view is not None and self._rg and view.version != self._vc[0]:
+            from .dispatch import refresh_view
+            refresh_view(self)
         return self._node
 
     @property
@@ -321,7 +334,7 @@ class Tensor:
         return t
 
     def detach_(self):
-        if self._view is not None and self._view[0]._rg:
+        if self._view is not None and self._view.parent._rg:
             raise RuntimeError("Can't detach views in-place. Use detach() instead.")
         self._node = None
         self._rg = False
