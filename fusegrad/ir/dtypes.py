@@ -18,13 +18,6 @@ class DType:
     def is_floating_point(self):
         return self.category == 2
 
-    @property
-    def is_signed(self):
-        return self.name != "bool"
-
-    def to_real(self):
-        return self
-
     def __repr__(self):
         return "torch." + self.name
 

@@ -75,24 +75,20 @@ defop("full", impl=lambda shape, value, dtype: np.full(shape, value, dtype.np),
 # ----------------------------------------------------------------------------- elementwise
 
 
-def unary(name, fn, expr, vjp=None, saves=(), out_dtype=None, **kw):
+def elementwise(name, fn, expr, vjp=None, saves=(), out_dtype=None, **kw):
     return defop(name, fn, elementwise_infer(name, out_dtype), vjp=vjp, saves=saves, expr=expr,
                  kind="elementwise", **kw)
 
 
-def binary(name, fn, expr, vjp=None, saves=(), out_dtype=None, **kw):
-    return defop(name, fn, elementwise_infer(name, out_dtype), vjp=vjp, saves=saves, expr=expr,
-                 kind="elementwise", **kw)
 
-
-unary("neg", np.negative, "(-{0})", lambda b, g, n, s: (b.neg(g),))
-unary("exp", np.exp, "np.exp({0})", lambda b, g, n, s: (b.mul(g, s[0]),), saves=(-1,))
-unary("log", np.log, "np.log({0})", lambda b, g, n, s: (b.div(g, s[0]),), saves=(0,))
-unary("sin", np.sin, "np.sin({0})", lambda b, g, n, s: (b.mul(g, b.cos(s[0])),), saves=(0,))
-unary("cos", np.cos, "np.cos({0})", lambda b, g, n, s: (b.neg(b.mul(g, b.sin(s[0]))),), saves=(0,))
-unary("tan", np.tan, "np.tan({0})",
+elementwise("neg", np.negative, "(-{0})", lambda b, g, n, s: (b.neg(g),))
+elementwise("exp", np.exp, "np.exp({0})", lambda b, g, n, s: (b.mul(g, s[0]),), saves=(-1,))
+elementwise("log", np.log, "np.log({0})", lambda b, g, n, s: (b.div(g, s[0]),), saves=(0,))
+elementwise("sin", np.sin, "np.sin({0})", lambda b, g, n, s: (b.mul(g, b.cos(s[0])),), saves=(0,))
+elementwise("cos", np.cos, "np.cos({0})", lambda b, g, n, s: (b.neg(b.mul(g, b.sin(s[0]))),), saves=(0,))
+elementwise("tan", np.tan, "np.tan({0})",
       lambda b, g, n, s: (b.mul(g, b.add(b.mul(s[0], s[0]), 1)),), saves=(-1,))
-unary("tanh", np.tanh, "np.tanh({0})",
+elementwise("tanh", np.tanh, "np.tanh({0})",
       lambda b, g, n, s: (b.mul(g, b.sub(1, b.mul(s[0], s[0]))),), saves=(-1,))
 
 
@@ -102,22 +98,22 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-unary("sigmoid", _sigmoid, "(1 / (1 + np.exp(-{0})))",
+elementwise("sigmoid", _sigmoid, "(1 / (1 + np.exp(-{0})))",
       lambda b, g, n, s: (b.mul(g, b.mul(s[0], b.sub(1, s[0]))),), saves=(-1,))
-unary("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
-unary("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))
+elementwise("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
+elementwise("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))
 # Piecewise constant: differentiable with zero gradient, as in PyTorch (the output requires grad).
-unary("sign", np.sign, "np.sign({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
-unary("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
-unary("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
-unary("copy", lambda x: np.array(x, copy=True), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
+elementwise("sign", np.sign, "np.sign({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
+elementwise("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
+elementwise("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
+elementwise("copy", lambda x: np.array(x, copy=True), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
 defop("cast", lambda x, dtype: x.astype(dtype.np),
       lambda shapes, dts, a: (shapes[0], a["dtype"]), vjp=lambda b, g, n, s: (g,),
       expr="{dtype}({0})", kind="elementwise", grad_fn="ToCopyBackward0")
 
-binary("add", np.add, "({0} + {1})", lambda b, g, n, s: (g, g))
-binary("sub", np.subtract, "({0} - {1})", lambda b, g, n, s: (g, b.neg(g)))
-binary("mul", np.multiply, "({0} * {1})", lambda b, g, n, s: (b.mul(g, s[1]), b.mul(g, s[0])),
+elementwise("add", np.add, "({0} + {1})", lambda b, g, n, s: (g, g))
+elementwise("sub", np.subtract, "({0} - {1})", lambda b, g, n, s: (g, b.neg(g)))
+elementwise("mul", np.multiply, "({0} * {1})", lambda b, g, n, s: (b.mul(g, s[1]), b.mul(g, s[0])),
        saves=(0, 1))
 
 
@@ -127,10 +123,10 @@ def _div_vjp(b, g, n, s):
     return gx, b.neg(b.div(b.mul(gx, x), y))
 
 
-binary("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
-binary("floor_divide", np.floor_divide, "({0} // {1})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),) * 2)
+elementwise("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
+elementwise("floor_divide", np.floor_divide, "({0} // {1})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),) * 2)
 # x % y = x - floor(x / y) * y
-binary("remainder", np.remainder, "({0} % {1})",
+elementwise("remainder", np.remainder, "({0} % {1})",
        lambda b, g, n, s: (g, b.neg(b.mul(g, b.floor(b.div(s[0], s[1]))))), saves=(0, 1))
 
 
@@ -150,7 +146,7 @@ def _pow_vjp(b, g, n, s):
     return gx, gy
 
 
-binary("pow", np.power, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
+elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
 
 
 def _max_min_vjp(wins):
@@ -161,16 +157,16 @@ def _max_min_vjp(wins):
     return vjp
 
 
-binary("maximum", np.maximum, "max({0}, {1})", _max_min_vjp(lambda b, x, y: b.gt(x, y)), saves=(0, 1))
-binary("minimum", np.minimum, "min({0}, {1})", _max_min_vjp(lambda b, x, y: b.lt(x, y)), saves=(0, 1))
+elementwise("maximum", np.maximum, "max({0}, {1})", _max_min_vjp(lambda b, x, y: b.gt(x, y)), saves=(0, 1))
+elementwise("minimum", np.minimum, "min({0}, {1})", _max_min_vjp(lambda b, x, y: b.lt(x, y)), saves=(0, 1))
 
 for _name, _fn, _sym in (("eq", np.equal, "=="), ("ne", np.not_equal, "!="), ("lt", np.less, "<"),
                          ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
                          ("ge", np.greater_equal, ">=")):
-    binary(_name, _fn, f"({{0}} {_sym} {{1}})", out_dtype=dtypes.bool_)
-binary("logical_and", np.logical_and, "({0} and {1})", out_dtype=dtypes.bool_)
-binary("logical_or", np.logical_or, "({0} or {1})", out_dtype=dtypes.bool_)
-binary("logical_xor", np.logical_xor, "({0} != {1})", out_dtype=dtypes.bool_)
+    elementwise(_name, _fn, f"({{0}} {_sym} {{1}})", out_dtype=dtypes.bool_)
+elementwise("logical_and", np.logical_and, "({0} and {1})", out_dtype=dtypes.bool_)
+elementwise("logical_or", np.logical_or, "({0} or {1})", out_dtype=dtypes.bool_)
+elementwise("logical_xor", np.logical_xor, "({0} != {1})", out_dtype=dtypes.bool_)
 
 defop("where", np.where, lambda shapes, dts, a: (broadcast_shapes("where", shapes), dts[1]),
       vjp=lambda b, g, n, s: (None, b.where(s[0], g, 0), b.where(s[0], 0, g)), saves=(0,),

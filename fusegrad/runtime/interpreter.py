@@ -13,25 +13,12 @@ def _numpy_apply(node, values):
     return node.op.impl(*values, **attrs) if attrs else node.op.impl(*values)
 
 
-def last_uses(graph):
-    """For each node, the values that no later node reads: free them once it has run."""
-    if graph.release is None:
-        seen = set(graph.outputs)
-        graph.release = release = {}
-        for node in reversed(graph.nodes):
-            dead = [v for v in node.inputs if v not in seen]
-            if dead:
-                seen.update(dead)
-                release[node] = list(dict.fromkeys(dead)) if len(dead) > 1 else dead
-    return graph.release
-
-
 def run_graph(graph, bindings, apply=None):
     """Evaluate `graph` with its placeholders bound to `bindings`; returns the output values."""
     numpy_apply = apply is None
     apply = apply or _numpy_apply
     env = dict(zip(graph.inputs, bindings))
-    release = last_uses(graph)
+    release = graph.release or {}   # set by dead_code_elimination: free values after their last read
     with np.errstate(all="ignore"):   # log(0), 0/0 and overflow give inf/nan, as in PyTorch
         for node in graph.nodes:
             values = [env[v] for v in node.inputs]

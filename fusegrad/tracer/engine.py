@@ -102,8 +102,12 @@ def _checked(hook, grad, result):
     return result
 
 
+def _tensor_hooks(node):
+    return node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
+
+
 def _on_cotangent(b, node, g):
-    hooks = node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
+    hooks = _tensor_hooks(node)
     if hooks or node.pre_hooks:
         return b.callback(g, fn=_hook_runner(hooks, node.pre_hooks))
     return g
@@ -140,8 +144,7 @@ def _root_gradients(tensors, grad_tensors, create_graph):
 
 
 def _opaque(node):
-    hooks = node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
-    return bool(hooks or node.pre_hooks)
+    return bool(_tensor_hooks(node) or node.pre_hooks)
 
 
 def _bind(order, cotangents, sources, saved):

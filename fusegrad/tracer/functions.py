@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import OPS, ShapeError
+from ..ir.ops import index_key
 from ..ir import dtypes as D
 from ..ir.dtypes import from_numpy_dtype
 from . import grad_mode
@@ -17,7 +18,6 @@ from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
 from .tensor import Tensor, _dim, check_device
 
-_OP = OPS
 _new = Tensor._make
 
 
@@ -51,7 +51,7 @@ def _binary(op, a, b, label=None, float_result=False):
     return apply(op, (a, b), None, label)
 
 
-_ADD, _SUB, _MUL, _DIV = _OP["add"], _OP["sub"], _OP["mul"], _OP["div"]
+_ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
 
 
 def add(input, other, *, alpha=1):
@@ -81,7 +81,7 @@ def div(input, other, *, rounding_mode=None):
         if _integral(input) and _integral(other):   # integer operands keep their integer type
             (ax, sx), (ay, sy) = _magnitude_sign(input), _magnitude_sign(other)
             return _named(mul(floor_divide(ax, ay), mul(sx, sy)), "DivBackward2")
-        q = _binary(_OP["div"], input, other, float_result=True)
+        q = _binary(OPS["div"], input, other, float_result=True)
         return _named(mul(sign(q), floor(abs(q))), "DivBackward2")
     return _binary(_DIV, input, other, float_result=True)
 
@@ -99,17 +99,17 @@ def true_divide(input, other):
 
 
 def floor_divide(input, other):
-    return _binary(_OP["floor_divide"], input, other)
+    return _binary(OPS["floor_divide"], input, other)
 
 
 def remainder(input, other):
-    return _binary(_OP["remainder"], input, other, "RemainderBackward1" if isinstance(other, Tensor) else None)
+    return _binary(OPS["remainder"], input, other, "RemainderBackward1" if isinstance(other, Tensor) else None)
 
 
 def pow(input, exponent):
     label = ("PowBackward0" if not isinstance(exponent, Tensor) else
              "PowBackward1" if isinstance(input, Tensor) else "PowBackward2")
-    return _binary(_OP["pow"], input, exponent, label)
+    return _binary(OPS["pow"], input, exponent, label)
 
 
 def square(input):
@@ -117,15 +117,15 @@ def square(input):
 
 
 def maximum(input, other):
-    return _binary(_OP["maximum"], input, other)
+    return _binary(OPS["maximum"], input, other)
 
 
 def minimum(input, other):
-    return _binary(_OP["minimum"], input, other)
+    return _binary(OPS["minimum"], input, other)
 
 
 def _comparison(name):
-    op = _OP[name]
+    op = OPS[name]
 
     def compare(input, other):
         return _binary(op, input, other)
@@ -138,23 +138,23 @@ greater, greater_equal, less, less_equal, not_equal = gt, ge, lt, le, ne
 
 
 def logical_and(input, other):
-    return _binary(_OP["logical_and"], input, other)
+    return _binary(OPS["logical_and"], input, other)
 
 
 def logical_or(input, other):
-    return _binary(_OP["logical_or"], input, other)
+    return _binary(OPS["logical_or"], input, other)
 
 
 def logical_xor(input, other):
-    return _binary(_OP["logical_xor"], input, other)
+    return _binary(OPS["logical_xor"], input, other)
 
 
 def logical_not(input):
-    return apply(_OP["logical_not"], (input,))
+    return apply(OPS["logical_not"], (input,))
 
 
 def _float_unary(name):
-    op = _OP[name]
+    op = OPS[name]
 
     def fn(input):
         if input._data.dtype.kind != "f":
@@ -189,25 +189,25 @@ def expm1(input):
 
 
 def neg(input):
-    return apply(_OP["neg"], (input,))
+    return apply(OPS["neg"], (input,))
 
 
 negative = neg
 
 
 def abs(input):
-    return apply(_OP["abs"], (input,))
+    return apply(OPS["abs"], (input,))
 
 
 absolute = abs
 
 
 def sign(input):
-    return apply(_OP["sign"], (input,))
+    return apply(OPS["sign"], (input,))
 
 
 def floor(input):
-    return apply(_OP["floor"], (input,))
+    return apply(OPS["floor"], (input,))
 
 
 def reciprocal(input):
@@ -221,7 +221,7 @@ def where(condition, input=None, other=None):
     if not isinstance(input, Tensor) and not isinstance(other, Tensor):
         input = tensor_from_scalar(input)
     input, other = promote_operands("where", (input, other))
-    return apply(_OP["where"], (condition, input, other))
+    return apply(OPS["where"], (condition, input, other))
 
 
 def tensor_from_scalar(value):
@@ -298,7 +298,7 @@ def _axes(dim, ndim):
 
 def _reduce(name, input, dim, keepdim, label0, label1):
     axes = _axes(dim, input._data.ndim)
-    out = apply(_OP[name], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    out = apply(OPS[name], (input,), {"axes": axes, "keepdim": bool(keepdim)})
     return _named(out, label0 if dim is None else label1)
 
 
@@ -322,7 +322,7 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
                            f"point or complex dtype. Got: {input.dtype.scalar_name}")
     axes = _axes(dim, input._data.ndim)
     count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
-    total = apply(_OP["sum"], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    total = apply(OPS["sum"], (input,), {"axes": axes, "keepdim": bool(keepdim)})
     return _named(div(total, count), "MeanBackward0" if dim is None else "MeanBackward1")
 
 
@@ -347,8 +347,8 @@ def _extremum(name, arg, input, dim, keepdim, other):
                                "Specify the reduction dim with the 'dim' argument.")
         return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
     d = _dim(dim, input._data.ndim)
-    indices = apply(_OP[arg], (input,), {"axis": d, "keepdim": True})
-    values = apply(_OP["gather"], (input, indices), {"axis": d})
+    indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
+    values = apply(OPS["gather"], (input, indices), {"axis": d})
     if not keepdim:
         values, indices = squeeze(values, d), squeeze(indices, d)
     return MaxMin(_named(values, name[1:].capitalize() + "Backward0"), indices)
@@ -371,21 +371,21 @@ def amin(input, dim=(), keepdim=False):
 
 
 def argmax(input, dim=None, keepdim=False):
-    return apply(_OP["argmax"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
+    return apply(OPS["argmax"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
                                            "keepdim": bool(keepdim)})
 
 
 def argmin(input, dim=None, keepdim=False):
-    return apply(_OP["argmin"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
+    return apply(OPS["argmin"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
                                            "keepdim": bool(keepdim)})
 
 
 def all(input, dim=None, keepdim=False):
-    return apply(_OP["all"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
+    return apply(OPS["all"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
 
 
 def any(input, dim=None, keepdim=False):
-    return apply(_OP["any"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
+    return apply(OPS["any"], (input,), {"axes": _axes(dim, input._data.ndim), "keepdim": bool(keepdim)})
 
 
 def _correction(unbiased, correction):
@@ -449,7 +449,7 @@ def cumsum(input, dim, *, dtype=None):
         input = cast(input, dtype)
     elif input._data.dtype.kind in "biu":
         input = cast(input, D.int64)
-    return apply(_OP["cumsum"], (input,), {"axis": _dim(dim, input._data.ndim), "reverse": False})
+    return apply(OPS["cumsum"], (input,), {"axis": _dim(dim, input._data.ndim), "reverse": False})
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -477,9 +477,9 @@ def _infer_shape(shape, numel, op):
 def reshape(input, *shape):
     shape = _infer_shape(_shape_args(shape), input._data.size, "reshape")
     if shape == input._data.shape:
-        return _named(apply(_OP["reshape"], (input,), {"shape": shape}), "ViewBackward0")
+        return _named(apply(OPS["reshape"], (input,), {"shape": shape}), "ViewBackward0")
     label = "ViewBackward0" if input._data.flags.c_contiguous else "UnsafeViewBackward0"
-    return _named(apply(_OP["reshape"], (input,), {"shape": shape}), label)
+    return _named(apply(OPS["reshape"], (input,), {"shape": shape}), label)
 
 
 def view(input, *shape):
@@ -491,7 +491,7 @@ def view(input, *shape):
     except ValueError:
         raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one "
                            "dimension spans across two contiguous subspaces). Use .reshape(...) instead.") from None
-    return _named(apply(_OP["reshape"], (input,), {"shape": shape}), "ViewBackward0")
+    return _named(apply(OPS["reshape"], (input,), {"shape": shape}), "ViewBackward0")
 
 
 def view_as(input, other):
@@ -531,14 +531,14 @@ def squeeze(input, dim=None):
         label = "SqueezeBackward1"
     if new == shape:
         return input if dim is not None and not input._rg else _named(
-            apply(_OP["reshape"], (input,), {"shape": new}), label)
-    return _named(apply(_OP["reshape"], (input,), {"shape": new}), label)
+            apply(OPS["reshape"], (input,), {"shape": new}), label)
+    return _named(apply(OPS["reshape"], (input,), {"shape": new}), label)
 
 
 def unsqueeze(input, dim):
     shape = input._data.shape
     d = _dim(dim, len(shape) + 1)
-    return _named(apply(_OP["reshape"], (input,), {"shape": shape[:d] + (1,) + shape[d:]}),
+    return _named(apply(OPS["reshape"], (input,), {"shape": shape[:d] + (1,) + shape[d:]}),
                   "UnsqueezeBackward0")
 
 
@@ -552,7 +552,7 @@ def permute(input, *dims):
     axes = tuple(_dim(d, ndim) for d in dims)
     if len(set(axes)) != ndim:
         raise RuntimeError("permute(): duplicate dims are not allowed.")
-    return apply(_OP["permute"], (input,), {"axes": axes})
+    return apply(OPS["permute"], (input,), {"axes": axes})
 
 
 def transpose(input, dim0, dim1):
@@ -562,7 +562,7 @@ def transpose(input, dim0, dim1):
     a, b = _dim(dim0, ndim), _dim(dim1, ndim)
     axes = list(range(ndim))
     axes[a], axes[b] = axes[b], axes[a]
-    return _named(apply(_OP["permute"], (input,), {"axes": tuple(axes)}), "TransposeBackward0")
+    return _named(apply(OPS["permute"], (input,), {"axes": tuple(axes)}), "TransposeBackward0")
 
 
 swapaxes = swapdims = transpose
@@ -572,7 +572,7 @@ def t(input):
     if input._data.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {input._data.ndim}D")
     if input._data.ndim < 2:   # still a new view with its own grad_fn, as in PyTorch
-        return _named(apply(_OP["reshape"], (input,), {"shape": input._data.shape}), "TBackward0")
+        return _named(apply(OPS["reshape"], (input,), {"shape": input._data.shape}), "TBackward0")
     return _named(transpose(input, 0, 1), "TBackward0")
 
 
@@ -592,7 +592,7 @@ def expand(input, *sizes):
         raise RuntimeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
                            f"the number of dimensions in the tensor ({len(shape)})")
     target = tuple(shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
-    return apply(_OP["expand"], (input,), {"shape": target})
+    return apply(OPS["expand"], (input,), {"shape": target})
 
 
 def expand_as(input, other):
@@ -611,11 +611,11 @@ def broadcast_tensors(*tensors):
 def contiguous(input, memory_format=None):
     if input._data.flags.c_contiguous:
         return input
-    return apply(_OP["copy"], (input,))
+    return apply(OPS["copy"], (input,))
 
 
 def clone(input, *, memory_format=None):
-    return apply(_OP["copy"], (input,))
+    return apply(OPS["copy"], (input,))
 
 
 def detach(input):
@@ -630,7 +630,7 @@ def cat(tensors, dim=0):
     kept = [t for t in tensors if not (t._data.ndim == 1 and t._data.size == 0)] or tensors[:1]
     d = _dim(dim, kept[0]._data.ndim)
     kept = promote_operands("cat", kept)
-    return apply(_OP["cat"], tuple(kept), {"axis": d})
+    return apply(OPS["cat"], tuple(kept), {"axis": d})
 
 
 concat = concatenate = cat
@@ -703,7 +703,7 @@ def unbind(input, dim=0):
 
 
 def gather(input, dim, index):
-    return apply(_OP["gather"], (input, index), {"axis": _dim(dim, input._data.ndim)})
+    return apply(OPS["gather"], (input, index), {"axis": _dim(dim, input._data.ndim)})
 
 
 def index_select(input, dim, index):
@@ -735,7 +735,7 @@ def triu(input, diagonal=0):
 def getitem(input, key):
     spec, arrays = normalize_key(key, input._data.ndim)
     label = None if arrays else _basic_index_label(key, spec, input._data.shape)
-    return apply(_OP["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
+    return apply(OPS["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
 
 
 def _basic_index_label(key, spec, shape):
@@ -765,23 +765,19 @@ def setitem(input, key, value):
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
     if isinstance(value, Tensor) and value._data.ndim and value._data.shape[0] == 1:
-        from .indexing import key_tuple
-        region = np.ndim(input._data[key_tuple(spec, arrays)])
+        region = np.ndim(input._data[index_key(spec, arrays)])
         if value._data.ndim > region:   # PyTorch drops leading size-1 dims of the value
             keep = value._data.shape
             while len(keep) > region and keep[0] == 1:
                 keep = keep[1:]
             value = reshape(value, keep)
     if not grad_mode.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
-        if grad_mode.enabled and input._node is None and input._rg:
-            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-        from .indexing import key_tuple
-        input._data[key_tuple(spec, arrays)] = value._data if isinstance(value, Tensor) else value
+        input._data[index_key(spec, arrays)] = value._data if isinstance(value, Tensor) else value
         input._vc[0] += 1
         return
     index_arrays = tuple(_new(a) for a in arrays)
     label = "IndexPutBackward0" if arrays else None   # basic indexing writes through a view: CopySlices
-    run_inplace(input, lambda old: apply(_OP["index_put"], (old, value) + index_arrays, {"spec": spec}, label),
+    run_inplace(input, lambda old: apply(OPS["index_put"], (old, value) + index_arrays, {"spec": spec}, label),
                 "setitem")
 
 
@@ -791,7 +787,7 @@ def setitem(input, key, value):
 def matmul(input, other):
     if input._data.dtype is not other._data.dtype:
         input, other = promote_operands("matmul", (input, other))
-    out = apply(_OP["matmul"], (input, other))
+    out = apply(OPS["matmul"], (input, other))
     nx, ny = input._data.ndim, other._data.ndim
     label = ("DotBackward0" if nx == ny == 1 else "MvBackward0" if ny == 1 and nx == 2 else
              "MmBackward0" if nx == ny == 2 else "BmmBackward0" if nx == ny == 3 else "MatmulBackward0")
@@ -848,7 +844,7 @@ def softmax(input, dim=None, dtype=None):
         input = cast(input, dtype)
     if input._data.dtype.kind != "f":
         input = cast(input, D.default_float)
-    return apply(_OP["softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+    return apply(OPS["softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
 
 
 def log_softmax(input, dim=None, dtype=None):
@@ -856,7 +852,7 @@ def log_softmax(input, dim=None, dtype=None):
         input = cast(input, dtype)
     if input._data.dtype.kind != "f":
         input = cast(input, D.default_float)
-    return apply(_OP["log_softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+    return apply(OPS["log_softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
 
 
 def _implicit_dim(dim, input):
@@ -923,7 +919,7 @@ def _overwrite(input, values, name, label):
         if not (grad_mode.enabled and old._rg):
             return new
         everywhere = _new(np.ones(input._data.shape, bool))
-        return _named(apply(_OP["where"], (everywhere, new, old)), label)
+        return _named(apply(OPS["where"], (everywhere, new, old)), label)
     return run_inplace(input, replaced, name)
 
 

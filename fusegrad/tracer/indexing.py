@@ -1,7 +1,6 @@
 """Turn a Python indexing key into the hashable `spec` of the IR's index ops plus index arrays."""
 import numpy as np
 
-from ..ir.ops import index_key
 from .tensor import Tensor
 
 
@@ -68,7 +67,3 @@ def _dims_consumed(k):
 
 def _int(v):
     return None if v is None else int(v)
-
-
-def key_tuple(spec, arrays):
-    return index_key(spec, arrays)

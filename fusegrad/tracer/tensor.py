@@ -85,26 +85,19 @@ class Tensor:
     @staticmethod
     def _init(t, data):
         t._data = data
-        t._node = None
-        t._rg = False
+        t._node = None    # the recorded node that produced this value, when autograd tracks it
+        t._rg = False     # requires_grad
         t._grad = None
-        t._vc = [0]
+        t._vc = [0]       # version counter, shared with the tensors viewing the same memory
         t._view = None    # a ViewOf when this shares its parent's memory
-        t._accum = None
-        t._hooks = None
+        t._accum = None   # weakref to the AccumulateGrad node of a leaf
+        t._hooks = None   # a leaf's tensor hooks
+        return t
 
     @staticmethod
     def _make(data):
-        t = object.__new__(Tensor)
-        t._data = data
-        t._node = None
-        t._rg = False
-        t._grad = None
-        t._vc = [0]
-        t._view = None
-        t._accum = None
-        t._hooks = None
-        return t
+        """A tensor around `data` without copying or checks: the constructor of every op result."""
+        return Tensor._init(object.__new__(Tensor), data)
 
     # ------------------------------------------------------------------ metadata
     @property
