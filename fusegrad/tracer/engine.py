@@ -4,6 +4,8 @@ It asks the IR for the symbolic backward graph of the recorded nodes, has the ru
 (NumPy interpreter, or the tracer's own ops when `create_graph=True` so the result is
 differentiable again), then delivers cotangents: accumulated into leaves' `.grad`, stored for
 `retain_grad()` tensors, or returned by `grad`."""
+import warnings
+
 import numpy as np
 
 from ..ir import OPS, backward_graph, structure_key, topological_order
@@ -196,6 +198,12 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if isinstance(grad_tensors, Tensor):
         grad_tensors = (grad_tensors,)
     retain_graph = create_graph if retain_graph is None else retain_graph
+    if create_graph:
+        warnings.warn("Using backward() with create_graph=True will create a reference cycle between the "
+                      "parameter and its gradient which can cause a memory leak. We recommend using "
+                      "autograd.grad when creating the graph to avoid this. If you have to use this function, "
+                      "make sure to reset the .grad fields of your parameters to None after use to break the "
+                      "cycle and avoid the leak.", UserWarning, stacklevel=3)
     roots, cotangents = _root_gradients(tuple(tensors), grad_tensors, create_graph)
     if inputs is not None:
         inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
