@@ -36,8 +36,8 @@ def structure_key(order, roots, wanted, opaque):
     """A hashable description of everything that shapes the backward graph of `order`: per node its
     op, attrs, type, where its inputs come from (earlier node, constant of some type, or a Python
     scalar, whose value counts only where the VJP reads it) and whether its cotangent is wanted.
-    None when a node is `opaque` (its backward runs Python callbacks) or an attribute is not
-    hashable."""
+    None when a node is `opaque` (its backward runs Python callbacks). Hashing it raises TypeError
+    when an attribute is not hashable."""
     index = {}
     parts = []
     for i, node in enumerate(order):
@@ -50,7 +50,7 @@ def structure_key(order, roots, wanted, opaque):
             if isinstance(v, Node):
                 inputs.append(index[v])
             elif isinstance(v, np.ndarray):
-                inputs.append((v.shape, v.dtype.str))
+                inputs.append((v.shape, v.dtype))
             else:
                 saved = saved or node.op.saved_slots(len(node.inputs))
                 # repr tells 0.0 from -0.0 and matches nan with nan
@@ -58,12 +58,7 @@ def structure_key(order, roots, wanted, opaque):
         attrs = node.attrs
         parts.append((node.op.name, tuple(inputs), tuple(attrs.items()) if attrs else None, node.shape,
                       node.dtype, wanted(node)))
-    key = (tuple(parts), tuple(index[r] for r in roots))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    return tuple(parts), tuple(index[r] for r in roots)
 
 
 def _value_type(value):

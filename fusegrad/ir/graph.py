@@ -131,11 +131,29 @@ class Builder:
         if x.shape == shape:
             return x
         lead = len(x.shape) - len(shape)
-        axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape)
-                                          if n == 1 and x.shape[i + lead] != 1)
-        if axes:
-            x = self.sum(x, axes=axes, keepdim=True)
-        return self.reshape(x, shape=shape) if x.shape != shape else x
+        stretched = tuple(i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1)
+        if stretched:
+            x = self.sum(x, axes=stretched, keepdim=True)
+        if lead:   # without keepdim, so the result has `shape` itself, not a reshaped view of it
+            x = self.sum(x, axes=tuple(range(lead)), keepdim=False)
+        return x
+
+    # Peepholes: VJP rules compose views freely; these keep no-op views out of the graph (an
+    # output that is a view of an intermediate would have to be copied into a gradient).
+    def reshape(self, x, shape):
+        shape = tuple(shape)
+        if x.shape == shape:
+            return x
+        return self.emit(OPS["reshape"], (x,), {"shape": shape})
+
+    def permute(self, x, axes):
+        axes = tuple(axes)
+        if x.op is OPS["permute"]:   # a permute of a permute is one permute, or none
+            inner = x.attrs["axes"]
+            x, axes = x.inputs[0], tuple(inner[a] for a in axes)
+        if axes == tuple(range(len(axes))):
+            return x
+        return self.emit(OPS["permute"], (x,), {"axes": axes})
 
     def zeros(self, shape, dtype):
         return self.full(shape=shape, value=0, dtype=dtype)

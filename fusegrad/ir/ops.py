@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import dtypes
-from .graph import shape_of
+from .graph import Node, shape_of
 from .op import ShapeError, defop
 
 # ----------------------------------------------------------------------------- shape rules
@@ -445,6 +445,11 @@ def _matmul_vjp(b, g, n, s):
     if len(y.shape) == 1:
         g2 = b.reshape(g2, shape=g2.shape + (1,))
     gx = b.reshape(b.sum_to(b.matmul(g2, _swap_last(b, y2)), x2.shape), shape=x.shape)
+    transposed = n.inputs[1]
+    if len(x.shape) == len(y.shape) == 2 and isinstance(transposed, Node) and transposed.op.name == "permute":
+        # x @ W.t(): compute W's cotangent (g.T @ x) and transpose that, so the permute's own VJP
+        # cancels the transpose and W's gradient is a contiguous product, not a transposed view
+        return gx, _swap_last(b, b.matmul(_swap_last(b, g2), x2))
     gy = b.reshape(b.sum_to(b.matmul(_swap_last(b, x2), g2), y2.shape), shape=y.shape)
     return gx, gy
 

@@ -172,7 +172,10 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
     saved = _saved_tensors if create_graph else _saved_arrays
     order = topological_order(roots)
     key = None if create_graph else structure_key(order, roots, wanted, _opaque)
-    derivation = backward_graphs.get(key) if key is not None else None
+    try:
+        derivation = backward_graphs.get(key) if key is not None else None
+    except TypeError:   # an unhashable attribute: derive without caching
+        key = derivation = None
     if derivation is None:
         derivation = backward_graph(roots, cotangents, wanted, saved, _on_cotangent, order)
         if key is not None:
