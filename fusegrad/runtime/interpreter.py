@@ -1,38 +1,82 @@
 """The graph interpreter: runs a Graph node by node with each op's NumPy implementation.
 
-Always correct, and the reference that compiled plans are checked against. `apply` can replace
+Always correct, and the reference that compiled plans are checked against. A graph that runs
+again (a cached backward graph does, every training step) is lowered to a Schedule: a flat list
+of steps over numbered slots, each with the slots it frees, run as a tight loop. The first run
+walks the nodes directly, so a graph used once pays nothing for lowering. `apply` can replace
 the NumPy evaluation (the tracer passes its own ops to record a graph of the graph, which is how
 `create_graph=True` makes backward graphs differentiable)."""
+import weakref
+
 import numpy as np
 
 from .events import notify, now, observers
 
 
-def _numpy_apply(node, values):
-    attrs = node.attrs
-    return node.op.impl(*values, **attrs) if attrs else node.op.impl(*values)
+class Schedule:
+    """steps: (impl, input slots, attrs, output slot, slots to free after it, node) in order."""
+    __slots__ = ("steps", "n_slots", "n_inputs", "outputs")
+
+    def __init__(self, graph):
+        slot = {p: i for i, p in enumerate(graph.inputs)}
+        for node in graph.nodes:
+            slot[node] = len(slot)
+        release = graph.release or {}   # from dead_code_elimination: values after their last read
+        self.steps = [(node.op.impl, tuple([slot[v] for v in node.inputs]), node.attrs or None, slot[node],
+                       tuple([slot[v] for v in release.get(node, ())]), node) for node in graph.nodes]
+        self.n_slots = len(slot)
+        self.n_inputs = len(graph.inputs)
+        self.outputs = [slot[o] for o in graph.outputs]
+
+
+_runs = weakref.WeakKeyDictionary()   # graph -> its Schedule, or True after its first run
 
 
 def run_graph(graph, bindings, apply=None):
-    """Evaluate `graph` with its placeholders bound to `bindings`; returns the output values."""
-    numpy_apply = apply is None
-    apply = apply or _numpy_apply
-    env = dict(zip(graph.inputs, bindings))
-    release = graph.release or {}   # set by dead_code_elimination: free values after their last read
+    """Evaluate `graph` with its placeholders bound to `bindings`; returns the output values.
+    apply(node, values), when given, computes each node instead of the op's NumPy impl."""
+    seen = _runs.get(graph)
     with np.errstate(all="ignore"):   # log(0), 0/0 and overflow give inf/nan, as in PyTorch
-        for node in graph.nodes:
-            values = [env[v] for v in node.inputs]
-            if not numpy_apply:
-                env[node] = apply(node, values)
-            elif observers:   # tracer ops report themselves; NumPy evaluation is reported here
-                start = now()
-                env[node] = _numpy_apply(node, values)
-                notify(node.op.name, start, values)
-            else:
-                attrs = node.attrs
-                env[node] = node.op.impl(*values, **attrs) if attrs else node.op.impl(*values)
-            dead = release.get(node)
-            if dead:
-                for v in dead:
-                    del env[v]
+        if seen is None:
+            _runs[graph] = True
+            return _walk(graph, bindings, apply)
+        if seen is True:
+            seen = _runs[graph] = Schedule(graph)
+        return _run_schedule(seen, bindings, apply)
+
+
+def _evaluate(impl, values, attrs, node, apply):
+    if apply is not None:
+        return apply(node, values)
+    if observers:   # tracer ops report themselves; NumPy evaluation is reported here
+        start = now()
+        out = impl(*values, **attrs) if attrs else impl(*values)
+        notify(node.op.name, start, values)
+        return out
+    return impl(*values, **attrs) if attrs else impl(*values)
+
+
+def _walk(graph, bindings, apply):
+    env = dict(zip(graph.inputs, bindings))
+    release = graph.release or {}
+    for node in graph.nodes:
+        env[node] = _evaluate(node.op.impl, [env[v] for v in node.inputs], node.attrs, node, apply)
+        for v in release.get(node, ()):
+            del env[v]
     return [env[o] for o in graph.outputs]
+
+
+def _run_schedule(schedule, bindings, apply):
+    env = list(bindings) + [None] * (schedule.n_slots - schedule.n_inputs)
+    if apply is None and not observers:   # the hot loop, with the NumPy call inline
+        for impl, ins, attrs, out, free, node in schedule.steps:
+            values = [env[i] for i in ins]
+            env[out] = impl(*values, **attrs) if attrs else impl(*values)
+            for i in free:
+                env[i] = None
+    else:
+        for impl, ins, attrs, out, free, node in schedule.steps:
+            env[out] = _evaluate(impl, [env[i] for i in ins], attrs, node, apply)
+            for i in free:
+                env[i] = None
+    return [env[i] for i in schedule.outputs]
