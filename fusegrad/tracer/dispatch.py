@@ -3,6 +3,8 @@
 `apply` (and its fast path `apply_binary`) runs out-of-place ops; `run_inplace` runs in-place ones
 (leaf checks, version counters, rebinding the tensor and the tensors it views to new nodes). Public functions in `functions.py` only normalise their
 arguments (dims, dtype promotion, Python scalars) and then call these."""
+import functools
+
 import numpy as np
 
 from ..ir import OPS, ShapeError, dtypes, shape_of
@@ -17,13 +19,8 @@ from .tensor import Tensor, ViewOf
 # ~0.2 us, where np.errstate costs more than a small op itself. seterr is the public fallback.
 try:
     from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
-    _QUIET = _make_extobj(all="ignore")
-
-    def _quiet():
-        return _extobj_contextvar.set(_QUIET)
-
-    def _restore(token):
-        _extobj_contextvar.reset(token)
+    _quiet = functools.partial(_extobj_contextvar.set, _make_extobj(all="ignore"))   # C calls, no frames
+    _restore = _extobj_contextvar.reset
 except ImportError:  # pragma: no cover - other NumPy versions
     def _quiet():
         return np.seterr(all="ignore")
