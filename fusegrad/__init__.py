@@ -20,7 +20,6 @@ double = float64
 half = float16
 long = int64
 int = int32  # noqa: A001
-cfloat = None
 
 __version__ = "0.1.0"
 
