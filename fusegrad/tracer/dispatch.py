@@ -1,8 +1,9 @@
 """The one path every eager op takes: run the op's NumPy impl now, record a node if grad is needed.
 
 `apply` (and its fast path `apply_binary`) runs out-of-place ops; `run_inplace` runs in-place ones
-(leaf checks, version counters, rebinding the tensor and the tensors it views to new nodes). Public functions in `functions.py` only normalise their
-arguments (dims, dtype promotion, Python scalars) and then call these."""
+(leaf checks, version counters, rebinding the tensor and the tensors it views to new nodes).
+Public functions in `functions.py` only normalise their arguments (dims, dtype promotion, Python
+scalars) and then call these."""
 import functools
 
 import numpy as np
