@@ -608,3 +608,25 @@ def test_views_see_writes_made_through_their_base_or_other_views():
     b[0:1].mul_(2)
     b.sum().backward()
     assert b.retains_grad and b.grad.tolist() == [1.0, 1.0, 1.0] and a.grad.tolist() == [2.0, 1.0, 1.0]
+
+
+def test_grad_mode_is_per_thread():
+    import threading
+    seen = {}
+
+    def worker():
+        seen["starts_enabled"] = torch.is_grad_enabled()
+        with torch.no_grad():
+            seen["inside"] = torch.is_grad_enabled()
+            started.set()
+            resume.wait(5)
+
+    started, resume = threading.Event(), threading.Event()
+    thread = threading.Thread(target=worker)
+    with torch.no_grad():
+        thread.start()
+        started.wait(5)
+    assert torch.is_grad_enabled()            # the other thread's no_grad does not leak here
+    resume.set()
+    thread.join()
+    assert seen == {"starts_enabled": True, "inside": False}

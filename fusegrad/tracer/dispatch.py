@@ -106,7 +106,7 @@ def apply(op, inputs, attrs=None, label=None):
         if np.may_share_memory(out, parent._data):
             t._vc = parent._vc
             t._view = ViewOf(parent, op, attrs, inputs[1:], parent._vc[0])
-    if grad_mode.enabled and op.differentiable and out.dtype.kind == "f":   # integer results: no grad
+    if grad_mode.state.enabled and op.differentiable and out.dtype.kind == "f":   # integer results: no grad
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
                 t._rg = True
@@ -124,7 +124,7 @@ def apply_binary(op, a, b, label=None):
     arrays = (a._data, b._data)
     out = _compute(op, (a, b), arrays, None)
     t = _new_tensor(out)
-    if (a._rg or b._rg) and grad_mode.enabled and op.differentiable and out.dtype.kind == "f":
+    if (a._rg or b._rg) and grad_mode.state.enabled and op.differentiable and out.dtype.kind == "f":
         t._rg = True
         t._node = record(op, (a, b), arrays, out, t._vc, None, label)
     return t
@@ -136,7 +136,7 @@ def run_inplace(target, compute, name):
     With grad enabled the computation sees a stand-in with a copy of the old value, so whatever
     the op saves for backward is not overwritten by the write. Writing through a view rewrites the
     history of the tensors it views (PyTorch's CopySlices), so their gradients see the write."""
-    if not grad_mode.enabled:
+    if not grad_mode.state.enabled:
         result = compute(target)
     else:
         if target._node is None and target._rg:
@@ -164,11 +164,11 @@ def run_inplace(target, compute, name):
         target._rg = True
         if previous is not None and previous.retain is not None:
             target._node.retain, previous.retain = previous.retain, None
-    elif grad_mode.enabled and target._node is not None:
+    elif grad_mode.state.enabled and target._node is not None:
         target._node, target._rg = None, False   # the new value depends on nothing that needs grad
     if target._view is not None:
         target._view.version = target._vc[0]   # its new node is current
-        if grad_mode.enabled and (target._rg or view_root(target)._rg):
+        if grad_mode.state.enabled and (target._rg or view_root(target)._rg):
             _rebase_viewed(target)
     return target
 

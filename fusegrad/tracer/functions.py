@@ -771,7 +771,7 @@ def setitem(input, key, value):
             while len(keep) > region and keep[0] == 1:
                 keep = keep[1:]
             value = reshape(value, keep)
-    if not grad_mode.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
+    if not grad_mode.state.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
         input._data[index_key(spec, arrays)] = value._data if isinstance(value, Tensor) else value
         input._vc[0] += 1
         return
@@ -916,7 +916,7 @@ def _overwrite(input, values, name, label):
     graph with a zero gradient, as after PyTorch's fill_/zero_/copy_ of a constant."""
     def replaced(old):
         new = _new(values.astype(input._data.dtype, copy=False))
-        if not (grad_mode.enabled and old._rg):
+        if not (grad_mode.state.enabled and old._rg):
             return new
         everywhere = _new(np.ones(input._data.shape, bool))
         return _named(apply(OPS["where"], (everywhere, new, old)), label)
@@ -926,7 +926,7 @@ def _overwrite(input, values, name, label):
 def copy_(input, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else _new(np.asarray(src))
     shape = input._data.shape
-    if not (grad_mode.enabled and src._rg):
+    if not (grad_mode.state.enabled and src._rg):
         return _overwrite(input, np.broadcast_to(src._data, shape), "copy_", "CopyBackwards")
 
     def copied(old):

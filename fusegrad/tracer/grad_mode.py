@@ -1,16 +1,22 @@
 """Grad modes: whether eager ops record nodes for autograd (no_grad, enable_grad, inference_mode)."""
 import functools
+import threading
 
-enabled = True   # read directly by the dispatcher on every op
+
+class _Mode(threading.local):
+    """Per thread, as in PyTorch: every thread starts with grad enabled."""
+    enabled = True
+
+
+state = _Mode()   # the dispatcher reads state.enabled on every op
 
 
 def is_grad_enabled():
-    return enabled
+    return state.enabled
 
 
-def _set(mode):
-    global enabled
-    enabled = bool(mode)
+def _set(value):
+    state.enabled = bool(value)
 
 
 class _GradMode:
@@ -19,7 +25,7 @@ class _GradMode:
     mode = True
 
     def __enter__(self):
-        self._previous = enabled
+        self._previous = state.enabled
         _set(self.mode)
         return self
 
@@ -66,7 +72,7 @@ class set_grad_enabled(_GradMode):
 
     def __init__(self, mode):
         self.mode = bool(mode)
-        self._previous = enabled
+        self._previous = state.enabled
         _set(mode)
 
     def __enter__(self):
