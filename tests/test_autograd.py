@@ -630,3 +630,13 @@ def test_grad_mode_is_per_thread():
     resume.set()
     thread.join()
     assert seen == {"starts_enabled": True, "inside": False}
+
+
+def test_inplace_on_a_plain_tensor_with_a_grad_requiring_operand():
+    b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    w = t64(3.0, 4.0)
+    b.mul_(w)                      # mul saves b's old value: it must survive the write
+    b.add_(w)
+    (b * b).sum().backward()
+    bv = np.array([1.0, 2.0]) * np.array([3.0, 4.0]) + np.array([3.0, 4.0])
+    np.testing.assert_allclose(w.grad.numpy(), 2 * bv * (np.array([1.0, 2.0]) + 1))

@@ -133,9 +133,9 @@ def apply_binary(op, a, b, label=None):
 def run_inplace(target, compute, name):
     """target <- compute(target), written into the target's memory, as PyTorch's `op_` variants.
 
-    With grad enabled the computation sees a stand-in with a copy of the old value, so whatever
-    the op saves for backward is not overwritten by the write. Writing through a view rewrites the
-    history of the tensors it views (PyTorch's CopySlices), so their gradients see the write."""
+    When the result is recorded, the computation sees a stand-in holding a copy of the old value,
+    so whatever the op saved for backward is not overwritten by the write. Writing through a view
+    rewrites the history of the tensors it views (PyTorch's CopySlices), so their gradients see it."""
     if not grad_mode.state.enabled:
         result = compute(target)
     else:
@@ -146,9 +146,11 @@ def run_inplace(target, compute, name):
             if root._node is None and root._rg:
                 raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
                                    "operation.")
-        old = _new_tensor(target._data.copy())
-        old._node, old._rg = target._node, target._rg
-        result = compute(old)
+        result = None if target._rg else compute(target)
+        if result is None or result._node is not None:   # recorded: compute on a copy of the old value
+            old = _new_tensor(target._data.copy())
+            old._node, old._rg = target._node, target._rg
+            result = compute(old)
     out = result._data
     data = target._data
     if out.dtype != data.dtype and not np.can_cast(out.dtype, data.dtype, "same_kind"):
