@@ -640,3 +640,16 @@ def test_inplace_on_a_plain_tensor_with_a_grad_requiring_operand():
     (b * b).sum().backward()
     bv = np.array([1.0, 2.0]) * np.array([3.0, 4.0]) + np.array([3.0, 4.0])
     np.testing.assert_allclose(w.grad.numpy(), 2 * bv * (np.array([1.0, 2.0]) + 1))
+
+
+def test_inplace_on_a_view_made_without_grad_is_refused_under_grad():
+    a = t64(1.0, 2.0)
+    b = a * 2
+    with torch.no_grad():
+        v = b[0:1]
+    with pytest.raises(RuntimeError, match="A view was created in no_grad mode and is being modified inplace "
+                                           "with grad mode enabled"):
+        v.mul_(3)
+    with torch.no_grad():
+        v.mul_(3)                       # both inside no_grad: allowed, not tracked
+    assert b.detach().tolist() == [6.0, 4.0]

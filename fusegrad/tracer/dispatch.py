@@ -105,7 +105,7 @@ def apply(op, inputs, attrs=None, label=None):
         parent = inputs[0]
         if np.may_share_memory(out, parent._data):
             t._vc = parent._vc
-            t._view = ViewOf(parent, op, attrs, inputs[1:], parent._vc[0])
+            t._view = ViewOf(parent, op, attrs, inputs[1:], parent._vc[0], not grad_mode.state.enabled)
     if grad_mode.state.enabled and op.differentiable and out.dtype.kind == "f":   # integer results: no grad
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
@@ -146,6 +146,12 @@ def run_inplace(target, compute, name):
             if root._node is None and root._rg:
                 raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "
                                    "operation.")
+            if root._rg and target._view.made_without_grad:
+                raise RuntimeError("A view was created in no_grad mode and is being modified inplace with grad "
+                                   "mode enabled. Given that this use case is ambiguous and error-prone, it is "
+                                   "forbidden. You can clarify your code by moving both the view and the inplace "
+                                   "either both inside the no_grad block (if you don't want the inplace to be "
+                                   "tracked) or both outside (if you want the inplace to be tracked).")
         result = None if target._rg else compute(target)
         if result is None or result._node is not None:   # recorded: compute on a copy of the old value
             old = _new_tensor(target._data.copy())

@@ -63,10 +63,11 @@ def check_device(spec, op="to"):
 class ViewOf:
     """How a tensor views its parent's memory, and the value of the shared version counter that
     its recorded node describes (a write through another view makes the node stale)."""
-    __slots__ = ("parent", "op", "attrs", "index", "version")
+    __slots__ = ("parent", "op", "attrs", "index", "version", "made_without_grad")
 
-    def __init__(self, parent, op, attrs, index, version):
+    def __init__(self, parent, op, attrs, index, version, made_without_grad):
         self.parent, self.op, self.attrs, self.index, self.version = parent, op, attrs, index, version
+        self.made_without_grad = made_without_grad
 
 
 class Tensor:
