@@ -653,3 +653,19 @@ def test_inplace_on_a_view_made_without_grad_is_refused_under_grad():
     with torch.no_grad():
         v.mul_(3)                       # both inside no_grad: allowed, not tracked
     assert b.detach().tolist() == [6.0, 4.0]
+
+
+def test_no_grad_and_enable_grad_decorate_with_or_without_parentheses():
+    x = t64(1.0)
+
+    @torch.no_grad
+    def bare(v):
+        return v * 2
+
+    @torch.enable_grad
+    def tracked(v):
+        return v * 2
+
+    assert not bare(x).requires_grad and bare.__name__ == "bare"
+    with torch.no_grad():
+        assert tracked(x).requires_grad

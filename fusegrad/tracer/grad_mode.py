@@ -44,11 +44,22 @@ class _GradMode:
         return self.__class__()
 
 
-class no_grad(_GradMode):
+class _BareDecorator(_GradMode):
+    """Also usable without parentheses: `@no_grad` as well as `@no_grad()`."""
+
+    def __new__(cls, fn=None):
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)
+
+    def __init__(self, fn=None):
+        pass
+
+
+class no_grad(_BareDecorator):
     mode = False
 
 
-class enable_grad(_GradMode):
+class enable_grad(_BareDecorator):
     mode = True
 
 
