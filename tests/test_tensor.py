@@ -204,3 +204,12 @@ def test_narrow_numpy_integers_widen_on_copy_and_are_refused_without_one():
         torch.from_numpy(small)
     with pytest.raises(RuntimeError, match="add: Python integer 1099511627776 out of bounds for int32"):
         torch.tensor([1], dtype=torch.int32) + 2 ** 40
+
+
+def test_contiguous_copies_non_contiguous_tensors_into_row_major_order():
+    a = torch.arange(12.0).view(3, 4)
+    t = a.T
+    assert not t.is_contiguous() and t.stride() == (1, 4)
+    c = t.contiguous()
+    assert c.is_contiguous() and c.stride() == (3, 1) and torch.equal(c, t)
+    assert a.contiguous() is a

@@ -106,7 +106,7 @@ elementwise("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[
 elementwise("sign", np.sign, "np.sign({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
-elementwise("copy", lambda x: np.array(x, copy=True), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
+elementwise("copy", lambda x: np.array(x, copy=True, order="C"), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
 defop("cast", lambda x, dtype: x.astype(dtype.np),
       lambda shapes, dts, a: (shapes[0], a["dtype"]), vjp=lambda b, g, n, s: (g,),
       expr="{dtype}({0})", kind="elementwise", grad_fn="ToCopyBackward0")
