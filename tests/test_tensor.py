@@ -213,3 +213,14 @@ def test_contiguous_copies_non_contiguous_tensors_into_row_major_order():
     c = t.contiguous()
     assert c.is_contiguous() and c.stride() == (3, 1) and torch.equal(c, t)
     assert a.contiguous() is a
+
+
+def test_max_with_dim_returns_torch_return_types_and_empty_data_is_float():
+    result = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).max(0)
+    values, indices = result
+    assert result.values is values and indices.tolist() == [1, 1]
+    assert repr(result) == ("torch.return_types.max(\nvalues=tensor([3., 4.]),\nindices=tensor([1, 1]))")
+    assert repr(torch.tensor([[1.0, 0.0]]).min(1)).startswith("torch.return_types.min(")
+    with pytest.raises(IndexError, match=r"max\(\): Expected reduction dim 0 to have non-zero size."):
+        torch.zeros(0, 3).max(dim=0)
+    assert torch.tensor([]).dtype is torch.float32 and repr(torch.tensor([]).sum()) == "tensor(0.)"

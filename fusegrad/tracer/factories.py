@@ -55,23 +55,25 @@ def _finish(data, requires_grad, device=None):
 
 
 def _infer_dtype(data):
-    """PyTorch's dtype for nested Python data: bool < int64 < default float."""
-    kind = 0
+    """PyTorch's dtype for nested Python data: bool < int64 < default float (also for no data)."""
+    kind, seen = 0, False
     stack = [data]
     while stack:
         item = stack.pop()
         if isinstance(item, (list, tuple)):
             stack.extend(item)
         elif isinstance(item, Tensor):
-            d = item.dtype
-            kind = max(kind, d.category)
+            seen = True
+            kind = max(kind, item.dtype.category)
         elif isinstance(item, (bool, np.bool_)):
-            pass
+            seen = True
         elif isinstance(item, (int, np.integer)):
+            seen = True
             kind = max(kind, 1)
         else:
+            seen = True
             kind = 2
-    return (D.bool_, D.int64, D.default_float)[kind]
+    return (D.bool_, D.int64, D.default_float)[kind] if seen else D.default_float
 
 
 def _to_array(data, dtype):

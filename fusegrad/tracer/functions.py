@@ -332,8 +332,16 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     return _reduce("prod", input, dim, keepdim, "ProdBackward0", "ProdBackward1")
 
 
-MaxMin = namedtuple("MaxMin", ["values", "indices"])
-torch_return_types_max = MaxMin
+def _return_type(name):
+    """A (values, indices) named tuple that prints like torch.return_types.<name>."""
+    base = namedtuple(name, ["values", "indices"])
+
+    def __repr__(self):
+        return f"torch.return_types.{name}(\nvalues={self.values!r},\nindices={self.indices!r})"
+    return type(name, (base,), {"__slots__": (), "__repr__": __repr__})
+
+
+_RETURN_TYPES = {"amax": _return_type("max"), "amin": _return_type("min")}
 
 
 def _extremum(name, arg, input, dim, keepdim, other):
@@ -347,11 +355,13 @@ def _extremum(name, arg, input, dim, keepdim, other):
                                "Specify the reduction dim with the 'dim' argument.")
         return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
     d = _dim(dim, input._data.ndim)
+    if input._data.ndim and input._data.shape[d] == 0:
+        raise IndexError(f"{name[1:]}(): Expected reduction dim {d} to have non-zero size.")
     indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
     values = apply(OPS["gather"], (input, indices), {"axis": d})
     if not keepdim:
         values, indices = squeeze(values, d), squeeze(indices, d)
-    return MaxMin(_named(values, name[1:].capitalize() + "Backward0"), indices)
+    return _RETURN_TYPES[name](_named(values, name[1:].capitalize() + "Backward0"), indices)
 
 
 def max(input, dim=None, keepdim=False, *, other=None):
@@ -957,4 +967,4 @@ __all__ = sorted(
     name for name, value in list(globals().items())
     if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == __name__
     and name not in ("float_", "int_", "bool__", "double", "half", "long", "getitem", "setitem",
-                     "tensor_from_scalar", "MaxMin", "torch_return_types_max"))
+                     "tensor_from_scalar"))
