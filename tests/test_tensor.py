@@ -224,3 +224,11 @@ def test_max_with_dim_returns_torch_return_types_and_empty_data_is_float():
     with pytest.raises(IndexError, match=r"max\(\): Expected reduction dim 0 to have non-zero size."):
         torch.zeros(0, 3).max(dim=0)
     assert torch.tensor([]).dtype is torch.float32 and repr(torch.tensor([]).sum()) == "tensor(0.)"
+
+
+def test_cumsum_of_a_zero_dim_tensor_keeps_its_shape():
+    x = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    y = x.cumsum(0)
+    assert y.shape == () and y.item() == 0.5
+    y.backward()
+    assert x.grad.item() == 1.0

@@ -249,6 +249,8 @@ defop("argmax", _arg_extremum(np.argmax), _arg_infer, kind="reduction")
 defop("argmin", _arg_extremum(np.argmin), _arg_infer, kind="reduction")
 
 def _cumsum(x, axis, reverse):
+    if x.ndim == 0:   # NumPy would flatten a 0-d input to shape (1,)
+        return x.copy()
     if reverse:   # sums from the end: the VJP of a forward cumulative sum
         return np.flip(np.cumsum(np.flip(x, axis), axis), axis)
     return np.cumsum(x, axis)
