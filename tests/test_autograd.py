@@ -669,3 +669,34 @@ def test_no_grad_and_enable_grad_decorate_with_or_without_parentheses():
     assert not bare(x).requires_grad and bare.__name__ == "bare"
     with torch.no_grad():
         assert tracked(x).requires_grad
+
+
+def test_fuzz_found_cases_match_pytorch():
+    # a write through a view taken before an in-place change of its base
+    x = t64(1.0, 2.0)
+    a = x * 1
+    v = a[:]
+    a.mul_(2)
+    v.mul_(x)
+    a.sum().backward()
+    assert x.grad.tolist() == [4.0, 8.0]
+    # norm and std have zero gradient where they are zero (PyTorch masks the 0 * inf)
+    z = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    (z.norm() + (z + 1).std(correction=0) + torch.norm(z, dim=0)).backward()
+    assert z.grad.tolist() == [0.0, 0.0]
+    # softmax, log_softmax and max(dim) of 0-d tensors
+    s = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    (torch.softmax(s * 2, 0) + torch.log_softmax(s, -1) + s.max(dim=0).values).backward()
+    assert s.grad.item() == 1.0 and s.max(dim=0).indices.item() == 0
+
+
+def test_boolean_and_integer_power_rules_follow_pytorch():
+    with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with a bool tensor is not supported"):
+        torch.tensor([1.5]) - True
+    with pytest.raises(NotImplementedError, match="\"floor_divide\" not implemented for 'Bool'"):
+        torch.tensor([True]) // torch.tensor([True])
+    assert (torch.tensor([True, False]) ** False).tolist() == [True, True]
+    assert (torch.tensor([2, 1, -1, -1, 0, 3]) ** torch.tensor([-2, -3, -3, -2, -1, 0])).tolist() == [
+        0, 1, -1, 1, 0, 1]
+    r = 2 ** torch.tensor([1, -2, 3], dtype=torch.int32)
+    assert r.dtype is torch.int32 and r.tolist() == [2, 0, 8]

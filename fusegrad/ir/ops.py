@@ -146,7 +146,18 @@ def _pow_vjp(b, g, n, s):
     return gx, gy
 
 
-elementwise("pow", np.power, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
+def _pow(x, y):
+    dtype = np.result_type(x, y)   # Python scalars stay weakly typed
+    if dtype.kind in "iu" and np.any(np.asarray(y) < 0):
+        # integer powers with negative exponents, as PyTorch computes them (NumPy refuses): the
+        # reciprocal truncates to 0 except for bases 1 and -1
+        x, y = (a.astype(dtype, copy=False) for a in np.broadcast_arrays(x, y))
+        negative = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 0, 1, -1), 0))
+        return np.where(y < 0, negative, np.power(x, np.maximum(y, 0))).astype(dtype, copy=False)
+    return np.power(x, y)
+
+
+elementwise("pow", _pow, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
 
 
 def _max_min_vjp(wins):
@@ -233,7 +244,7 @@ defop("any", _as_array(np.any), reduction_infer("any", dtypes.bool_), kind="redu
 
 def _arg_extremum(fn):
     def impl(x, axis, keepdim):
-        if axis is None:
+        if axis is None or x.ndim == 0:
             return np.asarray(fn(x), dtype=np.int64).reshape((1,) * x.ndim if keepdim else ())
         return np.asarray(fn(x, axis=axis, keepdims=keepdim), dtype=np.int64)
     return impl

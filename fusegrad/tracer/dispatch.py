@@ -142,6 +142,8 @@ def run_inplace(target, compute, name):
         if target._node is None and target._rg:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
         if target._view is not None:
+            if target._rg and target._view.version != target._vc[0]:
+                refresh_view(target)   # written through its base or another view since its node
             root = view_root(target)
             if root._node is None and root._rg:
                 raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place "

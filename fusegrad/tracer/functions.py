@@ -60,7 +60,19 @@ def add(input, other, *, alpha=1):
     return _binary(_ADD, input, other)
 
 
+def _is_bool(x):
+    return x._data.dtype == np.bool_ if isinstance(x, Tensor) else x.__class__ is bool
+
+
+def _refuse_bool_pair(name, a, b):
+    if _is_bool(a) and _is_bool(b):
+        raise NotImplementedError(f'"{name}" not implemented for \'Bool\'')
+
+
 def sub(input, other, *, alpha=1):
+    if _is_bool(input) or _is_bool(other):
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+                           "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
     if alpha != 1:
         other = mul(other, alpha)
     return _binary(_SUB, input, other, None if isinstance(input, Tensor) else "RsubBackward1")
@@ -99,14 +111,20 @@ def true_divide(input, other):
 
 
 def floor_divide(input, other):
+    _refuse_bool_pair("floor_divide", input, other)
     return _binary(OPS["floor_divide"], input, other)
 
 
 def remainder(input, other):
+    _refuse_bool_pair("remainder", input, other)
     return _binary(OPS["remainder"], input, other, "RemainderBackward1" if isinstance(other, Tensor) else None)
 
 
 def pow(input, exponent):
+    if _is_bool(input) and _is_bool(exponent):
+        if isinstance(exponent, Tensor):
+            raise NotImplementedError('"pow" not implemented for \'Bool\'')
+        return input if exponent else ones_like_bool(input)   # x ** True is x, x ** False is True
     label = ("PowBackward0" if not isinstance(exponent, Tensor) else
              "PowBackward1" if isinstance(input, Tensor) else "PowBackward2")
     return _binary(OPS["pow"], input, exponent, label)
@@ -222,6 +240,10 @@ def where(condition, input=None, other=None):
         input = tensor_from_scalar(input)
     input, other = promote_operands("where", (input, other))
     return apply(OPS["where"], (condition, input, other))
+
+
+def ones_like_bool(input):
+    return _new(np.ones(input._data.shape, np.bool_))
 
 
 def tensor_from_scalar(value):
@@ -355,7 +377,10 @@ def _extremum(name, arg, input, dim, keepdim, other):
                                "Specify the reduction dim with the 'dim' argument.")
         return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
     d = _dim(dim, input._data.ndim)
-    if input._data.ndim and input._data.shape[d] == 0:
+    if input._data.ndim == 0:   # a 0-d tensor is its own extremum, at index 0
+        values = _named(apply(OPS["copy"], (input,)), name[1:].capitalize() + "Backward0")
+        return _RETURN_TYPES[name](values, _new(np.zeros((), np.int64)))
+    if input._data.shape[d] == 0:
         raise IndexError(f"{name[1:]}(): Expected reduction dim {d} to have non-zero size.")
     indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
     values = apply(OPS["gather"], (input, indices), {"axis": d})
@@ -414,8 +439,15 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return _named(div(total, builtins.max(count - _correction(unbiased, correction), 0)), "VarBackward0")
 
 
+def _sqrt_zero_grad_at_zero(v):
+    """sqrt whose gradient is 0 where v == 0 (PyTorch's norm and std), not 0 * inf = nan."""
+    positive = gt(v, 0)
+    return where(positive, sqrt(where(positive, v, 1.0)), 0.0)
+
+
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return _named(sqrt(var(input, dim, unbiased, keepdim, correction=correction)), "StdBackward0")
+    variance = var(input, dim, unbiased, keepdim, correction=correction)
+    return _named(_sqrt_zero_grad_at_zero(variance), "StdBackward0")
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -432,7 +464,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = cast(input, dtype)
     if p in ("fro", 2, 2.0):
-        out = sqrt(sum(mul(input, input), dim, keepdim))
+        out = _sqrt_zero_grad_at_zero(sum(mul(input, input), dim, keepdim))
     elif p in (float("inf"), "inf"):
         out = amax(abs(input), dim if dim is not None else (), keepdim)
     elif p in (float("-inf"), "-inf"):
@@ -850,19 +882,22 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
 
 
 def softmax(input, dim=None, dtype=None):
-    if dtype is not None:
-        input = cast(input, dtype)
-    if input._data.dtype.kind != "f":
-        input = cast(input, D.default_float)
-    return apply(OPS["softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+    return _normalized("softmax", input, dim, dtype)
 
 
 def log_softmax(input, dim=None, dtype=None):
+    return _normalized("log_softmax", input, dim, dtype)
+
+
+def _normalized(name, input, dim, dtype):
     if dtype is not None:
         input = cast(input, dtype)
     if input._data.dtype.kind != "f":
         input = cast(input, D.default_float)
-    return apply(OPS["log_softmax"], (input,), {"axis": _dim(_implicit_dim(dim, input), input._data.ndim)})
+    axis = _dim(_implicit_dim(dim, input), input._data.ndim)
+    if input._data.ndim == 0:   # over a 0-d tensor as over one element
+        return reshape(apply(OPS[name], (reshape(input, 1),), {"axis": 0}), ())
+    return apply(OPS[name], (input,), {"axis": axis})
 
 
 def _implicit_dim(dim, input):
@@ -967,4 +1002,4 @@ __all__ = sorted(
     name for name, value in list(globals().items())
     if not name.startswith("_") and callable(value) and getattr(value, "__module__", None) == __name__
     and name not in ("float_", "int_", "bool__", "double", "half", "long", "getitem", "setitem",
-                     "tensor_from_scalar"))
+                     "tensor_from_scalar", "ones_like_bool"))
