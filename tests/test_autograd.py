@@ -700,3 +700,8 @@ def test_boolean_and_integer_power_rules_follow_pytorch():
         0, 1, -1, 1, 0, 1]
     r = 2 ** torch.tensor([1, -2, 3], dtype=torch.int32)
     assert r.dtype is torch.int32 and r.tolist() == [2, 0, 8]
+
+
+def test_integer_tensor_to_a_negative_python_int_power_is_refused():
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed."):
+        torch.tensor(1, dtype=torch.int32) ** -3

@@ -121,6 +121,9 @@ def remainder(input, other):
 
 
 def pow(input, exponent):
+    if (exponent.__class__ is int and exponent < 0 and isinstance(input, Tensor)
+            and input._data.dtype.kind in "iu"):
+        raise RuntimeError("Integers to negative integer powers are not allowed.")
     if _is_bool(input) and _is_bool(exponent):
         if isinstance(exponent, Tensor):
             raise NotImplementedError('"pow" not implemented for \'Bool\'')
