@@ -232,3 +232,18 @@ def test_cumsum_of_a_zero_dim_tensor_keeps_its_shape():
     assert y.shape == () and y.item() == 0.5
     y.backward()
     assert x.grad.item() == 1.0
+
+
+def test_mixed_integer_and_array_indices_place_dimensions_like_pytorch():
+    x = torch.zeros(2, 3, 4)
+    assert x[0, :, [1, 0]].shape == (3, 2)             # NumPy would give (2, 3)
+    assert x[0, None, [1, 0]].shape == (1, 2, 4)
+    assert x[0, ..., [1, 0]].shape == (3, 2)
+    assert x[None, [1, 0], None, 1].shape == (1, 2, 1, 4)
+    assert x[:, [0], ..., [0]].shape == (2, 1)          # an Ellipsis spanning no dims separates nothing
+    t = torch.zeros(1, 2, 4)
+    t[0, :, [3, 1, 0]] = torch.arange(6.0).reshape(2, 3)
+    assert t[0, 1].tolist() == [5.0, 4.0, 0.0, 3.0]
+    a = torch.arange(24.0).reshape(2, 3, 4).requires_grad_()
+    (a[0, :, [1, 0]] * torch.arange(6.0).reshape(3, 2)).sum().backward()
+    assert a.grad[0].tolist() == [[1.0, 0.0, 0.0, 0.0], [3.0, 2.0, 0.0, 0.0], [5.0, 4.0, 0.0, 0.0]]

@@ -349,11 +349,32 @@ def index_key(spec, arrays):
     return tuple(key)
 
 
+def indexed(x, spec, arrays):
+    """(view, key) such that view[key] is x indexed by spec with PyTorch's rules.
+
+    NumPy counts integers among advanced indices and separates arrays by an Ellipsis that spans
+    no dimension, which moves the indexed dimensions to the front; PyTorch applies integers as
+    basic indexing first and sees such arrays as adjacent. With arrays in the spec, integers are
+    applied first (a view) and empty Ellipses dropped, so NumPy then places dimensions the same."""
+    if not _has_arrays(spec):
+        return x, index_key(spec, arrays)
+    consumed = sum(1 for item in spec if item[0] in "sia")
+    if ("e",) in spec and consumed == x.ndim:
+        spec = tuple(item for item in spec if item[0] != "e")
+    if any(item[0] == "i" for item in spec):
+        first = tuple(item[1] if item[0] == "i" else Ellipsis if item[0] == "e" else slice(None)
+                      for item in spec if item[0] != "n")
+        x = x[first]
+        spec = tuple(item for item in spec if item[0] != "i")
+    return x, index_key(spec, arrays)
+
+
 def _index_infer(shapes, dts, a):
     probe = np.broadcast_to(np.empty((), np.int8), shapes[0])
     arrays = [np.zeros(s, np.int64) for s in shapes[1:]]
     try:
-        return probe[index_key(a["spec"], arrays)].shape, dts[0]
+        view, key = indexed(probe, a["spec"], arrays)
+        return view[key].shape, dts[0]
     except IndexError as e:   # an out-of-range index is an IndexError, as in PyTorch
         message = str(e).replace(" for axis ", " for dimension ")
         raise IndexError(f"index: {message} (tensor of shape {_fmt(shapes[0])})") from None
@@ -365,17 +386,23 @@ def _has_arrays(spec):
 
 def _index_backward_impl(g, *arrays, spec, shape):
     out = np.zeros(shape, g.dtype)
-    key = index_key(spec, arrays)
+    view, key = indexed(out, spec, arrays)
     if _has_arrays(spec):
-        np.add.at(out, key, g)
+        np.add.at(view, key, g)
     else:
-        out[key] = g
+        view[key] = g
     return out
+
+
+def _index_impl(x, *arrays, spec):
+    view, key = indexed(x, spec, arrays)
+    return view[key]
 
 
 def _index_put_impl(x, v, *arrays, spec):
     out = np.array(x, copy=True)
-    out[index_key(spec, arrays)] = v
+    view, key = indexed(out, spec, arrays)
+    view[key] = v
     return out
 
 
@@ -392,7 +419,7 @@ def _index_put_vjp(b, g, n, s):
     return ((b.index_put(g, 0, *s, spec=spec), b.index(g, *s, spec=spec)) + (None,) * len(s))
 
 
-defop("index", lambda x, *arrays, spec: x[index_key(spec, arrays)], _index_infer, vjp=_index_vjp,
+defop("index", _index_impl, _index_infer, vjp=_index_vjp,
       saves=lambda k: tuple(range(1, k)), kind="view", is_view=True, grad_fn="IndexBackward0")
 defop("index_backward", _index_backward_impl,
       lambda shapes, dts, a: (tuple(a["shape"]), dts[0]), vjp=_index_backward_vjp,

@@ -10,7 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import OPS, ShapeError
-from ..ir.ops import index_key
+from ..ir.ops import indexed
 from ..ir import dtypes as D
 from ..ir.dtypes import from_numpy_dtype
 from . import grad_mode
@@ -810,14 +810,19 @@ def setitem(input, key, value):
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
     if isinstance(value, Tensor) and value._data.ndim and value._data.shape[0] == 1:
-        region = np.ndim(input._data[index_key(spec, arrays)])
+        view, key = indexed(input._data, spec, arrays)
+        region = np.ndim(view[key])
         if value._data.ndim > region:   # PyTorch drops leading size-1 dims of the value
             keep = value._data.shape
             while len(keep) > region and keep[0] == 1:
                 keep = keep[1:]
             value = reshape(value, keep)
     if not grad_mode.state.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
-        input._data[index_key(spec, arrays)] = value._data if isinstance(value, Tensor) else value
+        view, key = indexed(input._data, spec, arrays)
+        try:
+            view[key] = value._data if isinstance(value, Tensor) else value
+        except ValueError as e:
+            raise RuntimeError(f"setitem: {e}") from None
         input._vc[0] += 1
         return
     index_arrays = tuple(_new(a) for a in arrays)
