@@ -254,13 +254,7 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none=True):
-        for p in self.parameters():
-            if p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.detach_()
-                    p.grad.zero_()
+        tracer.zero_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ state
     def _state_items(self, prefix):

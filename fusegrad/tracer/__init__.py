@@ -4,7 +4,7 @@ Eager ops run NumPy now and record IR nodes on their outputs; `backward` turns t
 into a backward graph of IR and runs it. This module binds the op functions to Tensor as methods
 and operators, as PyTorch exposes them."""
 from . import factories, functions as F
-from .engine import backward, grad
+from .engine import backward, grad, zero_grads
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .node import RecordedNode
 from .tensor import Size, Tensor, device
@@ -54,4 +54,4 @@ Tensor.T = property(lambda self: F.permute(self, tuple(reversed(range(self.ndim)
 Tensor.mT = property(lambda self: F.transpose(self, -2, -1))
 
 __all__ = ["Tensor", "Size", "device", "backward", "grad", "no_grad", "enable_grad", "set_grad_enabled",
-           "inference_mode", "is_grad_enabled", "RecordedNode", "F", "factories"]
+           "inference_mode", "is_grad_enabled", "RecordedNode", "F", "factories", "zero_grads"]

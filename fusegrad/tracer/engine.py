@@ -287,3 +287,14 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         else:
             grads.append(_new(np.asarray(value)))
     return tuple(grads)
+
+
+def zero_grads(tensors, set_to_none=True):
+    """Module.zero_grad and Optimizer.zero_grad: drop each .grad, or zero it in place."""
+    for t in tensors:
+        if t.grad is not None:
+            if set_to_none:
+                t.grad = None
+            else:
+                t.grad.detach_()
+                t.grad.zero_()
