@@ -7,6 +7,7 @@ than over whichever happened to run last). Each call is timed alone with `time.p
 garbage collector disabled; whatever `fn` returns is kept alive until the clock has stopped, so
 freeing the result (a recorded graph, for instance) is not charged to any implementation. The garbage
 collector runs between rounds, every `collect_every` rounds, outside the timed region."""
+import argparse
 import gc
 import os
 import platform
@@ -216,3 +217,16 @@ def have(module):
 def print_flush(*args):
     print(*args)
     sys.stdout.flush()
+
+
+def standalone_main(doc, run, default_repeats, unit, argv=None):
+    """The command line of one benchmark run on its own: --repeats, --threads, --quick."""
+    from benchmarks import _threads
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=None, help=f"timed {unit} (default {default_repeats})")
+    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
+                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
+    parser.add_argument("--quick", action="store_true", help=f"a few {unit} only (smoke test)")
+    args = parser.parse_args(argv)
+    print_flush(machine_info())
+    run(args.repeats, args.quick)

@@ -21,7 +21,6 @@ workload. Before timing, the gradients of every implementation are checked again
 
     python benchmarks/eager_overhead.py [--repeats N] [--quick]
 """
-import argparse
 import os
 import sys
 import warnings
@@ -34,7 +33,7 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, cache_checked, have, machine_info, measure,  # noqa: E402
+from benchmarks._harness import (Case, cache_checked, have, measure, standalone_main,  # noqa: E402
                                 print_flush, table, target_line)
 
 STEPS = 1000
@@ -256,14 +255,7 @@ def _run(repeats, quick, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=None, help=f"timed rounds (default {REPEATS})")
-    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
-    parser.add_argument("--quick", action="store_true", help="a few rounds only (smoke test)")
-    args = parser.parse_args(argv)
-    print_flush(machine_info())
-    run(args.repeats, args.quick)
+    standalone_main(__doc__, run, REPEATS, "rounds", argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ model on the same batch, as the tutorial's loop would.
 
     python benchmarks/tiny_step.py [--repeats N] [--quick]
 """
-import argparse
 import math
 import os
 import sys
@@ -28,7 +27,7 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, cache_checked, have, machine_info, measure,  # noqa: E402
+from benchmarks._harness import (Case, cache_checked, have, measure, standalone_main,  # noqa: E402
                                 print_flush, table, target_line)
 
 BATCH_SIZE, DIM_IN, HIDDEN_SIZE, DIM_OUT = 16, 1000, 100, 10
@@ -219,14 +218,7 @@ def run(repeats=None, quick=False, out=print_flush):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=None, help=f"timed steps (default {REPEATS})")
-    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
-    parser.add_argument("--quick", action="store_true", help="a few steps only (smoke test)")
-    args = parser.parse_args(argv)
-    print_flush(machine_info())
-    run(args.repeats, args.quick)
+    standalone_main(__doc__, run, REPEATS, "steps", argv)
 
 
 if __name__ == "__main__":
