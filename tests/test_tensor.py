@@ -1,5 +1,4 @@
 """Tensor construction, dtypes and promotion, conversions, devices and NumPy interop."""
-import math
 import pickle
 import copy
 

@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from ..ir import OPS, ShapeError, dtypes, shape_of
+from ..ir import OPS, dtypes, shape_of
 from ..ir.dtypes import from_numpy_dtype, result_type
 from ..runtime.events import notify, now, observers
 from . import grad_mode

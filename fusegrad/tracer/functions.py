@@ -12,7 +12,6 @@ import numpy as np
 from ..ir import OPS, ShapeError
 from ..ir.ops import indexed
 from ..ir import dtypes as D
-from ..ir.dtypes import from_numpy_dtype
 from . import grad_mode
 from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
