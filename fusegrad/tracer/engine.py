@@ -191,7 +191,11 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
             if order[p].saved is not None:
                 order[p].saved = FREED
     reached = [order[p] for p in derivation.wanted]
-    return dict(zip(reached, values)), {id(v) for v in bindings}
+    # an output that is a graph input (a root cotangent passed straight through) is a value the
+    # caller holds: delivering it must not alias it
+    graph = derivation.graph
+    held = {id(bindings[graph.inputs.index(o)]) for o in graph.outputs if o.op.name == "placeholder"}
+    return dict(zip(reached, values)), held
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
