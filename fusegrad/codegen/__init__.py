@@ -1,4 +1,13 @@
-"""IR -> Python source -> Numba kernels, one per fusion group (built by the compile step, issue 3).
+"""IR -> Python source -> compiled kernels, one per fusion group; one module per target.
 
-Nothing here yet: the op definitions in `fusegrad.ir.ops` already carry the scalar expressions
-(`Op.expr`) that the code generator will paste into fused loops."""
+`cpu` emits Numba kernels. Where generated modules live is decided here: FUSEGRAD_CACHE_DIR when
+set, else the user's cache directory (XDG_CACHE_HOME or ~/.cache) under `fusegrad`."""
+import os
+
+
+def cache_dir():
+    root = os.environ.get("FUSEGRAD_CACHE_DIR")
+    if root:
+        return root
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fusegrad")

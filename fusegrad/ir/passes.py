@@ -1,5 +1,9 @@
-"""Graph-to-graph passes."""
-from .graph import Graph
+"""Graph-to-graph passes: dead-code elimination, CSE, constant folding, and `optimize`, the
+pipeline a graph goes through before fusion."""
+import numpy as np
+
+from .graph import Graph, Node
+from .op import OPS
 
 
 def dead_code_elimination(graph):
@@ -21,3 +25,81 @@ def dead_code_elimination(graph):
     result = Graph(kept, [p for p in graph.inputs if p in live], graph.outputs)
     result.release = release
     return result
+
+
+def common_subexpressions(graph):
+    """Merge nodes that apply the same op with the same attributes to the same inputs.
+
+    Python-callback nodes are never merged (each call may have effects). Scalars are keyed by
+    type and repr, so 0.0 and -0.0 (and int 1 and float 1.0) stay apart."""
+    replaced = {}
+    seen = {}
+    nodes = []
+    for node in graph.nodes:
+        if replaced:
+            node.inputs = tuple(replaced.get(v, v) if isinstance(v, Node) else v for v in node.inputs)
+        if node.op.name in ("placeholder", "callback", "leaf"):
+            nodes.append(node)
+            continue
+        try:
+            key = (node.op.name, tuple(id(v) if isinstance(v, Node) else (v.__class__, repr(v))
+                                       for v in node.inputs),
+                   tuple((k, _attr_key(a)) for k, a in node.attrs.items()) if node.attrs else None)
+            hash(key)
+        except TypeError:
+            nodes.append(node)
+            continue
+        if any(isinstance(v, np.ndarray) for v in node.inputs):
+            nodes.append(node)
+            continue
+        first = seen.get(key)
+        if first is None:
+            seen[key] = node
+            nodes.append(node)
+        else:
+            replaced[node] = first
+    outputs = [replaced.get(o, o) for o in graph.outputs]
+    return Graph(nodes, graph.inputs, outputs)
+
+
+def _attr_key(value):
+    if isinstance(value, float):
+        return (float, repr(value))
+    return value
+
+
+def fold_constants(graph):
+    """Evaluate elementwise nodes whose inputs are all scalar constants (0-d `const` nodes)."""
+    nodes = []
+    for node in graph.nodes:
+        if (node.op.kind == "elementwise" and node.inputs and node.shape == ()
+                and all(isinstance(v, Node) and v.op.name == "const" for v in node.inputs)):
+            values = [np.asarray(v.attrs["value"], v.attrs["dtype"].np) for v in node.inputs]
+            with np.errstate(all="ignore"):
+                value = node.op.impl(*values, **node.attrs) if node.attrs else node.op.impl(*values)
+            node.op, node.inputs = OPS["const"], ()
+            node.attrs = {"value": np.asarray(value).item(), "dtype": node.dtype}
+        nodes.append(node)
+    return Graph(nodes, graph.inputs, graph.outputs)
+
+
+def optimize(graph):
+    """The passes a graph goes through before fusion: a copy of it, CSE, folding, DCE. The
+    inputs stay as they are (callers bind values to them by position), used or not."""
+    copied = copy_graph(graph)
+    result = dead_code_elimination(fold_constants(common_subexpressions(copied)))
+    result.inputs = copied.inputs
+    return result
+
+
+def copy_graph(graph):
+    """A copy with new nodes, so that passes may rewrite nodes without touching the original
+    (which eager mode and the graph cache still use)."""
+    mapping = {p: Node(p.op, (), p.attrs, p.shape, p.dtype) for p in graph.inputs}
+    nodes = []
+    for node in graph.nodes:
+        clone = Node(node.op, tuple(mapping.get(v, v) if isinstance(v, Node) else v for v in node.inputs),
+                     node.attrs, node.shape, node.dtype)
+        mapping[node] = clone
+        nodes.append(clone)
+    return Graph(nodes, [mapping[p] for p in graph.inputs], [mapping.get(o, o) for o in graph.outputs])

@@ -11,6 +11,7 @@ import numpy as np
 from ..ir import OPS, backward_graph, structure_key, topological_order
 from ..ir.dtypes import from_numpy_dtype
 from ..runtime import backward_graphs, run_graph
+from ..runtime.plan import eager_plan_run
 from . import grad_mode
 from .dispatch import apply, cast, edge
 from .node import FREED, AccumulateGrad
@@ -185,7 +186,9 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
         with grad_mode.enable_grad():
             values = run_graph(derivation.graph, bindings, _tracer_apply)
     else:
-        values = run_graph(derivation.graph, bindings)
+        values = None if key is None else eager_plan_run(derivation.graph, bindings)
+        if values is None:
+            values = run_graph(derivation.graph, bindings)
     if not retain_graph:
         for p in derivation.ran:
             if order[p].saved is not None:

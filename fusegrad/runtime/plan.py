@@ -1,0 +1,197 @@
+"""Compiled plans: a graph lowered to fusion-group kernels plus a generated driver.
+
+`Plan(graph)` partitions the graph (ir.fusion), has the backend build one kernel per fusion
+group, and generates a straight-line Python driver that allocates each kernel's outputs, calls
+the kernels and the ops that stay outside kernels (matmul through BLAS, indexing, ...) in order,
+and frees every buffer after its last reader. One call of the plan is one call of the driver:
+a handful of Python calls per step instead of one NumPy pass per op.
+
+The driver's source is kept (`plan.source`), and so is each kernel's, for `explain` and the
+cache's `show`. With profiler observers registered, a second driver reports each kernel as a
+row of its own.
+"""
+import functools
+import os
+import time
+import weakref
+
+import numpy as np
+
+from ..codegen import cpu
+from ..ir.fusion import FusionGroup, partition
+from ..ir.graph import Node, format_nodes
+from ..ir.passes import optimize
+from .events import notify, now, observers
+from .log import log
+
+BACKENDS = {"cpu": cpu}
+
+
+class Plan:
+    """A graph compiled for one target. Call it with the graph's input values (in the order of
+    `graph.inputs`); it returns the output values in the order of `graph.outputs`."""
+
+    def __init__(self, graph, target="cpu", label="plan"):
+        started = time.perf_counter()
+        backend = BACKENDS[target]
+        self.label = label
+        self.graph = optimize(graph)
+        self.steps = partition(self.graph, backend.can_fuse)
+        self.kernels = []
+        for step in self.steps:
+            if isinstance(step, FusionGroup):
+                self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}"))
+        self.source, namespace = _driver(self.graph, self.steps, self.kernels, profiled=False)
+        self._run = namespace["run"]
+        self._profiled = None
+        self.compile_seconds = time.perf_counter() - started
+
+    @property
+    def groups(self):
+        return [k.group for k in self.kernels]
+
+    def __call__(self, bindings):
+        if observers:
+            if self._profiled is None:
+                self._profiled = _driver(self.graph, self.steps, self.kernels, profiled=True)[1]["run"]
+            run = self._profiled
+        else:
+            run = self._run
+        with np.errstate(all="ignore"):   # inf/nan are results, not errors, as in eager mode
+            return run(*bindings)
+
+    def describe(self):
+        """The optimised graph, the fusion groups and the generated sources, as text."""
+        parts = [format_nodes(self.graph.nodes, self.graph.inputs, self.graph.outputs, name=self.label), ""]
+        parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
+        parts += [k.source for k in self.kernels]
+        parts += ["# driver", self.source]
+        return "\n".join(parts)
+
+
+def _driver(graph, steps, kernels, profiled):
+    """Generate the driver: def run(*inputs) -> [outputs]."""
+    kernel_of = {id(k.group): k for k in kernels}
+    needed = set(graph.outputs)
+    emitted = []
+    for step in reversed(steps):
+        if isinstance(step, FusionGroup):
+            kernel = kernel_of[id(step)]
+            if any(n in needed for n in kernel.outs):
+                emitted.append(step)
+                needed.update(kernel.args)
+        elif step in needed and step.op.name != "placeholder":
+            emitted.append(step)
+            needed.update(v for v in step.inputs if isinstance(v, Node))
+    emitted.reverse()
+
+    names = {}
+    for i, p in enumerate(graph.inputs):
+        names[p] = f"a{i}"
+    namespace = {"np": np, "notify": notify, "now": now}
+    lines = []
+
+    def name_of(v):
+        if isinstance(v, Node):
+            return names[v]
+        key = f"C{len(namespace)}"
+        namespace[key] = v
+        return key
+
+    last_read = {}   # value -> index of the last emitted step reading it
+    for i, step in enumerate(emitted):
+        reads = kernel_of[id(step)].args if isinstance(step, FusionGroup) else \
+            [v for v in step.inputs if isinstance(v, Node)]
+        for v in reads:
+            last_read[v] = i
+    freed_after = {}
+    for v, i in last_read.items():
+        freed_after.setdefault(i, []).append(v)
+    keep = set(graph.outputs)
+
+    for i, step in enumerate(emitted):
+        if isinstance(step, FusionGroup):
+            kernel = kernel_of[id(step)]
+            kname = f"K{len(namespace)}"
+            namespace[kname] = kernel.fn
+            outs = []
+            for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
+                buf = names[node] = f"v{len(names)}"
+                if init is None:
+                    lines.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
+                else:
+                    lines.append(f"{buf} = np.full({shape!r}, {init!r}, np.{dtype.np.name})")
+                outs.append(buf)
+            args = [repr(n) for n in step.shape] + [names[a] for a in kernel.args] + outs
+            call = f"{kname}({', '.join(args)})"
+            if profiled:
+                lines += ["t0 = now()", call, f"notify({kernel.name!r}, t0, ())"]
+            else:
+                lines.append(call)
+            for node, buf, (shape, dtype, init) in zip(kernel.outs, outs, kernel.buffers):
+                if init is not None:   # a reduction: from its keepdim accumulator to its own shape
+                    fix = "" if dtype is node.dtype else f".astype(np.{node.dtype.np.name})"
+                    reshape = "" if shape == node.shape else f".reshape({node.shape!r})"
+                    if fix or reshape:
+                        lines.append(f"{buf} = {buf}{reshape}{fix}")
+            written = kernel.outs
+        else:
+            node = step
+            if node.op.name == "const":
+                key = f"C{len(namespace)}"
+                namespace[key] = np.asarray(node.attrs["value"], node.attrs["dtype"].np)
+                names[node] = key
+                continue
+            fname = f"F{len(namespace)}"
+            namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
+            out = names[node] = f"v{len(names)}"
+            call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
+            if profiled:
+                lines += ["t0 = now()", call, f"notify({node.op.name!r}, t0, ())"]
+            else:
+                lines.append(call)
+            written = (node,)
+        dead = [names[v] for v in freed_after.get(i, ()) if v not in keep and names[v].startswith("v")]
+        dead += [names[n] for n in written if n not in last_read and n not in keep]
+        if dead:
+            lines.append(f"del {', '.join(dict.fromkeys(dead))}")
+    lines.append(f"return [{', '.join(name_of(o) for o in graph.outputs)}]")
+    source = f"def run({', '.join(names[p] for p in graph.inputs)}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
+    exec(compile(source, "<fusegrad driver>", "exec"), namespace)
+    return source, namespace
+
+
+__all__ = ["Plan"]
+
+
+# Eager backward: a graph run this many times (one structure repeating, as every step of a
+# training loop does) is compiled, and runs as a plan from then on. 0 turns this off.
+COMPILE_AFTER = int(os.environ.get("FUSEGRAD_EAGER_COMPILE_AFTER", "2"))
+_FAILED = object()
+_eager_plans = weakref.WeakKeyDictionary()   # graph -> runs so far, its Plan, or _FAILED
+
+
+def eager_plan_run(graph, bindings):
+    """Run a cached eager graph through its plan once it has repeated; None when the caller
+    should interpret it (not repeated yet, compilation off, or the graph could not compile)."""
+    state = _eager_plans.get(graph, 0)
+    if state.__class__ is Plan:
+        return state(bindings)
+    if state is _FAILED or not COMPILE_AFTER:
+        return None
+    state += 1
+    if state < COMPILE_AFTER:
+        _eager_plans[graph] = state
+        return None
+    try:
+        plan = Plan(graph, label="backward")
+        values = plan(bindings)   # Numba compiles each kernel at its first call
+    except Exception as error:   # never fail a backward because compilation did: interpret instead
+        _eager_plans[graph] = _FAILED
+        log("fallbacks", f"eager backward graph of {len(graph.nodes)} nodes stays interpreted: could not "
+                         f"compile it ({type(error).__name__}: {error})")
+        return None
+    _eager_plans[graph] = plan
+    log("recompiles", lambda: f"eager backward graph of {len(graph.nodes)} nodes compiled after {state} runs: "
+                              f"{len(plan.kernels)} kernels in {plan.compile_seconds:.3f} s")
+    return values
