@@ -14,6 +14,7 @@ from .tracer.factories import (arange, as_tensor, asarray, empty, empty_like, ey
 from .tracer.functions import *  # noqa: F401,F403  (the op functions: sin, matmul, cat, ...)
 from .tracer.printing import set_printoptions
 from . import autograd, cuda, nn, optim  # noqa: E402
+from .compiler import CompileError, compile, explain  # noqa: E402,A004
 
 float = float32  # noqa: A001
 double = float64

@@ -46,16 +46,16 @@ def partition(graph, can_fuse):
     """Split `graph.nodes` into steps: FusionGroups and single nodes, in an order that respects
     every dependency. `can_fuse(node)` says whether the backend can emit the node in a kernel.
 
-    Greedy, in topological order: a fusable node joins, and so merges, every group among its
-    inputs' groups that has its iteration space, as long as the merged group stays convex (no
-    value flows out of it and back in through an outside node) and no member reads a reduction
-    of its own group (that value is complete only after the loop)."""
-    parent = {}          # union-find over group ids
-    space = {}           # group id -> iteration shape
-    has_reduction = {}   # node -> True for reductions (members never read these in-group)
-    group_id = {}        # node -> group id (not canonical)
-    upstream = {}        # node -> frozenset of group ids (not canonical) its value depends on
-    outside_up = {}      # group id -> group ids upstream of the group's outside inputs
+    Greedy, in topological order: a fusable node joins, and so merges, the groups among its
+    inputs' groups that have its iteration space. The invariant that keeps the steps acyclic:
+    every value a group reads from outside is ready before the group's first member, where a
+    group member is ready at its group's start and any other node as soon as its inputs are.
+    So a group that reads another starts after it. Members never read a reduction of their own
+    group (its value is complete only after the loop)."""
+    ready = {p: -1 for p in graph.inputs}
+    parent, start, last_input, space = {}, {}, {}, {}
+    group_id = {}        # node -> group id (canonical through find)
+    reductions = set()
 
     def find(g):
         while parent[g] != g:
@@ -63,45 +63,44 @@ def partition(graph, can_fuse):
             g = parent[g]
         return g
 
-    def canon(ids):
-        return {find(g) for g in ids}
+    def readiness(v):
+        g = group_id.get(v)
+        return ready[v] if g is None else start[find(g)]
 
-    for node in graph.nodes:
-        ins = [v for v in node.inputs if isinstance(v, Node)]
-        ups = frozenset().union(*(upstream.get(v, frozenset()) for v in ins))
+    def outside_positions(ins, joined):
+        return [readiness(v) for v in ins
+                if v in reductions or group_id.get(v) is None or find(group_id[v]) not in joined]
+
+    for index, node in enumerate(graph.nodes):
         if not can_fuse(node):
-            upstream[node] = ups
+            ready[node] = max((readiness(v) for v in node.inputs if isinstance(v, Node)), default=-1)
             continue
+        ins = [v for v in node.inputs if isinstance(v, Node)]
         is_reduction = node.op.name in REDUCTIONS
         in_space = ins[0].shape if is_reduction else node.shape
-        candidates = [ins[0]] if is_reduction else ins
         joined = set()
-        for v in candidates:
+        for v in (ins[:1] if is_reduction else ins):
             g = group_id.get(v)
-            if g is None or space[find(g)] != in_space or (has_reduction.get(v) and not is_reduction):
-                continue
-            joined.add(find(g))
-        joined = _convex_subset(joined, ins, group_id, upstream, outside_up, find, canon, has_reduction)
+            if g is not None and v not in reductions and space[find(g)] == in_space:
+                joined.add(find(g))
+        while joined:   # drop the latest-starting group until the invariant holds
+            first = min(start[g] for g in joined)
+            if max(outside_positions(ins, joined) + [last_input[g] for g in joined], default=-1) < first:
+                break
+            joined.discard(max(joined, key=start.get))
         g = len(parent)
         parent[g] = g
         space[g] = in_space
-        outside = set()
-        for v in ins:
-            vg = group_id.get(v)
-            if vg is None or find(vg) not in joined:
-                outside |= canon(upstream.get(v, ()))
+        start[g] = min([start[j] for j in joined] + [index])
+        last_input[g] = max(outside_positions(ins, joined) + [last_input[j] for j in joined], default=-1)
         for j in joined:
-            outside |= canon(outside_up[j])
             parent[j] = g
-        outside_up[g] = outside
         group_id[node] = g
         if is_reduction:
-            has_reduction[node] = True
-        upstream[node] = ups | {g}
+            reductions.add(node)
 
-    _merge_siblings(graph, group_id, upstream, space, parent, find, canon)
-    groups = {}
-    steps = []
+    _merge_siblings(graph, group_id, find, parent, start, last_input, space)
+    groups, steps = {}, []
     for node in graph.nodes:
         g = group_id.get(node)
         if g is None:
@@ -120,53 +119,20 @@ def partition(graph, can_fuse):
     return _schedule(steps, member_of)
 
 
-def _merge_siblings(graph, group_id, upstream, space, parent, find, canon):
-    """Merge groups over the same iteration space when neither depends on the other: one loop
-    instead of two, and inputs they share are read once."""
-    depends = {}   # root -> group ids (not canonical) upstream of its members
-    order = []
-    for node in graph.nodes:
-        g = group_id.get(node)
-        if g is None:
-            continue
-        root = find(g)
-        if root not in depends:
-            depends[root] = set()
-            order.append(root)
-        depends[root] |= upstream[node]
+def _merge_siblings(graph, group_id, find, parent, start, last_input, space):
+    """Merge a group into an earlier one over the same space when everything it reads comes
+    before the earlier one starts (so neither reads the other): one loop instead of two, and
+    the inputs they share are read once."""
+    roots = list(dict.fromkeys(find(group_id[n]) for n in graph.nodes if n in group_id))
     by_space = {}
-    for r in order:
-        for other in by_space.get(space[r], ()):
-            o = find(other)
-            if o != r and r not in canon(depends[o]) and o not in canon(depends[r]) - {r}:
+    for r in sorted(roots, key=start.get):
+        for o in by_space.get(space[r], ()):
+            if last_input[r] < start[o]:
                 parent[r] = o
-                depends[o] |= depends[r]
+                last_input[o] = max(last_input[o], last_input[r])
                 break
         else:
             by_space.setdefault(space[r], []).append(r)
-
-
-def _convex_subset(joined, ins, group_id, upstream, outside_up, find, canon, has_reduction):
-    """The groups among `joined` that the node can merge with: drop any group that an outside
-    input of the node, or another joined group's outside inputs, depend on."""
-    joined = set(joined)
-    changed = True
-    while changed and joined:
-        changed = False
-        for j in list(joined):
-            blocked = False
-            for v in ins:
-                vg = group_id.get(v)
-                inside = vg is not None and find(vg) in joined and not has_reduction.get(v)
-                if not inside and j in canon(upstream.get(v, ())):
-                    blocked = True
-                    break
-            if not blocked:
-                blocked = any(j in canon(outside_up[k]) for k in joined if k != j)
-            if blocked:
-                joined.discard(j)
-                changed = True
-    return joined
 
 
 def _close(group, group_of, graph, outputs):

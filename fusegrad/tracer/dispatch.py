@@ -12,6 +12,7 @@ from ..ir import OPS, dtypes, shape_of
 from ..ir.dtypes import from_numpy_dtype, result_type
 from ..runtime.events import notify, now, observers
 from . import grad_mode
+from .capture import active as capturing
 from .node import RecordedNode, accumulate_node
 from .tensor import Tensor, ViewOf
 
@@ -91,7 +92,11 @@ def _compute(op, inputs, arrays, attrs):
         raise op_error(op, inputs, attrs, e) from None
     finally:
         _restore(token)
-    return out if type(out) is np.ndarray else np.asarray(out)
+    out = out if type(out) is np.ndarray else np.asarray(out)
+    trace = capturing()
+    if trace is not None:
+        trace.record(op, arrays, attrs, out)
+    return out
 
 
 def apply(op, inputs, attrs=None, label=None):
@@ -156,7 +161,7 @@ def run_inplace(target, compute, name):
                                    "tracked) or both outside (if you want the inplace to be tracked).")
         result = None if target._rg else compute(target)
         if result is None or result._node is not None:   # recorded: compute on a copy of the old value
-            old = _new_tensor(target._data.copy())
+            old = _new_tensor(_compute(OPS["copy"], (target,), (target._data,), None))
             old._node, old._rg = target._node, target._rg
             result = compute(old)
     out = result._data
@@ -233,6 +238,9 @@ def _rebase_viewed(view):
 
 def write_into(target, value):
     """Copy `value` into the target's memory and bump its version counter."""
+    trace = capturing()
+    if trace is not None:
+        trace.write(target._data, value)
     try:
         np.copyto(target._data, value, casting="unsafe")
     except ValueError as e:

@@ -13,6 +13,7 @@ from ..ir.dtypes import from_numpy_dtype
 from ..runtime import backward_graphs, run_graph
 from ..runtime.plan import eager_plan_run
 from . import grad_mode
+from .capture import active as capturing
 from .dispatch import apply, cast, edge
 from .node import FREED, AccumulateGrad
 from .tensor import Tensor
@@ -185,6 +186,8 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
     if create_graph:
         with grad_mode.enable_grad():
             values = run_graph(derivation.graph, bindings, _tracer_apply)
+    elif capturing() is not None:   # recorded into the trace being captured, node by node
+        values = run_graph(derivation.graph, bindings, capturing().apply_node)
     else:
         values = None if key is None else eager_plan_run(derivation.graph, bindings)
         if values is None:
@@ -252,13 +255,28 @@ def _accumulate(target, value, create_graph, given):
         return
     if type(value) is not np.ndarray:
         value = np.asarray(value)
+    trace = capturing()
+    if trace is not None:
+        trace.note_grad(target)
     if target._grad is None:
         if id(value) in given or value.base is not None or not value.flags.writeable:
-            value = value.copy()
+            copied = value.copy()
+            if trace is not None:
+                trace.record(OPS["copy"], (value,), None, copied)
+            value = copied
         given.add(id(value))
         target._grad = _new(value)
     elif target._grad._rg:
-        target._grad = _new(target._grad._data + value)
+        total = target._grad._data + value
+        if trace is not None:
+            trace.record(OPS["add"], (target._grad._data, value), None, total)
+        target._grad = _new(total)
+    elif trace is not None:
+        total = np.add(target._grad._data, value)
+        trace.record(OPS["add"], (target._grad._data, value), None, total)
+        trace.write(target._grad._data, total)
+        np.copyto(target._grad._data, total)
+        target._grad._vc[0] += 1
     else:
         np.add(target._grad._data, value, out=target._grad._data)
         target._grad._vc[0] += 1

@@ -13,6 +13,7 @@ from ..ir import OPS, ShapeError
 from ..ir.ops import indexed
 from ..ir import dtypes as D
 from . import grad_mode
+from .capture import active as capturing
 from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
 from .tensor import Tensor, _dim, check_device
@@ -287,24 +288,38 @@ def isnan(input):
 
 
 def isfinite(input):
-    return _new(np.isfinite(input._data))
+    if input._data.dtype.kind == "f":   # composites, so compiled code computes them too
+        return logical_and(eq(input, input), ne(abs(input), float("inf")))
+    return _new(np.ones(input._data.shape, np.bool_))
 
 
 def isinf(input):
-    return _new(np.isinf(input._data))
+    if input._data.dtype.kind == "f":
+        return eq(abs(input), float("inf"))
+    return _new(np.zeros(input._data.shape, np.bool_))
+
+
+def _reads_data(name):
+    """A function computing from tensor data outside the recorded ops: a capture cannot replay it."""
+    trace = capturing()
+    if trace is not None:
+        trace.break_(f"{name}() computes a Python value or a data-dependent shape from tensor data")
 
 
 def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    _reads_data("allclose")
     return bool(np.allclose(input._data, _tensor(other)._data if isinstance(other, Tensor) else other,
                             rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    _reads_data("isclose")
     other = other._data if isinstance(other, Tensor) else other
     return _new(np.isclose(input._data, other, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def equal(input, other):
+    _reads_data("equal")
     return input._data.shape == other._data.shape and bool(np.array_equal(input._data, other._data))
 
 
@@ -760,6 +775,7 @@ def masked_fill(input, mask, value):
 
 
 def nonzero(input, *, as_tuple=False):
+    _reads_data("nonzero")
     idx = np.nonzero(input._data)
     if as_tuple:
         return tuple(_new(np.ascontiguousarray(i, np.int64)) for i in idx)

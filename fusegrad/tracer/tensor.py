@@ -9,6 +9,7 @@ import numpy as np
 from ..ir import dtypes
 from ..ir.dtypes import from_numpy_dtype
 from . import printing
+from .capture import active as capturing
 
 
 class Size(tuple):
@@ -200,6 +201,9 @@ class Tensor:
             if value._data.dtype != self._data.dtype:
                 raise RuntimeError(f"assigned grad has data of a different type: expected {self.dtype}, "
                                    f"got {value.dtype}")
+        trace = capturing()
+        if trace is not None:
+            trace.note_grad(self)
         self._grad = value
 
     @property
@@ -230,29 +234,50 @@ class Tensor:
         data = self.numpy()
         return data if dtype is None else data.astype(dtype, copy=False)
 
+    # Python values of tensor data: while a function is being captured for compilation, each one
+    # is a decision (or an output) that a compiled replay must check or recompute.
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
-        return self._data.reshape(()).item()
+        value = self._data.reshape(()).item()
+        trace = capturing()
+        return value if trace is None else trace.item(self._data, value)
 
     def tolist(self):
-        return self._data.tolist()
+        value = self._data.tolist()
+        trace = capturing()
+        if trace is not None:
+            trace.value_guard(self._data, "array", self._data.copy())
+        return value
 
     def __float__(self):
-        return float(self.item())
+        return float(self._checked_scalar("float"))
 
     def __int__(self):
-        return int(self.item())
+        return int(self._checked_scalar("int"))
 
     def __index__(self):
         if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
-        return int(self.item())
+        return int(self._checked_scalar("int"))
+
+    def _checked_scalar(self, kind):
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar")
+        value = self._data.reshape(()).item()
+        trace = capturing()
+        if trace is not None:
+            trace.value_guard(self._data, "item", value)
+        return value
 
     def __bool__(self):
         if self._data.size != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
-        return bool(self._data.reshape(()))
+        value = bool(self._data.reshape(()))
+        trace = capturing()
+        if trace is not None:
+            trace.value_guard(self._data, "bool", value)
+        return value
 
     def __len__(self):
         if self._data.ndim == 0:

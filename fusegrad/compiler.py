@@ -1,0 +1,560 @@
+"""fusegrad.compile: a whole training step traced into one graph, compiled, guarded, replayed.
+
+The first call of a compiled function runs it eagerly with the tracer capturing (forward,
+backward, optimizer update: one joint graph; see tracer/capture.py). Before it runs, a walk over
+everything the function can see (arguments, modules, optimizers, the globals and closure
+variables its code names) writes the *guards* of that call: a generated straight-line Python
+function checking shapes, dtypes, requires_grad, Python scalars, object identities, module
+attributes and optimizer hyper-parameters and state. After the call the same guards are checked
+again: if the call changed any of that Python state (created optimizer state, counted steps in
+Python, drew random numbers), replaying the trace could not reproduce it, so the trace is not
+reused. Otherwise it becomes a specialisation: an optimised plan of fused kernels.
+
+A later call whose guards pass runs the plan, checks the value guards (decisions the Python code
+took on tensor values: `bool(t)`, `t.item()`, `int(t)`) and only then commits the side effects
+(parameter and state updates, gradients) and builds the return value. A failed guard means:
+run eagerly (always correct) and capture again; at most MAX_SPECIALISATIONS traces are kept per
+function, after which it stays eager and says so once.
+"""
+import builtins
+import functools
+import inspect
+import random
+import types
+import warnings
+
+import numpy as np
+
+from .ir.graph import Graph
+from .nn.module import Module
+from .optim.optimizer import Optimizer
+from .runtime.log import _listeners, log
+from .runtime.plan import Plan
+from .tracer import Tensor
+from .tracer.capture import ScalarProxy, Trace, recording
+from .tracer.factories import default_generator
+
+MAX_SPECIALISATIONS = 8
+_SIMPLE = (bool, int, float, str, complex, type(None))
+_new = Tensor._make
+
+
+class CompileError(RuntimeError):
+    """fullgraph=True and the function could not be captured as one replayable graph."""
+
+
+# ---------------------------------------------------------------------------- guards
+
+class _Guards:
+    """Guards and sources for one call, built by walking what the function can reach.
+
+    checks: (expression, expected, what, mode) with mode "==", "is" or "nan"; expressions read
+    the arguments as A[i] / K[name] and held objects as O<k>. sources: id(array) -> expression
+    that finds that array on a later call. tensor_paths: id(tensor) -> expression."""
+
+    def __init__(self):
+        self.checks = []
+        self.objects = {}
+        self.held = {}
+        self.sources = {}
+        self.tensor_paths = {}
+        self.visited_code = set()
+        self.walked = set()
+
+    def hold(self, obj):
+        name = self.held.get(id(obj))
+        if name is None:
+            name = self.held[id(obj)] = f"O{len(self.objects)}"
+            self.objects[name] = obj
+        return name
+
+    def check(self, expr, expected, what, mode="=="):
+        if mode == "==" and isinstance(expected, float) and expected != expected:
+            mode = "nan"
+        self.checks.append((expr, expected, what, mode))
+
+    # -- values
+    def walk(self, obj, expr, what, depth=0):
+        if isinstance(obj, Tensor):
+            self.tensor(obj, expr, what)
+        elif isinstance(obj, _SIMPLE):
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            self.check(expr, obj, what)
+        elif isinstance(obj, (list, tuple)):
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            self.check(f"len({expr})", len(obj), f"{what}: length")
+            for i, item in enumerate(obj):
+                self.walk(item, f"{expr}[{i}]", f"{what}[{i}]", depth)
+        elif isinstance(obj, dict) and all(isinstance(k, (str, int)) for k in obj):
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            self.check(f"tuple({expr})", tuple(obj), f"{what}: keys")
+            for k, v in obj.items():
+                self.walk(v, f"{expr}[{k!r}]", f"{what}[{k!r}]", depth)
+        elif isinstance(obj, Module):
+            self.check(expr, obj, f"{what}: the same module", "is")
+            self.module(obj, self.hold(obj), what)
+        elif isinstance(obj, Optimizer):
+            self.check(expr, obj, f"{what}: the same optimizer", "is")
+            self.optimizer(obj, self.hold(obj), what)
+        elif isinstance(obj, np.ndarray):
+            self.check(expr, obj, f"{what}: the same array", "is")
+        elif isinstance(obj, types.FunctionType) and depth < 3:
+            self.check(expr, obj, f"{what}: the same function", "is")
+            self.code_of(obj, depth + 1)
+        elif not isinstance(obj, (types.ModuleType, type, types.BuiltinFunctionType)):
+            self.check(expr, obj, f"{what}: the same object", "is")
+
+    def tensor(self, t, expr, what):
+        if id(t) in self.tensor_paths:   # reached again (a parameter in a module and an optimizer)
+            self.check(expr, t, f"{what}: the same tensor", "is")
+            return
+        self.tensor_paths[id(t)] = expr
+        self.sources[id(t._data)] = f"{expr}._data"
+        self.check(f"type({expr})", type(t), f"{what}: type", "is")
+        self.check(f"{expr}._data.shape", t._data.shape, what)
+        self.check(f"{expr}._data.dtype", t._data.dtype, f"{what}: dtype")
+        self.check(f"{expr}._rg", t._rg, f"{what}: requires_grad")
+        self.check(f"{expr}._node is None", t._node is None, f"{what}: is a leaf")
+        self.check(f"{expr}._grad is None", t._grad is None, f"{what}.grad is None")
+        if t._grad is not None:
+            self.sources[id(t._grad._data)] = f"{expr}._grad._data"
+            self.check(f"{expr}._grad._data.shape", t._grad._data.shape, f"{what}.grad")
+            self.check(f"{expr}._grad._data.dtype", t._grad._data.dtype, f"{what}.grad: dtype")
+
+    def module(self, m, name, what):
+        if id(m) in self.walked:
+            return
+        self.walked.add(id(m))
+        for key, value in vars(m).items():
+            where = f"{what}.{key}"
+            if key in ("_parameters", "_buffers", "_modules"):
+                self.check(f"tuple({name}.{key})", tuple(value), f"{what}: {key[1:]}")
+                for k, v in value.items():
+                    item = f"{name}.{key}[{k!r}]"
+                    if v is None:
+                        self.check(f"{item} is None", True, f"{what}.{k}")
+                    else:
+                        held = self.hold(v)
+                        self.check(item, v, f"{what}.{k}: the same object", "is")
+                        if isinstance(v, Module):
+                            self.module(v, held, f"{what}.{k}")
+                        else:
+                            self.tensor(v, held, f"{what}.{k}")
+            elif isinstance(value, _SIMPLE) or (isinstance(value, tuple)
+                                                and all(isinstance(x, _SIMPLE) for x in value)):
+                self.check(f"{name}.__dict__[{key!r}]", value, where)
+        forward = getattr(type(m), "forward", None)
+        if isinstance(forward, types.FunctionType):
+            self.code_of(forward, 1)
+
+    def optimizer(self, opt, name, what):
+        if id(opt) in self.walked:
+            return
+        self.walked.add(id(opt))
+        self.check(f"len({name}.param_groups)", len(opt.param_groups), f"{what}: parameter groups")
+        for g, group in enumerate(opt.param_groups):
+            gexpr = f"{name}.param_groups[{g}]"
+            self.check(f"tuple({gexpr})", tuple(group), f"{what}.param_groups[{g}]: keys")
+            for key, value in group.items():
+                where = f"{what}.param_groups[{g}][{key!r}]"
+                if key == "params":
+                    self.check(f"len({gexpr}['params'])", len(value), f"{where}: length")
+                    for i, p in enumerate(value):
+                        held = self.hold(p)
+                        self.check(f"{gexpr}['params'][{i}]", p, f"{where}[{i}]: the same tensor", "is")
+                        self.tensor(p, held, f"{where}[{i}]")
+                else:
+                    self.walk(value, f"{gexpr}[{key!r}]", where)
+        self.check(f"len({name}.state)", len(opt.state), f"{what}.state: size")
+        for p, state in opt.state.items():
+            held = self.hold(p)
+            sexpr = f"{name}.state[{held}]"
+            self.check(f"{held} in {name}.state", True, f"{what}.state: entry")
+            self.check(f"tuple({sexpr})", tuple(state), f"{what}.state: keys")
+            for key, value in state.items():
+                if isinstance(value, Tensor):
+                    vh = self.hold(value)
+                    self.check(f"{sexpr}[{key!r}]", value, f"{what}.state[{key!r}]: the same tensor", "is")
+                    self.tensor(value, vh, f"{what}.state[{key!r}]")
+                else:
+                    self.walk(value, f"{sexpr}[{key!r}]", f"{what}.state[{key!r}]")
+
+    def code_of(self, fn, depth):
+        """Guard what a Python function's code reads by name: globals and closure cells."""
+        code = fn.__code__
+        if code in self.visited_code:
+            return
+        self.visited_code.add(code)
+        names = set()
+        stack = [code]
+        while stack:
+            c = stack.pop()
+            names.update(c.co_names)
+            stack.extend(x for x in c.co_consts if isinstance(x, types.CodeType))
+        env = fn.__globals__
+        genv = self.hold(env)
+        for name in sorted(names):
+            if name in env:
+                value = env[name]
+                self.check(f"{name!r} in {genv}", True, f"global {name}: defined")
+                self.walk(value, f"{genv}[{name!r}]", f"global {name}", depth)
+        for cell_name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            self.walk(value, f"{self.hold(cell)}.cell_contents", f"closure variable {cell_name}", depth)
+
+
+def _generate_guard(checks, objects):
+    """def guard(A, K) -> index of the first failing check, or -1."""
+    namespace = dict(objects)
+    lines = []
+    for i, (expr, expected, _, mode) in enumerate(checks):
+        if mode == "nan":
+            lines.append(f"if ({expr}) == ({expr}): return {i}")
+            continue
+        key = f"E{i}"
+        namespace[key] = expected
+        op = "is not" if mode == "is" else "!="
+        lines.append(f"if ({expr}) {op} {key}: return {i}")
+    body = "\n".join("        " + ln for ln in lines) or "        pass"
+    source = (f"def guard(A, K):\n    try:\n{body}\n    except Exception:\n        return -2\n    return -1\n")
+    exec(builtins.compile(source, "<fusegrad guards>", "exec"), namespace)
+    return namespace["guard"], source
+
+
+def _describe_failure(checks, objects, index, args, kwargs):
+    """The failing check in plain words: 'x: size mismatch at dim 1, expected 640, got 8'."""
+    if index == -2:   # an expression raised: find the first that does not hold
+        for i in range(len(checks)):
+            try:
+                if not _holds(checks[i], objects, args, kwargs):
+                    return _describe_failure(checks, objects, i, args, kwargs)
+            except Exception as error:
+                return f"{checks[i][2]}: cannot be read ({type(error).__name__}: {error})"
+        return "a guard raised"
+    expr, expected, what, mode = checks[index]
+    actual = eval(expr, dict(objects, A=args, K=kwargs))
+    if isinstance(expected, tuple) and isinstance(actual, tuple) and what.endswith(("]", ")")) is False \
+            and len(expected) == len(actual) and all(isinstance(n, int) for n in expected + actual):
+        dim = next(d for d, (e, a) in enumerate(zip(expected, actual)) if e != a)
+        return f"{what}: size mismatch at dim {dim}, expected {expected[dim]}, got {actual[dim]}"
+    if mode == "is" and what.endswith(("object", "tensor", "module", "optimizer", "function", "array")):
+        return f"{what}: it is another object now"
+    return f"{what}: expected {expected!r}, got {actual!r}"
+
+
+def _holds(check, objects, args, kwargs):
+    expr, expected, _, mode = check
+    actual = eval(expr, dict(objects, A=args, K=kwargs))
+    if mode == "is":
+        return actual is expected
+    if mode == "nan":
+        return actual != actual
+    return actual == expected
+
+
+# ---------------------------------------------------------------------------- specialisations
+
+class Specialisation:
+    """One captured path: guards, the plan of its joint graph, and how to commit its effects."""
+
+    def __init__(self, guards, guard_fn, guard_source, trace, result, label):
+        self.guards, self.guard_fn, self.guard_source = guards, guard_fn, guard_source
+        outputs, self.commits, self.value_guards = [], [], []
+        objects = dict(guards.objects)
+
+        def output(node):
+            outputs.append(node)
+            return len(outputs) - 1
+
+        for array, expr in trace.written.values():   # arrays the caller sees, written in place
+            if expr is None:
+                expr = f"H{len(objects)}"
+                objects[expr] = array
+            node = trace.values[id(array)][0]
+            owner = expr[:-len("._data")] if expr.endswith("._data") else None
+            self.commits.append(("write", expr, owner, output(node)))
+        for tensor, before in trace.grads.values():
+            after = tensor._grad
+            if after is before:
+                continue
+            path = guards.tensor_paths[id(tensor)]
+            if after is None:
+                self.commits.append(("grad_none", path, None, None))
+            else:
+                self.commits.append(("grad", path, None, output(trace.values[id(after._data)][0])))
+        self.result = _template(result, trace, guards, output)
+        for node, kind, expected in trace.guards:
+            self.value_guards.append((output(node), kind, expected))
+        self.graph = Graph(trace.nodes, trace.inputs, outputs)
+        self.plan = Plan(self.graph, label=label)
+        bind_lines = []
+        for k, source in enumerate(trace.input_sources):
+            if isinstance(source, str):
+                bind_lines.append(source)
+            else:
+                objects[f"C{k}"] = source
+                bind_lines.append(f"C{k}")
+        namespace = dict(objects)
+        exec(builtins.compile(f"def bind(A, K):\n    return [{', '.join(bind_lines)}]\n", "<fusegrad binder>", "exec"),
+             namespace)
+        self.bind = namespace["bind"]
+        self.objects = objects
+
+    def run(self, args, kwargs):
+        """Replay; None when a value guard fails (nothing has been committed then)."""
+        values = self.plan(self.bind(args, kwargs))
+        for k, kind, expected in self.value_guards:
+            if not _value_matches(values[k], kind, expected):
+                return None, (kind, expected, values[k])
+        env = dict(self.objects, A=args, K=kwargs)
+        inputs = set(map(id, self.bind(args, kwargs))) if any(c[0] == "grad" for c in self.commits) else ()
+        for kind, expr, owner, k in self.commits:
+            if kind == "write":
+                np.copyto(eval(expr, env), values[k], casting="unsafe")
+                if owner is not None:
+                    eval(owner, env)._vc[0] += 1
+            elif kind == "grad":
+                value = values[k]
+                if id(value) in inputs or value.base is not None:
+                    value = value.copy()
+                eval(expr, env)._grad = _new(value)
+            else:
+                eval(expr, env)._grad = None
+        return _build(self.result, values, env), None
+
+
+def _value_matches(value, kind, expected):
+    if kind == "bool":
+        return bool(value) == expected
+    if kind == "item":
+        actual = value.reshape(()).item()
+        return actual == expected or (actual != actual and expected != expected)
+    return value.shape == expected.shape and bool(np.all((value == expected) | ((value != value) & (expected != expected))))
+
+
+def _template(obj, trace, guards, output):
+    """How to rebuild the return value on a replay: ('tensor', k), ('float', k), ('arg', expr),
+    containers of those, or ('const', value)."""
+    if isinstance(obj, ScalarProxy):
+        return ("const", float(obj)) if obj.used else ("float", output(obj.node))
+    if isinstance(obj, Tensor):
+        entry = trace.values.get(id(obj._data))
+        if id(obj._data) in trace.internal and entry is not None:
+            return ("tensor", output(entry[0]))
+        path = guards.tensor_paths.get(id(obj))
+        if path is not None:
+            return ("path", path)
+        trace.break_("the function returns a tensor it did not compute and fusegrad cannot find again")
+        return ("const", obj)
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return (type(obj).__name__, [_template(x, trace, guards, output) for x in obj])
+    if isinstance(obj, dict):
+        return ("dict", {k: _template(v, trace, guards, output) for k, v in obj.items()})
+    return ("const", obj)
+
+
+def _build(template, values, env):
+    kind, data = template
+    if kind == "tensor":
+        return _new(values[data])
+    if kind == "float":
+        return values[data].reshape(()).item()
+    if kind == "path":
+        return eval(data, env)
+    if kind in ("list", "tuple"):
+        items = [_build(t, values, env) for t in data]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        return {k: _build(t, values, env) for k, t in data.items()}
+    return data
+
+
+def _plain(obj):
+    """The return value of a captured call as the caller sees it: proxies become floats."""
+    if isinstance(obj, ScalarProxy):
+        return float(obj)
+    if type(obj) in (list, tuple):
+        return type(obj)(_plain(x) for x in obj)
+    if type(obj) is dict:
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _rng_states():
+    return (default_generator.gen.bit_generator.state, random.getstate(), np.random.get_state()[1].tobytes())
+
+
+# ---------------------------------------------------------------------------- the decorator
+
+class CompiledFunction:
+    """What `fusegrad.compile(fn)` returns; call it like fn."""
+
+    def __init__(self, fn, fullgraph=False, dynamic=False, mode=None):
+        self.fn = fn
+        self.fullgraph = fullgraph
+        self.dynamic = dynamic
+        self.mode = mode
+        self.specialisations = []
+        self.eager_reason = None
+        self.attempts = 0
+        self.calls = self.replays = 0
+        self.name = getattr(fn, "__qualname__", type(fn).__name__)
+        try:
+            self.parameter_names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            self.parameter_names = []
+        functools.update_wrapper(self, fn, updated=())
+
+    def __get__(self, instance, owner):   # a compiled method binds like a function
+        if instance is None:
+            return self
+        bound = self.__dict__.setdefault("_bound", {})
+        compiled = bound.get(id(instance))
+        if compiled is None:
+            compiled = bound[id(instance)] = CompiledFunction(types.MethodType(self.fn, instance),
+                                                              self.fullgraph, self.dynamic, self.mode)
+        return compiled
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.eager_reason is not None:
+            return self.fn(*args, **kwargs)
+        for spec in self.specialisations:
+            failed = spec.guard_fn(args, kwargs)
+            if failed == -1:
+                result, mismatch = spec.run(args, kwargs)
+                if mismatch is None:
+                    self.replays += 1
+                    return result
+                kind, expected, actual = mismatch
+                log("guards", lambda: f"{self.name}: value guard failed: the traced call saw {kind} "
+                                      f"{expected!r}, this call computes {np.asarray(actual).tolist()!r}")
+                break
+            log("guards", lambda: f"{self.name}: guard failed: "
+                                  f"{_describe_failure(spec.guards.checks, spec.guards.objects, failed, args, kwargs)}")
+        return self._capture(args, kwargs)
+
+    def _capture(self, args, kwargs):
+        guards = _Guards()
+        names = self.parameter_names
+        for i, a in enumerate(args):
+            guards.walk(a, f"A[{i}]", names[i] if i < len(names) else f"argument {i}")
+        for k, v in kwargs.items():
+            guards.walk(v, f"K[{k!r}]", k)
+        target = self.fn
+        if isinstance(target, types.MethodType):
+            guards.walk(target.__self__, guards.hold(target.__self__), "self")
+            target = target.__func__
+        if isinstance(target, Module):
+            guards.walk(target, guards.hold(target), "module")
+        elif isinstance(target, types.FunctionType):
+            guards.code_of(target, 0)
+        guard_fn, guard_source = _generate_guard(guards.checks, guards.objects)
+        trace = Trace(guards.sources, guards.tensor_paths)
+        rng = _rng_states()
+        with recording(trace):
+            result = self.fn(*args, **kwargs)
+        reason = trace.broken
+        if reason is None and _rng_states() != rng:
+            reason = "it draws random numbers (fusegrad's generator, Python's random or NumPy's), which a replay " \
+                     "would not redraw"
+        if reason is None:
+            changed = guard_fn(args, kwargs)
+            if changed != -1:
+                reason = "it changes Python state a replay would not change: " + \
+                    _describe_failure(guards.checks, guards.objects, changed, args, kwargs).replace(
+                        "expected", "before the call", 1).replace("got", "after it", 1)
+        spec = None
+        if reason is None:
+            try:
+                spec = Specialisation(guards, guard_fn, guard_source, trace, result,
+                                      f"{_identifier(self.name)}_{len(self.specialisations)}")
+                reason = trace.broken
+            except Exception as error:   # a trace the backend cannot compile runs eagerly, correctly
+                reason = f"compilation failed ({type(error).__name__}: {error})"
+        self.attempts += 1
+        if reason is not None:
+            if self.fullgraph:
+                raise CompileError(f"fusegrad.compile(fullgraph=True): {self.name} cannot be compiled as one "
+                                   f"graph: {reason}")
+            log("fallbacks", f"{self.name}: this call ran eagerly and is not reused: {reason}")
+            self.last_reason = reason
+            if self.attempts >= 2 * MAX_SPECIALISATIONS:
+                self._stay_eager(f"{self.attempts} captures could not be reused; the last because {reason}")
+            return _plain(result)
+        self.specialisations.append(spec)
+        log("recompiles", lambda: f"{self.name}: specialisation {len(self.specialisations)} compiled: "
+                                  f"{len(spec.graph.nodes)} nodes, {len(spec.plan.kernels)} kernels, "
+                                  f"{len(guards.checks)} guards, {spec.plan.compile_seconds:.3f} s")
+        log("fusion", lambda: spec.plan.describe())
+        if len(self.specialisations) >= MAX_SPECIALISATIONS:
+            self._stay_eager(f"it reached {MAX_SPECIALISATIONS} specialisations")
+        return _plain(result)
+
+    def _stay_eager(self, why):
+        self.eager_reason = why
+        warnings.warn(f"fusegrad.compile: {self.name} runs eagerly from now on: {why}", RuntimeWarning,
+                      stacklevel=4)
+
+
+def _identifier(name):
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+class CompiledModule(CompiledFunction):
+    """fusegrad.compile(module): calls run compiled; attributes and parameters are the module's."""
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["fn"], name)
+
+
+def compile(fn=None, *, fullgraph=False, dynamic=False, mode=None):  # noqa: A001 (torch.compile)
+    """Compile a function, method or nn.Module: `@fusegrad.compile` or `fusegrad.compile(model)`.
+
+    fullgraph=True raises CompileError where the function cannot be one replayable graph, instead
+    of running it eagerly. dynamic and mode are accepted for PyTorch compatibility; every new
+    input shape is a specialisation of its own."""
+    if fn is None:
+        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
+    if isinstance(fn, Module):
+        return CompiledModule(fn, fullgraph, dynamic, mode)
+    if not callable(fn):
+        raise TypeError(f"fusegrad.compile: expected a function, method or nn.Module, got {type(fn).__name__}")
+    return CompiledFunction(fn, fullgraph, dynamic, mode)
+
+
+class Explanation:
+    """What `explain` found: the messages of one call, by category, and the compiled plans."""
+
+    def __init__(self, compiled, messages):
+        self.compiled = compiled
+        self.messages = messages
+
+    @property
+    def specialisations(self):
+        return self.compiled.specialisations
+
+    def __str__(self):
+        lines = [f"{self.compiled.name}: {len(self.specialisations)} specialisation(s), "
+                 f"{self.compiled.calls} call(s), {self.compiled.replays} compiled"]
+        if self.compiled.eager_reason:
+            lines.append(f"runs eagerly: {self.compiled.eager_reason}")
+        lines += [f"[{category}] {text}" for category, text in self.messages]
+        return "\n".join(lines)
+
+
+def explain(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) once through the compiler and report what happened: graphs, fusion
+    groups and kernels, guard failures with the first failing check, fallbacks, recompilations."""
+    compiled = fn if isinstance(fn, CompiledFunction) else compile(fn)
+    messages = []
+    listener = lambda category, text: messages.append((category, text))  # noqa: E731
+    _listeners.append(listener)
+    try:
+        compiled(*args, **kwargs)
+    finally:
+        _listeners.remove(listener)
+    return Explanation(compiled, messages)
