@@ -339,7 +339,7 @@ def _template(obj, trace, guards, output):
     """How to rebuild the return value on a replay: ('tensor', k), ('float', k), ('arg', expr),
     containers of those, or ('const', value)."""
     if isinstance(obj, ScalarProxy):
-        return ("const", float(obj)) if obj.used else ("float", output(obj.node))
+        return ("const", obj.value()) if obj.used else ("float", output(obj.node))
     if isinstance(obj, Tensor):
         entry = trace.values.get(id(obj._data))
         if id(obj._data) in trace.internal and entry is not None:
@@ -375,7 +375,7 @@ def _build(template, values, env):
 def _plain(obj):
     """The return value of a captured call as the caller sees it: proxies become floats."""
     if isinstance(obj, ScalarProxy):
-        return float(obj)
+        return obj.value()
     if type(obj) in (list, tuple):
         return type(obj)(_plain(x) for x in obj)
     if type(obj) is dict:

@@ -1,6 +1,4 @@
 """Adam and AdamW (decoupled weight decay), with PyTorch's bias-corrected update and amsgrad."""
-import math
-
 import fusegrad as fg
 
 from .optimizer import Optimizer, check_flags
@@ -30,7 +28,7 @@ class Adam(Optimizer):
         if group["maximize"]:
             grad = -grad
         if not state:
-            state["step"] = 0
+            state["step"] = fg.tensor(0.0)   # a tensor, as in PyTorch: a compiled step reads it as data
             state["exp_avg"] = fg.zeros_like(param)
             state["exp_avg_sq"] = fg.zeros_like(param)
             if group["amsgrad"]:
@@ -40,18 +38,19 @@ class Adam(Optimizer):
                 param.mul_(1 - lr * wd)
             else:
                 grad = grad + param * wd
-        state["step"] += 1
-        step = state["step"]
+        state["step"].add_(1)
+        step = state["step"].to(param.dtype)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).add_(grad * grad, alpha=1 - beta2)
+        # bias corrections as tensor ops on the step count, so that a compiled step recomputes them
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
         if group["amsgrad"]:
             state["max_exp_avg_sq"].copy_(fg.maximum(state["max_exp_avg_sq"], exp_avg_sq))
             exp_avg_sq = state["max_exp_avg_sq"]
-        denom = exp_avg_sq.sqrt() / math.sqrt(bias_correction2) + eps
-        param.add_(exp_avg / denom, alpha=-lr / bias_correction1)
+        denom = exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps
+        param.add_(exp_avg / denom * (-lr / bias_correction1))
 
 
 class AdamW(Adam):

@@ -41,11 +41,14 @@ class ScalarProxy(float):
     Python-level use (comparison, arithmetic, bool, formatting) turns it into a value guard."""
     __slots__ = ("trace", "node", "used")
 
+    def value(self):
+        return float.__float__(self)
+
     def _use(self):
         if not self.used:
             self.used = True
-            self.trace.guard(self.node, "item", float(self))
-        return float(self)
+            self.trace.guard(self.node, "item", self.value())
+        return self.value()
 
 
 def _proxy_method(name):

@@ -1,0 +1,279 @@
+"""fusegrad.compile against eager mode: whole training loops, and the traps of capturing Python.
+
+Each trap runs the same code eagerly and compiled, side by side, over calls that change what the
+Python code would do, and checks that results and state stay equal to eager's."""
+import copy
+import random
+
+import numpy as np
+import pytest
+
+import fusegrad as fg
+from fusegrad import nn
+
+SCALE = 2.0
+
+
+def _params(model):
+    return [p.detach().numpy().copy() for p in model.parameters()]
+
+
+def _assert_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=rtol, atol=atol)
+
+
+class TinyModel(nn.Module):
+    def __init__(self, d_in=20, hidden=16, d_out=4):
+        super().__init__()
+        self.layer1 = nn.Linear(d_in, hidden)
+        self.relu = nn.ReLU()
+        self.layer2 = nn.Linear(hidden, d_out)
+
+    def forward(self, x):
+        return self.layer2(self.relu(self.layer1(x)))
+
+
+def train_step(model, optimizer, loss_fn, x, y):
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _twins(make_optimizer):
+    fg.manual_seed(0)
+    model = TinyModel()
+    twin = copy.deepcopy(model)
+    return (model, make_optimizer(model)), (twin, make_optimizer(twin))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "adam"])
+def test_training_loop_matches_eager(optimizer):
+    makers = {"sgd_momentum": lambda m: fg.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+              "adam": lambda m: fg.optim.Adam(m.parameters(), lr=0.01)}
+    (model, opt), (twin, twin_opt) = _twins(makers[optimizer])
+    step = fg.compile(train_step)
+    rng = np.random.default_rng(0)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(12):
+        x = fg.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+        y = fg.tensor(rng.integers(0, 4, 8))
+        expected = train_step(model, opt, loss_fn, x, y)
+        got = step(twin, twin_opt, loss_fn, x, y)
+        np.testing.assert_allclose(got.item(), expected.item(), rtol=1e-5)
+        _assert_close(_params(model), _params(twin))
+    assert step.replays >= 9 and len(step.specialisations) == 1
+
+
+def test_compiled_plan_is_fused():
+    (model, opt), _ = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(3):
+        step(model, opt, nn.MSELoss(), x, y)
+    plan = step.specialisations[0].plan
+    # forward, backward and update of 4 parameters in far fewer kernels than ops
+    assert len(plan.kernels) <= 10 < len(plan.graph.nodes)
+
+
+def test_branch_on_tensor_value_flips():
+    def f(x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+    cf = fg.compile(f)
+    for sign in (1, 1, -1, 1, -1, -1, 1):
+        x = fg.ones(3) * sign
+        np.testing.assert_array_equal(cf(x).numpy(), f(x).numpy())
+
+
+def do_some_doubling(x):
+    y = x * 2
+    while y.norm() < 1000:
+        y = y * 2
+    return y
+
+
+def test_while_loop_trip_count_changes():
+    cf = fg.compile(do_some_doubling)
+    for scale in (1.0, 1.0, 0.01, 1.0, 0.3, 0.01):
+        x = fg.full((3,), scale, requires_grad=True)
+        y = cf(x)
+        k = int(np.round(np.log2(y.detach().numpy()[0] / scale)))
+        v = fg.tensor([0.1, 1.0, 0.0001])
+        x2 = fg.full((3,), scale, requires_grad=True)
+        y2 = do_some_doubling(x2)
+        y2.backward(v)
+        np.testing.assert_array_equal(y.detach().numpy(), y2.detach().numpy())
+        np.testing.assert_allclose(x2.grad.numpy(), (2.0 ** k) * v.numpy())
+
+
+def test_global_constant_change_is_seen():
+    global SCALE
+
+    def f(x):
+        return x * SCALE
+    cf = fg.compile(f)
+    x = fg.ones(2)
+    try:
+        for value in (2.0, 2.0, 3.0, 3.0):
+            SCALE = value
+            np.testing.assert_array_equal(cf(x).numpy(), [value, value])
+    finally:
+        SCALE = 2.0
+
+
+def test_closure_and_module_attribute_changes_are_seen():
+    factor = [1.0]
+    model = nn.Linear(3, 1)
+
+    def make(k):
+        def f(x):
+            return model(x) * k
+        return f
+    x = fg.ones(1, 3)
+    for k in (1.0, 2.0):
+        cf = fg.compile(make(k))
+        for _ in range(2):
+            np.testing.assert_allclose(cf(x).detach().numpy(), (model(x) * k).detach().numpy())
+    cf = fg.compile(lambda x: model(x))
+    for bias in (0.0, 0.0, 5.0):
+        with fg.no_grad():
+            model.bias.fill_(bias)
+        np.testing.assert_allclose(cf(x).detach().numpy(), model(x).detach().numpy())
+    del factor
+
+
+def test_learning_rate_change_and_frozen_parameters():
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for call in range(8):
+        if call == 3:
+            for o in (opt, twin_opt):
+                o.param_groups[0]["lr"] = 0.01
+        if call == 5:
+            model.layer1.weight.requires_grad_(False)
+            twin.layer1.weight.requires_grad_(False)
+        train_step(model, opt, nn.MSELoss(), x, y)
+        step(twin, twin_opt, nn.MSELoss(), x, y)
+        _assert_close(_params(model), _params(twin))
+
+
+def test_list_of_tensors_whose_length_changes():
+    def f(xs):
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+    cf = fg.compile(f)
+    for n in (2, 2, 3, 1, 3):
+        xs = [fg.full((2,), float(i)) for i in range(n)]
+        np.testing.assert_array_equal(cf(xs).numpy(), f(xs).numpy())
+
+
+def test_inplace_update_of_an_input():
+    def f(x):
+        x.mul_(2)
+        return x + 1
+    cf = fg.compile(f)
+    a, b = fg.ones(3), fg.ones(3)
+    for _ in range(4):
+        np.testing.assert_array_equal(cf(b).numpy(), f(a).numpy())
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+
+
+def test_item_returns_the_fresh_value():
+    def f(x):
+        return (x * x).sum().item()
+    cf = fg.compile(f)
+    for v in (1.0, 2.0, 3.0, 4.0):
+        assert cf(fg.full((2,), v)) == pytest.approx(2 * v * v)
+    assert cf.replays >= 2
+
+
+def test_wrong_shape_gives_eager_error_and_leaves_parameters():
+    (model, opt), _ = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    for _ in range(3):
+        step(model, opt, nn.MSELoss(), fg.randn(8, 20), fg.randn(8, 4))
+    before = _params(model)
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \[8, 7\] and \[20, 16\] cannot be multiplied"):
+        step(model, opt, nn.MSELoss(), fg.randn(8, 7), fg.randn(8, 4))
+    _assert_close(before, _params(model), rtol=0, atol=0)
+
+
+def test_exception_inside_the_step_leaves_eager_state():
+    def step(model, opt, x, fail):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+        if fail:
+            raise ValueError("stop")
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    cstep = fg.compile(step)
+    x = fg.randn(4, 20)
+    for fail in (False, False, False, True, False):
+        if fail:
+            with pytest.raises(ValueError):
+                step(model, opt, x, fail)
+            with pytest.raises(ValueError):
+                cstep(twin, twin_opt, x, fail)
+        else:
+            step(model, opt, x, fail)
+            cstep(twin, twin_opt, x, fail)
+        _assert_close(_params(model), _params(twin))
+
+
+def test_python_random_trip_count_runs_eagerly_and_correctly():
+    def dynamic(x):
+        for _ in range(random.randint(0, 3)):
+            x = x * 2
+        return x
+    cf = fg.compile(dynamic)
+    for seed in range(6):
+        random.seed(seed)
+        expected = dynamic(fg.ones(2)).numpy()
+        random.seed(seed)
+        np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), expected)
+    assert cf.replays == 0
+
+
+def test_fullgraph_names_the_cause():
+    def noisy(x):
+        return x + fg.randn(2)
+    with pytest.raises(fg.CompileError, match="draws random numbers"):
+        fg.compile(noisy, fullgraph=True)(fg.ones(2))
+
+
+def test_specialisation_limit_stays_eager_and_says_so_once():
+    cf = fg.compile(lambda x: x * 2)
+    with pytest.warns(RuntimeWarning, match="runs eagerly from now on: it reached 8 specialisations"):
+        for n in range(1, 10):
+            for _ in range(2):
+                np.testing.assert_array_equal(cf(fg.ones(n)).numpy(), np.full(n, 2.0))
+    assert len(cf.specialisations) == 8 and cf.eager_reason
+
+
+def test_explain_names_the_failing_guard():
+    def f(x):
+        return (x * 3).sum()
+    cf = fg.compile(f)
+    cf(fg.ones(4, 640))
+    report = fg.explain(cf, fg.ones(4, 8))
+    assert "x: size mismatch at dim 1, expected 640, got 8" in str(report)
+
+
+def test_compiled_module_shares_parameters():
+    fg.manual_seed(0)
+    model = TinyModel()
+    compiled = fg.compile(model)
+    x = fg.randn(2, 20)
+    with fg.no_grad():
+        for _ in range(3):
+            np.testing.assert_allclose(compiled(x).numpy(), model(x).numpy(), rtol=1e-6)
+        model.layer2.bias.add_(1.0)
+        np.testing.assert_allclose(compiled(x).numpy(), model(x).numpy(), rtol=1e-6)
+    assert compiled.layer1 is model.layer1
