@@ -290,40 +290,65 @@ class Specialisation:
             self.value_guards.append((output(node), kind, expected))
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
         self.plan = Plan(self.graph, label=label)
-        bind_lines = []
-        for k, source in enumerate(trace.input_sources):
-            if isinstance(source, str):
-                bind_lines.append(source)
-            else:
-                objects[f"C{k}"] = source
-                bind_lines.append(f"C{k}")
-        namespace = dict(objects)
-        exec(builtins.compile(f"def bind(A, K):\n    return [{', '.join(bind_lines)}]\n", "<fusegrad binder>", "exec"),
-             namespace)
-        self.bind = namespace["bind"]
-        self.objects = objects
+        self.source, self.replay = self._generate(trace, objects)
 
-    def run(self, args, kwargs):
-        """Replay; None when a value guard fails (nothing has been committed then)."""
-        values = self.plan(self.bind(args, kwargs))
-        for k, kind, expected in self.value_guards:
-            if not _value_matches(values[k], kind, expected):
-                return None, (kind, expected, values[k])
-        env = dict(self.objects, A=args, K=kwargs)
-        inputs = set(map(id, self.bind(args, kwargs))) if any(c[0] == "grad" for c in self.commits) else ()
+    def _generate(self, trace, objects):
+        """def replay(A, K) -> (result, None), or (None, mismatch) when a value guard fails: run
+        the plan, check the value guards, then commit, in straight-line code."""
+        namespace = dict(objects, plan=self.plan, make=_new, copyto=np.copyto, matches=_value_matches,
+                         fresh=_fresh)
+        bindings = []
+        for k, source in enumerate(trace.input_sources):
+            if not isinstance(source, str):
+                namespace[f"C{k}"] = source
+                source = f"C{k}"
+            bindings.append(source)
+        lines = [f"B = [{', '.join(bindings)}]", "V = plan(B)"]
+        for n, (k, kind, expected) in enumerate(self.value_guards):
+            namespace[f"X{n}"] = expected
+            lines.append(f"if not matches(V[{k}], {kind!r}, X{n}): return None, ({kind!r}, X{n}, V[{k}])")
+        if any(c[0] == "grad" for c in self.commits):
+            lines.append("held = {id(b) for b in B}")
         for kind, expr, owner, k in self.commits:
             if kind == "write":
-                np.copyto(eval(expr, env), values[k], casting="unsafe")
+                lines.append(f"copyto({expr}, V[{k}], casting='unsafe')")
                 if owner is not None:
-                    eval(owner, env)._vc[0] += 1
+                    lines.append(f"{owner}._vc[0] += 1")
             elif kind == "grad":
-                value = values[k]
-                if id(value) in inputs or value.base is not None:
-                    value = value.copy()
-                eval(expr, env)._grad = _new(value)
+                lines.append(f"{expr}._grad = make(fresh(V[{k}], held))")
             else:
-                eval(expr, env)._grad = None
-        return _build(self.result, values, env), None
+                lines.append(f"{expr}._grad = None")
+        lines.append(f"return {_result_code(self.result, namespace)}, None")
+        source = "def replay(A, K):\n" + "\n".join("    " + ln for ln in lines) + "\n"
+        exec(builtins.compile(source, "<fusegrad replay>", "exec"), namespace)
+        return source, namespace["replay"]
+
+    def run(self, args, kwargs):
+        """Replay; (None, mismatch) when a value guard fails (nothing has been committed then)."""
+        return self.replay(args, kwargs)
+
+
+def _fresh(value, held):
+    """A gradient buffer of its own: never a view, nor an array the caller passed in."""
+    return value.copy() if value.base is not None or id(value) in held else value
+
+
+def _result_code(template, namespace):
+    kind, data = template
+    if kind == "tensor":
+        return f"make(V[{data}])"
+    if kind == "float":
+        return f"V[{data}].item()"
+    if kind == "path":
+        return data
+    if kind in ("list", "tuple"):
+        items = ", ".join(_result_code(t, namespace) for t in data)
+        return f"[{items}]" if kind == "list" else f"({items}{',' if len(data) == 1 else ''})"
+    if kind == "dict":
+        return "{" + ", ".join(f"{k!r}: {_result_code(t, namespace)}" for k, t in data.items()) + "}"
+    name = f"R{len(namespace)}"
+    namespace[name] = data
+    return name
 
 
 def _value_matches(value, kind, expected):
@@ -341,35 +366,15 @@ def _template(obj, trace, guards, output):
     if isinstance(obj, ScalarProxy):
         return ("const", obj.value()) if obj.used else ("float", output(obj.node))
     if isinstance(obj, Tensor):
-        entry = trace.values.get(id(obj._data))
-        if id(obj._data) in trace.internal and entry is not None:
-            return ("tensor", output(entry[0]))
         path = guards.tensor_paths.get(id(obj))
-        if path is not None:
+        if path is not None and id(obj._data) not in trace.written:   # an argument or parameter, returned
             return ("path", path)
-        trace.break_("the function returns a tensor it did not compute and fusegrad cannot find again")
-        return ("const", obj)
+        return ("tensor", output(trace.node_of(obj._data)))
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
         return (type(obj).__name__, [_template(x, trace, guards, output) for x in obj])
     if isinstance(obj, dict):
         return ("dict", {k: _template(v, trace, guards, output) for k, v in obj.items()})
     return ("const", obj)
-
-
-def _build(template, values, env):
-    kind, data = template
-    if kind == "tensor":
-        return _new(values[data])
-    if kind == "float":
-        return values[data].reshape(()).item()
-    if kind == "path":
-        return eval(data, env)
-    if kind in ("list", "tuple"):
-        items = [_build(t, values, env) for t in data]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {k: _build(t, values, env) for k, t in data.items()}
-    return data
 
 
 def _plain(obj):
@@ -381,6 +386,22 @@ def _plain(obj):
     if type(obj) is dict:
         return {k: _plain(v) for k, v in obj.items()}
     return obj
+
+
+def _changed_state(guards, trace, args, kwargs):
+    """The first guard that no longer holds after the captured call, among those describing state
+    a replay does not reproduce; gradients the trace set or cleared are replayed, so theirs are
+    skipped. None when the call left that state as it found it."""
+    replayed = tuple(f"{guards.tensor_paths[i]}._grad" for i in trace.grads if i in guards.tensor_paths)
+    for i, check in enumerate(guards.checks):
+        if replayed and check[0].startswith(replayed):
+            continue
+        try:
+            if not _holds(check, guards.objects, args, kwargs):
+                return i
+        except Exception:
+            return i
+    return None
 
 
 def _rng_states():
@@ -462,8 +483,8 @@ class CompiledFunction:
             reason = "it draws random numbers (fusegrad's generator, Python's random or NumPy's), which a replay " \
                      "would not redraw"
         if reason is None:
-            changed = guard_fn(args, kwargs)
-            if changed != -1:
+            changed = _changed_state(guards, trace, args, kwargs)
+            if changed is not None:
                 reason = "it changes Python state a replay would not change: " + \
                     _describe_failure(guards.checks, guards.objects, changed, args, kwargs).replace(
                         "expected", "before the call", 1).replace("got", "after it", 1)

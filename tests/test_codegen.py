@@ -11,6 +11,7 @@ from fusegrad.ir import Builder, dtypes as D
 from fusegrad.ir.fusion import FusionGroup, partition
 from fusegrad.codegen import cpu
 from fusegrad.runtime.interpreter import run_graph
+from fusegrad.runtime import plan as plans
 from fusegrad.runtime.plan import Plan
 
 W2 = "0.5*x*(1+fg.tanh(0.7978845608*(x+0.044715*x**3)))*fg.sigmoid(y) + fg.sin(x)*fg.cos(y)"
@@ -46,9 +47,10 @@ def _grads(expr, x, y):
 @pytest.mark.parametrize("special", [False, True], ids=["finite", "nan_inf"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(EXPRESSIONS))
-def test_compiled_backward_equals_interpreted(name, dtype, special):
+def test_compiled_backward_equals_interpreted(name, dtype, special, monkeypatch):
     """Eager backward compiles a structure once it repeats; the compiled gradients equal the
     interpreted ones to rounding, NaN and inf included."""
+    monkeypatch.setattr(plans, "COMPILE_AFTER", 2)
     x, y = _inputs(dtype, special)
     first = _grads(EXPRESSIONS[name], x, y)    # interpreted
     for _ in range(2):                          # compiled at the second run, then run compiled
@@ -112,7 +114,8 @@ def test_kernels_run_as_plain_python_without_jit(tmp_path):
             "    x.grad = None\n"
             "    (fg.sigmoid(x) * x ** 3).sum().backward()\n"
             "print(repr(x.grad.numpy().tolist()))\n")
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_LOGS="recompiles")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_LOGS="recompiles",
+               FUSEGRAD_EAGER_COMPILE_AFTER="2")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "compiled after 2 runs" in result.stderr

@@ -225,3 +225,44 @@ def test_error_types_match_torch(row):
         row.fn(torch)
     # ShapeError is a RuntimeError: code catching torch's exception catches ours.
     assert issubclass(row.exc, type(info.value)), f"torch raised {type(info.value).__name__}"
+
+
+# ----------------------------------------------------------------------------- 7. compiled against eager
+
+# Rows whose step cannot be one replayable graph: the compiled function runs them eagerly (and
+# says why); the check below still compares its results with eager mode's.
+_DATA_DEPENDENT = "its result's shape depends on the data (nonzero): a trace cannot fix it"
+_PYTHON_VALUE = "it returns a Python value computed from the data outside the recorded ops"
+EAGER_ONLY = {"nonzero": _DATA_DEPENDENT, "nonzero_as_tuple": _DATA_DEPENDENT, "where_condition_only": _DATA_DEPENDENT,
+              "isclose": _PYTHON_VALUE, "equal": _PYTHON_VALUE, "allclose": _PYTHON_VALUE}
+
+
+def _step(row):
+    """forward, a weighted sum of the floating outputs, backward: what a training step does."""
+    def step(*xs):
+        outs = [o for o in flat(row.fn(fusegrad, *xs)) if o.is_floating_point()]
+        if any(o.requires_grad for o in outs):
+            total = sum((o * (k + 1.5)).sum() for k, o in enumerate(outs) if o.requires_grad)
+            total.backward()
+        return [o.detach() for o in outs]
+    return step
+
+
+@pytest.mark.parametrize("row, shapes, dtype",
+                         [c for c in cases("compiled", both_floats=True) if c.values[1] == c.values[0].samples[0]])
+def test_compiled_matches_eager(row, shapes, dtype):
+    arrays = input_arrays(row, shapes, dtype)
+    step = _step(row)
+    compiled = fusegrad.compile(step)
+    for call in range(3):   # capture, then replays
+        eager_inputs, compiled_inputs = make_inputs(fusegrad, arrays, row), make_inputs(fusegrad, arrays, row)
+        want, got = step(*eager_inputs), compiled(*compiled_inputs)
+        for w, g in zip(want + [x.grad for x in eager_inputs],
+                        got + [x.grad for x in compiled_inputs]):
+            assert (w is None) == (g is None)
+            if w is not None:
+                np.testing.assert_allclose(g.numpy(), w.numpy(), **_tolerance(w.dtype.name, row), equal_nan=True)
+    if row.name in EAGER_ONLY:
+        assert compiled.replays == 0
+    else:
+        assert compiled.replays == 2, getattr(compiled, "last_reason", None)

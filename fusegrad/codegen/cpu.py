@@ -89,7 +89,7 @@ class _Emitter:
     def literal(self, value, dtype):
         if dtype is D.bool_:
             return "True" if value else "False"
-        text = repr(float(value) if dtype.category == 2 else int(value))
+        text = python_literal(float(value) if dtype.category == 2 else int(value))
         key = (_NP_NAME[dtype], text)
         name = self.constants.get(key)
         if name is None:
@@ -154,6 +154,12 @@ class _Emitter:
         if exponent == -1:
             return f"({self.literal(1, node.dtype)} / {x})"
         return None
+
+
+def python_literal(value):
+    """Source text for a number, inf and nan included (repr gives the undefined names inf, nan)."""
+    text = repr(value)
+    return f"float({text!r})" if text in ("inf", "-inf", "nan") else text
 
 
 def _literal_dtype(node, k):

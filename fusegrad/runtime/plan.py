@@ -18,11 +18,13 @@ import weakref
 import numpy as np
 
 from ..codegen import cpu
+from ..codegen.cpu import python_literal
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
 from .events import notify, now, observers
 from .log import log
+from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu}
 
@@ -57,8 +59,11 @@ class Plan:
             run = self._profiled
         else:
             run = self._run
-        with np.errstate(all="ignore"):   # inf/nan are results, not errors, as in eager mode
+        token = quiet()   # inf/nan are results, not errors, as in eager mode
+        try:
             return run(*bindings)
+        finally:
+            restore(token)
 
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
@@ -120,7 +125,7 @@ def _driver(graph, steps, kernels, profiled):
                 if init is None:
                     lines.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
                 else:
-                    lines.append(f"{buf} = np.full({shape!r}, {init!r}, np.{dtype.np.name})")
+                    lines.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             args = [repr(n) for n in step.shape] + [names[a] for a in kernel.args] + outs
             call = f"{kname}({', '.join(args)})"
@@ -165,8 +170,10 @@ __all__ = ["Plan"]
 
 
 # Eager backward: a graph run this many times (one structure repeating, as every step of a
-# training loop does) is compiled, and runs as a plan from then on. 0 turns this off.
-COMPILE_AFTER = int(os.environ.get("FUSEGRAD_EAGER_COMPILE_AFTER", "2"))
+# training loop does) is compiled, and runs as a plan from then on. 0 turns this off. Not at the
+# second run: compiling costs 0.1-0.5 s, which a structure seen a few times (gradcheck, a short
+# script) never earns back.
+COMPILE_AFTER = int(os.environ.get("FUSEGRAD_EAGER_COMPILE_AFTER", "8"))
 _FAILED = object()
 _eager_plans = weakref.WeakKeyDictionary()   # graph -> runs so far, its Plan, or _FAILED
 

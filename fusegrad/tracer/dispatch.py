@@ -4,31 +4,17 @@
 (leaf checks, version counters, rebinding the tensor and the tensors it views to new nodes).
 Public functions in `functions.py` only normalise their arguments (dims, dtype promotion, Python
 scalars) and then call these."""
-import functools
 
 import numpy as np
 
 from ..ir import OPS, dtypes, shape_of
 from ..ir.dtypes import from_numpy_dtype, result_type
 from ..runtime.events import notify, now, observers
+from ..runtime.quiet import quiet as _quiet, restore as _restore
 from . import grad_mode
 from .capture import active as capturing
 from .node import RecordedNode, accumulate_node
 from .tensor import Tensor, ViewOf
-
-# PyTorch computes inf/nan silently (log(0), 1/0, overflow), whatever the warning filters; so do
-# eager ops. NumPy keeps its error mode in a context variable: setting it around each op costs
-# ~0.2 us, where np.errstate costs more than a small op itself. seterr is the public fallback.
-try:
-    from numpy._core._ufunc_config import _extobj_contextvar, _make_extobj
-    _quiet = functools.partial(_extobj_contextvar.set, _make_extobj(all="ignore"))   # C calls, no frames
-    _restore = _extobj_contextvar.reset
-except ImportError:  # pragma: no cover - other NumPy versions
-    def _quiet():
-        return np.seterr(all="ignore")
-
-    def _restore(token):
-        np.seterr(**token)
 
 _new_tensor = Tensor._make
 _DTYPES = dtypes.BY_NUMPY
