@@ -1,6 +1,10 @@
-"""fusegrad.optim: SGD, Adam, AdamW, written with tensor ops under no_grad like user code."""
+"""fusegrad.optim: SGD, Adam, AdamW, RMSprop, Adagrad (written with tensor ops under no_grad, like user
+code) and the learning-rate schedulers of `optim.lr_scheduler`."""
+from . import lr_scheduler
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
+from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
