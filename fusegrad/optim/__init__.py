@@ -6,5 +6,7 @@ from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
+from ..unimplemented import module_getattr as _module_getattr
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
+__getattr__ = _module_getattr(__name__, "torch.optim")

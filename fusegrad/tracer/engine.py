@@ -230,6 +230,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         else:
             continue
         _accumulate(target, value, create_graph, given)
+        if target._post_accumulate_hooks and isinstance(node, AccumulateGrad):
+            for hook in list(target._post_accumulate_hooks):
+                hook(target)
 
 
 def _check_differentiable(inputs):
