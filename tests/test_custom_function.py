@@ -3,6 +3,7 @@ examples (Exp, LinearFunction, MulConstant) against PyTorch, gradcheck/gradgradc
 the ctx API (save_for_backward, needs_input_grad, mark_non_differentiable, mark_dirty,
 set_materialize_grads, setup_context, once_differentiable), grad_fn objects, and the errors PyTorch
 gives for misuse."""
+import math
 import warnings
 
 import numpy as np
@@ -301,11 +302,23 @@ def test_mark_dirty_matches_torch():
         c = base.clone()
         d = Double_.apply(c)
         grad, = ns.autograd.grad((d * d).sum(), base)   # d = 2 * base: d(sum d^2)/d base = 8 * base
-        results.append((d is c, c.grad_fn is d.grad_fn, c.tolist(), grad.tolist()))
+        results.append((d is c, c.grad_fn is d.grad_fn, c.tolist(), grad.tolist(), c._version))
         with pytest.raises(RuntimeError, match="^a leaf Variable that requires grad has been used in an in-place "
                                                "operation.$"):
             Double_.apply(leaf(ns, [1.0]))
-    assert results[1] == results[0] == (True, True, [2.0, 4.0], [8.0, 16.0])
+
+        class DirtyNotReturned(ns.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, y):
+                ctx.mark_dirty(x)
+                return y * 2
+
+        with pytest.raises(RuntimeError, match="^Some elements marked as dirty during the forward method were not "
+                                               "returned as output. The inputs that are modified inplace must all be "
+                                               "outputs of the Function.$"):
+            DirtyNotReturned.apply(ns.ones(2), ns.ones(2))
+    # the write in forward and marking it dirty each count as a version
+    assert results[1] == results[0] == (True, True, [2.0, 4.0], [8.0, 16.0], 2)
 
 
 def test_returning_an_input_gives_a_new_tensor():
@@ -444,6 +457,10 @@ def test_saved_tensors_are_freed_and_version_checked():
             a, = ctx.saved_tensors
             return 2 * a * g
 
+    y = Exp.apply(leaf(fg, [1.0, 2.0]))
+    y.sum().backward()
+    assert y.grad_fn._saved == ()   # freed with the graph: the output no longer keeps them alive
+
     a = leaf(fg, [1.0, 2.0]).clone()
     out = SaveInput.apply(a)
     a.add_(1)
@@ -556,3 +573,37 @@ def test_instantiating_warns_like_torch():
     with pytest.warns(DeprecationWarning, match="should not be instantiated. Methods on autograd functions are all "
                                                 "static, so you should invoke them on the class itself"):
         Exp()
+
+
+def test_tutorial_legendre_polynomial_training_matches_torch():
+    """The "Defining new autograd functions" example of PyTorch's tutorials: a custom P3 in a
+    hand-written training loop; every parameter follows torch's after each step."""
+    torch = torch_or_skip()
+    histories = []
+    for ns in (torch, fg):
+        class LegendrePolynomial3(ns.autograd.Function):
+            @staticmethod
+            def forward(ctx, input):
+                ctx.save_for_backward(input)
+                return 0.5 * (5 * input ** 3 - 3 * input)
+
+            @staticmethod
+            def backward(ctx, grad_output):
+                input, = ctx.saved_tensors
+                return grad_output * 1.5 * (5 * input ** 2 - 1)
+
+        x = ns.linspace(-math.pi, math.pi, 200, dtype=ns.float64)
+        y = ns.sin(x)
+        a, b, c, d = (ns.full((), value, dtype=ns.float64, requires_grad=True) for value in (0.0, -1.0, 0.0, 0.3))
+        history = []
+        for _ in range(20):
+            y_pred = a + b * LegendrePolynomial3.apply(c + d * x)
+            loss = (y_pred - y).pow(2).sum()
+            loss.backward()
+            with ns.no_grad():
+                for p in (a, b, c, d):
+                    p -= 5e-6 * p.grad
+                    p.grad = None
+            history.append([loss.item()] + [p.item() for p in (a, b, c, d)])
+        histories.append(history)
+    np.testing.assert_allclose(histories[1], histories[0], rtol=1e-12, atol=1e-15)   # a and c stay near 0

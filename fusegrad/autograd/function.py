@@ -23,6 +23,7 @@ from ..tracer.node import FREED
 __all__ = ["Function", "FunctionCtx", "BackwardCFunction", "once_differentiable"]
 
 _CUSTOM, _OUTPUT = OPS["custom_function"], OPS["custom_output"]
+_SAVED_SLOT = RecordedNode.saved   # the slot that BackwardCFunction.saved wraps
 
 _LEGACY_CALL = ("Legacy autograd function with non-static forward method is deprecated. Please use new-style "
                 "autograd function with static forward method. (Example: "
@@ -37,8 +38,7 @@ class FunctionCtx:
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward can only save variables, but argument {i} is of type "
                                 f"{type(t).__name__}")
-        self.to_save = tensors
-        self._saved = tuple(None if t is None else (t, t._vc[0]) for t in tensors)
+        self.to_save = tensors   # their versions are taken when apply returns, as torch does
 
     def save_for_forward(self, *tensors):
         raise NotImplementedError("save_for_forward: forward-mode AD (jvp) of custom Functions is not supported "
@@ -67,8 +67,20 @@ class BackwardCFunction(RecordedNode, FunctionCtx):
     def __init__(self):
         # inputs, shape and dtype are filled in once forward has run and the call is recorded
         RecordedNode.__init__(self, _CUSTOM, (), None, (), None, (), None, type(self).__name__)
-        self._saved = ()
+        self._saved = ()   # (tensor, its version when apply returned) per saved tensor, or None
         self.needs_input_grad = ()
+
+    @property
+    def saved(self):
+        return _SAVED_SLOT.__get__(self)
+
+    @saved.setter
+    def saved(self, value):
+        """The engine marks saved values FREED after a backward without retain_graph: let the
+        saved tensors go then, as torch does."""
+        _SAVED_SLOT.__set__(self, value)
+        if value is FREED:
+            self._saved = ()
 
     @property
     def saved_tensors(self):
@@ -270,6 +282,9 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
     is_tuple = isinstance(outputs, tuple)
     outputs = list(outputs) if is_tuple else [outputs]
     dirty = {id(t) for t in ctx.dirty_tensors}
+    if not dirty <= {id(out) for out in outputs}:
+        raise RuntimeError("Some elements marked as dirty during the forward method were not returned as output. "
+                           "The inputs that are modified inplace must all be outputs of the Function.")
     non_differentiable = {id(t) for t in ctx.non_differentiable}
     input_ids = {id(a) for a in args if isinstance(a, Tensor)}
     for k, out in enumerate(outputs):
@@ -278,10 +293,10 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
         # write through that tensor cannot replace its history (the custom node) by a plain view's
         if isinstance(out, Tensor) and id(out) not in dirty and (id(out) in input_ids or out._view is not None):
             outputs[k] = out.detach()
-    if recording:
-        for t in ctx.dirty_tensors:
-            if t._node is None and t._rg:
-                raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
+    for t in ctx.dirty_tensors:
+        if recording and t._node is None and t._rg:
+            raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
+        t._vc[0] += 1   # marking dirty counts as a write, as in torch
     differentiable = [k for k, out in enumerate(outputs) if isinstance(out, Tensor) and id(out) not in
                       non_differentiable and out._data.dtype.kind == "f"]
     ctx._arg_slots = _arg_slots(args)
@@ -299,6 +314,7 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
                 node = RecordedNode(_OUTPUT, (ctx,), {"index": j, "count": len(differentiable)}, out._data.shape,
                                     out.dtype, None, None, type(ctx).__name__)
             out._node, out._rg = node, True
+    ctx._saved = tuple(None if t is None else (t, t._vc[0]) for t in ctx.to_save)
     return tuple(outputs) if is_tuple else outputs[0]
 
 
