@@ -89,6 +89,42 @@ def test_schedule_matches_torch(opt_name, opt_kwargs, name, kwargs):
     assert len({h[0][0] for h in ours}) > 2   # the learning rate did change
 
 
+# The first group's learning rate before and after each step, as torch 2.13 computes it (15 digits).
+EXPECTED_LRS = {
+    "step": [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.0125, 0.0125, 0.0125],
+    "multistep": [0.1, 0.1, 0.03, 0.03, 0.03, 0.0027, 0.0027, 0.0027, 0.0027, 0.00081, 0.00081, 0.00081],
+    "exponential": [0.1 * 0.8 ** k for k in range(12)],
+    "cosine": [0.1, 0.086819805153395, 0.055, 0.023180194846605, 0.01, 0.023180194846605, 0.055, 0.086819805153395,
+               0.1, 0.086819805153395, 0.055, 0.023180194846605],
+    "lambda": [0.1 / (1 + k) for k in range(12)],
+    "lambda_object": [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025, 0.025, 0.0125, 0.0125, 0.0125],
+    "onecycle_sgd": [0.04, 0.349789654219583, 0.879285159122129, 0.994415435450912, 0.933012969841412,
+                     0.811745653949763, 0.647378997695103, 0.462637102666975, 0.283060998208699, 0.133477530188831,
+                     0.034566987425395, 4e-06],
+    "onecycle_adam_linear_three_phase": [0.02, 0.26, 0.5, 0.26, 0.02, 0.017143142857143, 0.014286285714286,
+                                         0.011429428571429, 0.008572571428571, 0.005715714285714,
+                                         0.002858857142857, 2e-06],
+    "onecycle_no_momentum": [0.012, 0.104936896265875, 0.263785547736639, 0.298324630635274, 0.279903890952424,
+                             0.243523696184929, 0.194213699308531, 0.138791130800093, 0.08491829946261,
+                             0.040043259056649, 0.010370096227619, 1.2e-06],
+}
+EXPECTED_MOMENTA = {   # OneCycleLR's momentum (SGD) and beta1 (Adam) of the first group
+    "onecycle_sgd": [0.95, 0.917730244352127, 0.862574462591445, 0.850558458688744, 0.856698729810778,
+                     0.868825509907063, 0.885262241279455, 0.903736504679321, 0.921694186955878, 0.936652593591491,
+                     0.94654368743221, 0.95],
+    "onecycle_adam_linear_three_phase": [0.95, 0.9, 0.85, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95],
+}
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_schedule_matches_recorded_values(case):
+    history, _, _ = run_schedule(fg, *{c[0]: c[1:] for c in SCHEDULES}[case])
+    np.testing.assert_allclose([h[0][0] for h in history], EXPECTED_LRS[case], rtol=1e-13, atol=1e-15)
+    if case in EXPECTED_MOMENTA:
+        momenta = [h[0][1] if h[0][2] is None else h[0][2][0] for h in history]
+        np.testing.assert_allclose(momenta, EXPECTED_MOMENTA[case], rtol=1e-13)
+
+
 @pytest.mark.parametrize("opt_name,opt_kwargs,name,kwargs", [c[1:] for c in SCHEDULES], ids=CASE_IDS)
 def test_state_dict_matches_torch(opt_name, opt_kwargs, name, kwargs):
     torch = torch_or_skip()

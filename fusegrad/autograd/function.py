@@ -168,7 +168,9 @@ class BackwardCFunction(RecordedNode, FunctionCtx):
             if id(grad) in held:
                 grad = grad.clone()
             grads[slot] = _fit(grad, node_input.shape, node_input.dtype, self.name(), slot)
-        for slot, v in enumerate(self.inputs):   # a None for an input that needs one: no contribution
+        # a None for an input that needs a gradient contributes zeros: the backward graph routes a
+        # value to every such input (where torch would leave a leaf reached only here with .grad None)
+        for slot, v in enumerate(self.inputs):
             if grads[slot] is None and isinstance(v, RecordedNode):
                 grads[slot] = Tensor._make(np.zeros(v.shape, v.dtype.np))
         return tuple(grads)

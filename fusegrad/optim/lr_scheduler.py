@@ -137,6 +137,10 @@ class LRScheduler:
         self._last_lr = _group_values(self.optimizer, "lr")
 
 
+class _LRScheduler(LRScheduler):
+    """The base class's old name, which older scripts subclass."""
+
+
 class LambdaLR(LRScheduler):
     """lr = initial lr * lr_lambda(epoch), one lambda for all groups or one per group."""
 
