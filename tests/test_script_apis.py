@@ -2,7 +2,6 @@
 autograd.Variable, nn.utils gradient clipping, post-accumulate-grad hooks, and the error a missing
 torch name gives. Values and messages are compared with PyTorch 2.13."""
 import traceback
-import warnings
 
 import numpy as np
 import pytest
@@ -249,6 +248,18 @@ def test_missing_names_say_fusegrad_lacks_them(module, name, torch_name):
     printed = "".join(traceback.format_exception(info.value))
     assert "Did you mean" not in printed
     assert not hasattr(module, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert getattr(fg, "__wrapped__", None) is None   # protocol probes still get a plain AttributeError
+    with pytest.raises(AttributeError) as info:
+        getattr(module, "_" + name)   # private and protocol names: the plain error
+    assert str(info.value) == f"module '{module.__name__}' has no attribute '_{name}'"
+    assert getattr(fg, "__wrapped__", None) is None
+
+
+def test_missing_tensor_methods_say_fusegrad_lacks_them():
+    t = fg.ones(2)
+    with pytest.raises(AttributeError) as info:
+        t.sort()
+    assert str(info.value) == "'Tensor' object has no attribute 'sort': fusegrad does not implement Tensor.sort yet"
+    assert "Did you mean" not in "".join(traceback.format_exception(info.value))
+    with pytest.raises(AttributeError, match="^'Tensor' object has no attribute '_private'$"):
+        t._private
+    assert not hasattr(t, "sort") and hasattr(t, "sqrt")

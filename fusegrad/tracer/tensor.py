@@ -324,6 +324,10 @@ class Tensor:
         owner._hooks.append(hook)
         return RemovableHandle(owner._hooks, hook)
 
+    def __getattr__(self, name):   # only for names the class lacks: no cost to the others
+        from ..unimplemented import missing_attribute
+        raise missing_attribute("'Tensor' object", "Tensor", name)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Call hook(tensor) after backward has accumulated this leaf's gradient into .grad."""
         from .node import RemovableHandle
