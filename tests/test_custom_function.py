@@ -333,6 +333,14 @@ def test_mark_dirty_matches_torch():
         with pytest.raises(RuntimeError, match="^a leaf Variable that requires grad has been used in an in-place "
                                                "operation.$"):
             Double_.apply(leaf(ns, [1.0]))
+        # through a view: the viewed tensor's history scatters the result in
+        root = leaf(ns, [1.0, 2.0, 3.0])
+        whole = root.clone()
+        assert Double_.apply(whole[1:]).tolist() == [4.0, 6.0] and whole.tolist() == [1.0, 4.0, 6.0]
+        assert ns.autograd.grad((whole * whole).sum(), root)[0].tolist() == [2.0, 16.0, 24.0]
+        with pytest.raises(RuntimeError, match="^a view of a leaf Variable that requires grad is being used in an "
+                                               "in-place operation.$"):
+            Double_.apply(root[1:])
 
         class DirtyNotReturned(ns.autograd.Function):
             @staticmethod

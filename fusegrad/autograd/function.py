@@ -16,7 +16,7 @@ import numpy as np
 
 from ..ir import OPS
 from ..tracer import RecordedNode, Tensor, is_grad_enabled, no_grad
-from ..tracer.dispatch import edge
+from ..tracer.dispatch import _rebase_viewed as rebase_viewed, edge, view_root
 from ..tracer.engine import _freed_error
 from ..tracer.node import FREED
 
@@ -298,6 +298,8 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
     for t in ctx.dirty_tensors:
         if recording and t._node is None and t._rg:
             raise RuntimeError("a leaf Variable that requires grad has been used in an in-place operation.")
+        if recording and t._view is not None and view_root(t)._node is None and view_root(t)._rg:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
         t._vc[0] += 1   # marking dirty counts as a write, as in torch
     differentiable = [k for k, out in enumerate(outputs) if isinstance(out, Tensor) and id(out) not in
                       non_differentiable and out._data.dtype.kind == "f"]
@@ -316,6 +318,11 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
                 node = RecordedNode(_OUTPUT, (ctx,), {"index": j, "count": len(differentiable)}, out._data.shape,
                                     out.dtype, None, None, type(ctx).__name__)
             out._node, out._rg = node, True
+            if id(out) in dirty and out._view is not None:
+                # written through a view: the tensors it views get a history that scatters it in,
+                # as an in-place op through a view gives them
+                out._view.version = out._vc[0]
+                rebase_viewed(out)
     ctx._saved = tuple(None if t is None else (t, t._vc[0]) for t in ctx.to_save)
     return tuple(outputs) if is_tuple else outputs[0]
 
