@@ -8,13 +8,15 @@ from .ir.dtypes import float16, float32, float64, int32, int64
 from .tracer import Size, Tensor, device, enable_grad, inference_mode, is_grad_enabled, no_grad
 from .tracer import set_grad_enabled
 from .tracer.factories import (arange, as_tensor, asarray, empty, empty_like, eye, from_numpy, full,
-                               full_like, get_rng_state, initial_seed, linspace, logspace, manual_seed,
-                               normal, ones, ones_like, rand, rand_like, randint, randint_like, randn,
-                               randn_like, randperm, seed, set_rng_state, tensor, zeros, zeros_like)
+                               full_like, get_default_device, get_default_dtype, get_rng_state, initial_seed,
+                               linspace, logspace, manual_seed, normal, ones, ones_like, rand, rand_like,
+                               randint, randint_like, randn, randn_like, randperm, seed, set_default_device,
+                               set_default_dtype, set_rng_state, tensor, zeros, zeros_like)
 from .tracer.functions import *  # noqa: F401,F403  (the op functions: sin, matmul, cat, ...)
 from .tracer.printing import set_printoptions
 from . import autograd, cuda, nn, optim  # noqa: E402
 from .compiler import CompileError, compile, explain  # noqa: E402,A004
+from .unimplemented import module_getattr as _module_getattr
 
 float = float32  # noqa: A001
 double = float64
@@ -33,9 +35,8 @@ def numel(input):
     return input.numel()
 
 
-def get_default_dtype():
-    return float32
-
-
 def is_floating_point(input):
     return input.is_floating_point()
+
+
+__getattr__ = _module_getattr(__name__, "torch")

@@ -1,4 +1,4 @@
-"""Tests for fusegrad.optim: SGD, Adam and AdamW step for step against PyTorch in float64, plus
+"""Tests for fusegrad.optim: SGD, Adam, AdamW, RMSprop and Adagrad step for step against PyTorch in float64, plus
 zero_grad, parameter groups, state dicts, printing and constructor errors."""
 import copy
 import warnings
@@ -54,7 +54,7 @@ def build(ns, name, kwargs, params, grouped=False):
         extra = {"lr": kwargs.get("lr", 1e-3) * 3}
         if name == "SGD" and kwargs.get("momentum") and not kwargs.get("nesterov"):
             extra["momentum"] = 0.5
-        if name != "SGD":
+        if name in ("Adam", "AdamW"):
             extra["betas"] = (0.5, 0.6)
         groups = [{"params": [params["w1"], params["b1"]]}, dict(extra, params=[params["w2"]])]
         return getattr(ns.optim, name)(groups, **kwargs)
@@ -82,6 +82,16 @@ OPT_CASES = [
     ("adamw", "AdamW", {"lr": 0.05}),
     ("adamw_weight_decay_amsgrad", "AdamW", {"lr": 0.05, "weight_decay": 0.3, "amsgrad": True,
                                              "betas": (0.8, 0.6)}),
+    ("rmsprop", "RMSprop", {"lr": 0.01}),
+    ("rmsprop_alpha_eps", "RMSprop", {"lr": 0.02, "alpha": 0.7, "eps": 1e-4}),
+    ("rmsprop_centered", "RMSprop", {"lr": 0.01, "centered": True, "alpha": 0.8}),
+    ("rmsprop_momentum", "RMSprop", {"lr": 0.01, "momentum": 0.9}),
+    ("rmsprop_all", "RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True, "weight_decay": 0.1,
+                                "maximize": True}),
+    ("adagrad", "Adagrad", {"lr": 0.1}),
+    ("adagrad_lr_decay", "Adagrad", {"lr": 0.1, "lr_decay": 0.3}),
+    ("adagrad_all", "Adagrad", {"lr": 0.1, "lr_decay": 0.1, "weight_decay": 0.2, "initial_accumulator_value": 0.5,
+                                "eps": 1e-3, "maximize": True}),
 ]
 
 
@@ -97,9 +107,10 @@ def test_steps_match_torch(name, kwargs, gradients):
     assert not np.allclose(ours[-1]["w1"], INITIAL["w1"])   # the parameters did move
 
 
-@pytest.mark.parametrize("name,kwargs", [c[1:] for c in OPT_CASES if c[0] in (
-    "sgd_momentum", "sgd_nesterov", "adam_amsgrad", "adamw")], ids=["sgd_momentum", "sgd_nesterov", "adam_amsgrad",
-                                                                   "adamw"])
+GROUPED = ("sgd_momentum", "sgd_nesterov", "adam_amsgrad", "adamw", "rmsprop_all", "adagrad_all")
+
+
+@pytest.mark.parametrize("name,kwargs", [c[1:] for c in OPT_CASES if c[0] in GROUPED], ids=GROUPED)
 def test_parameter_groups_match_torch(name, kwargs):
     torch = torch_or_skip()
     tp, fp = make_params(torch), make_params(fg)
@@ -175,7 +186,9 @@ def test_step_with_closure_returns_loss():
 
 @pytest.mark.parametrize("name,kwargs", [("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
                                          ("Adam", {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1}),
-                                         ("AdamW", {"lr": 0.05})])
+                                         ("AdamW", {"lr": 0.05}),
+                                         ("RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True}),
+                                         ("Adagrad", {"lr": 0.1, "lr_decay": 0.1})])
 def test_state_dict_round_trip_continues_identically(name, kwargs):
     p = make_params(fg)
     opt = build(fg, name, kwargs, p, grouped=True)
@@ -199,7 +212,9 @@ def test_state_dict_round_trip_continues_identically(name, kwargs):
 
 
 @pytest.mark.parametrize("name,kwargs", [("SGD", {"lr": 0.1, "momentum": 0.9}), ("SGD", {"lr": 0.1}),
-                                         ("Adam", {"amsgrad": True}), ("AdamW", {})])
+                                         ("Adam", {"amsgrad": True}), ("AdamW", {}),
+                                         ("RMSprop", {"momentum": 0.9, "centered": True}), ("RMSprop", {}),
+                                         ("Adagrad", {})])
 def test_state_dict_layout_matches_torch(name, kwargs):
     torch = torch_or_skip()
     layouts = []
@@ -236,7 +251,7 @@ def test_named_parameters_are_accepted():
     assert opt.state_dict()["param_groups"][0]["param_names"][-1] == "2.bias"
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 def test_repr_matches_torch(name):
     torch = torch_or_skip()
     kwargs = {"lr": 0.01, "momentum": 0.9} if name == "SGD" else {"lr": 0.01}
@@ -259,6 +274,16 @@ BAD_ARGUMENTS = [
     ("Adam", {"betas": (0.9, -0.1)}, "Invalid beta parameter at index 1: -0.1"),
     ("Adam", {"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
     ("AdamW", {"lr": -0.1}, "Invalid learning rate: -0.1"),
+    ("RMSprop", {"lr": -0.1}, "Invalid learning rate: -0.1"),
+    ("RMSprop", {"eps": -1.0}, "Invalid epsilon value: -1.0"),
+    ("RMSprop", {"momentum": -1.0}, "Invalid momentum value: -1.0"),
+    ("RMSprop", {"weight_decay": -1.0}, "Invalid weight_decay value: -1.0"),
+    ("RMSprop", {"alpha": -1.0}, "Invalid alpha value: -1.0"),
+    ("Adagrad", {"lr": -0.1}, "Invalid learning rate: -0.1"),
+    ("Adagrad", {"lr_decay": -0.1}, "Invalid lr_decay value: -0.1"),
+    ("Adagrad", {"weight_decay": -0.1}, "Invalid weight_decay value: -0.1"),
+    ("Adagrad", {"initial_accumulator_value": -0.1}, "Invalid initial_accumulator_value value: -0.1"),
+    ("Adagrad", {"eps": -0.1}, "Invalid epsilon value: -0.1"),
 ]
 
 

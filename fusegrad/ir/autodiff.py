@@ -36,12 +36,12 @@ def structure_key(order, roots, wanted, opaque):
     """A hashable description of everything that shapes the backward graph of `order`: per node its
     op, attrs, type, where its inputs come from (earlier node, constant of some type, or a Python
     scalar, whose value counts only where the VJP reads it) and whether its cotangent is wanted.
-    None when a node is `opaque` (its backward runs Python callbacks). Hashing it raises TypeError
-    when an attribute is not hashable."""
+    None when a node's op is opaque or `opaque(node)` says so (its backward runs Python callbacks).
+    Hashing it raises TypeError when an attribute is not hashable."""
     index = {}
     parts = []
     for i, node in enumerate(order):
-        if opaque(node):
+        if node.op.kind == "opaque" or opaque(node):
             return None
         index[node] = i
         inputs = []
@@ -137,6 +137,11 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
                 saved.append(p)
         for v, c in zip(inputs, node.op.vjp(b, g, node, saved)):
             if c is None or not isinstance(v, Node) or v not in needed:
+                continue
+            if c.__class__ is tuple:   # into a node with several outputs: a cotangent or None per output
+                previous = cotangents.get(v)
+                cotangents[v] = c if previous is None else tuple(
+                    q if p is None else p if q is None else b.add(p, q) for p, q in zip(previous, c))
                 continue
             if c.shape != v.shape:
                 c = b.sum_to(c, v.shape)

@@ -26,7 +26,7 @@ class Op:
         self.saves = saves        # input indices and -1 (output) backward needs, or fn(n_inputs)
         self.grad_fn = grad_fn or "".join(p.capitalize() for p in name.split("_")) + "Backward0"
         self.expr = expr          # scalar expression template for elementwise ops, e.g. "({0} * {1})"
-        self.kind = kind          # "elementwise", "reduction", "view", "source", "other"
+        self.kind = kind          # "elementwise", "reduction", "view", "source", "opaque", "other"
         self.is_view = is_view    # the NumPy result may share memory with input 0
         self.differentiable = vjp is not None
 

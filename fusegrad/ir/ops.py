@@ -526,7 +526,30 @@ defop("log_softmax", _log_softmax, lambda shapes, dts, a: (shapes[0], dts[0]), v
       saves=(-1,))
 
 # ----------------------------------------------------------------------------- opaque calls
-# A Python callback on a value (tensor hooks in backward graphs); a graph break for compilers.
-defop("callback", lambda x, fn: fn(x), lambda shapes, dts, a: (shapes[0], dts[0]))
+# Opaque ops run Python that the graph cannot see: a graph break for compilers, and a backward graph
+# holding one is derived afresh each time instead of cached by structure.
+# A Python callback on a value (tensor hooks in backward graphs).
+defop("callback", lambda x, fn: fn(x), lambda shapes, dts, a: (shapes[0], dts[0]), kind="opaque")
+# A Python call whose result type the graph declares; it may return a tuple that other `call`s take
+# apart (the user's backward of a custom autograd Function, then one gradient per input).
+defop("call", lambda *xs, fn, shape, dtype: fn(*xs), lambda shapes, dts, a: (a["shape"], a["dtype"]),
+      kind="opaque")
+# A custom autograd Function (autograd.Function.apply). The recorded node carries its own VJP rule:
+# with several differentiable outputs, each output is a `custom_output` of the one call node, and
+# the call node's cotangent is a tuple with one entry (or None) per output.
+def _recorded_only(*args, **kwargs):
+    raise NotImplementedError("custom_function: the node of a custom autograd Function is recorded by "
+                              "Function.apply, which runs the user's forward; it cannot be run or typed from a graph")
+
+
+defop("custom_function", _recorded_only, _recorded_only, vjp=lambda b, g, n, s: n.vjp(b, g), kind="opaque")
+
+
+def _custom_output_vjp(b, g, n, s):
+    index, count = n.attrs["index"], n.attrs["count"]
+    return ((None,) * index + (g,) + (None,) * (count - index - 1),)
+
+
+defop("custom_output", lambda x, index, count: x[index], _recorded_only, vjp=_custom_output_vjp, kind="opaque")
 # The node that stands for a leaf tensor in recorded graphs (PyTorch's AccumulateGrad).
 defop("leaf", impl=None, infer=None, kind="source", grad_fn="AccumulateGrad")

@@ -19,7 +19,7 @@ from .node import FREED, AccumulateGrad
 from .tensor import Tensor
 
 _new = Tensor._make
-_CALLBACK, _COPY = OPS["callback"], OPS["copy"]
+_COPY = OPS["copy"]
 
 
 def _freed_error():
@@ -118,8 +118,8 @@ def _on_cotangent(b, node, g):
 
 
 def _tracer_apply(node, values):
-    if node.op is _CALLBACK:   # hooks see (and may return) differentiable tensors
-        return node.attrs["fn"](values[0])
+    if node.op.kind == "opaque":   # hooks and custom Functions see (and may return) differentiable tensors
+        return node.attrs["fn"](*values)
     return apply(node.op, values, node.attrs)
 
 
@@ -236,6 +236,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         else:
             continue
         _accumulate(target, value, create_graph, given)
+        if target._post_accumulate_hooks and isinstance(node, AccumulateGrad):
+            for hook in list(target._post_accumulate_hooks):
+                hook(target)
 
 
 def _check_differentiable(inputs):

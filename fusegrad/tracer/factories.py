@@ -1,11 +1,12 @@
-"""Tensor factories (tensor, zeros, randn, ...) and the global random number generator."""
+"""Tensor factories (tensor, zeros, randn, ...), the default dtype and device they use, and the global
+random number generator."""
 import math
 
 import numpy as np
 
 from ..ir import dtypes as D
 from ..ir.dtypes import BY_NUMPY, copy_dtype, from_numpy_dtype
-from .tensor import Tensor, check_device
+from .tensor import CPU, Tensor, check_device
 
 _new = Tensor._make
 
@@ -44,6 +45,28 @@ def get_rng_state():
 
 def set_rng_state(state):
     default_generator.gen.bit_generator.state = state
+
+
+def set_default_dtype(d):
+    """The dtype of floating-point tensors made without one (factories, Python floats)."""
+    if not isinstance(d, D.DType):
+        raise TypeError("invalid dtype object: only floating-point types are supported as the default type")
+    if not d.is_floating_point:
+        raise TypeError("only floating-point types are supported as the default type")
+    D.default_float = d
+
+
+def get_default_dtype():
+    return D.default_float
+
+
+def set_default_device(device):
+    """Only the CPU exists until the CUDA backend lands: other devices are refused here, not later."""
+    check_device(device, "set_default_device")
+
+
+def get_default_device():
+    return CPU
 
 
 def _finish(data, requires_grad, device=None):
@@ -234,7 +257,7 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 def normal(mean, std, size=None, *, generator=None):
     if size is not None:
-        return _new((_generator(generator).normal(mean, std, _size((size,)))).astype(np.float32))
+        return _new((_generator(generator).normal(mean, std, _size((size,)))).astype(D.default_float.np))
     m = mean._data if isinstance(mean, Tensor) else mean
     s = std._data if isinstance(std, Tensor) else std
     dtype = (mean if isinstance(mean, Tensor) else std)._data.dtype

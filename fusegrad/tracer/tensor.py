@@ -72,16 +72,17 @@ class ViewOf:
 
 
 class Tensor:
-    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks", "_post_accumulate_hooks",
+                 "__weakref__")
     __hash__ = object.__hash__
     __array_priority__ = 1000   # NumPy defers to our reflected operators
 
     def __init__(self, *args):
         from .factories import tensor
         if len(args) == 1 and not isinstance(args[0], int):
-            data = tensor(args[0], dtype=dtypes.float32)._data
+            data = tensor(args[0], dtype=dtypes.default_float)._data
         else:
-            data = np.empty(tuple(args), np.float32)
+            data = np.empty(tuple(args), dtypes.default_float.np)
         Tensor._init(self, data)
 
     @staticmethod
@@ -94,6 +95,7 @@ class Tensor:
         t._view = None    # a ViewOf when this shares its parent's memory
         t._accum = None   # weakref to the AccumulateGrad node of a leaf
         t._hooks = None   # a leaf's tensor hooks
+        t._post_accumulate_hooks = None   # a leaf's hooks run after backward accumulates into .grad
         return t
 
     @staticmethod
@@ -346,6 +348,22 @@ class Tensor:
             owner._hooks = []
         owner._hooks.append(hook)
         return RemovableHandle(owner._hooks, hook)
+
+    def __getattr__(self, name):   # only for names the class lacks: no cost to the others
+        from ..unimplemented import missing_attribute
+        raise missing_attribute("'Tensor' object", "Tensor", name)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call hook(tensor) after backward has accumulated this leaf's gradient into .grad."""
+        from .node import RemovableHandle
+        if not self._rg:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        if self._node is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if self._post_accumulate_hooks is None:
+            self._post_accumulate_hooks = []
+        self._post_accumulate_hooks.append(hook)
+        return RemovableHandle(self._post_accumulate_hooks, hook)
 
     def detach(self):
         t = Tensor._make(self._data)
