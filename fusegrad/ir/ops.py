@@ -530,3 +530,156 @@ defop("log_softmax", _log_softmax, lambda shapes, dts, a: (shapes[0], dts[0]), v
 defop("callback", lambda x, fn: fn(x), lambda shapes, dts, a: (shapes[0], dts[0]))
 # The node that stands for a leaf tensor in recorded graphs (PyTorch's AccumulateGrad).
 defop("leaf", impl=None, infer=None, kind="source", grad_fn="AccumulateGrad")
+
+# ----------------------------------------------------------------------------- convolution and pooling
+# 2-D convolution is one op: an im2col view of the padded input (np.lib.stride_tricks, no copy)
+# gathered into columns and multiplied by the weights in one BLAS matmul per group. Its VJP needs
+# two more ops, the gradients with respect to the input (columns scattered back, one vectorised
+# add per kernel position) and to the weight (the same columns against the output cotangent); the
+# three are closed under VJP, so convolutions differentiate to any order. Attributes: stride
+# (sh, sw), padding ((top, bottom), (left, right)), dilation (dh, dw), groups.
+
+def _fmt_pair(pair):
+    return f"({pair[0]} x {pair[1]})"
+
+
+def conv_output_size(size, pad, kernel, stride, dilation):
+    return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_windows(x, kernel, stride, padding, dilation, fill=0.0):
+    """A (N, C, Ho, Wo, kh, kw) strided view of the windows of x (N, C, H, W) padded with `fill`."""
+    (top, bottom), (left, right) = padding
+    if top or bottom or left or right:
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h, out_w = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, c, out_h, out_w, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+def _columns(x, kernel, stride, padding, dilation, groups):
+    """im2col: (groups, C/groups * kh * kw, N * Ho * Wo) columns of x's windows (one copy)."""
+    win = conv_windows(x, kernel, stride, padding, dilation)
+    n, c, out_h, out_w, kh, kw = win.shape
+    cols = win.transpose(1, 4, 5, 0, 2, 3)   # (C, kh, kw, N, Ho, Wo): contiguous runs along Wo
+    return cols.reshape(groups, c // groups * kh * kw, n * out_h * out_w), (out_h, out_w)
+
+
+def _grouped_cotangent(g, groups):
+    """(N, Cout, Ho, Wo) -> (groups, Cout/groups, N * Ho * Wo), the layout of the matmuls."""
+    n, c_out, out_h, out_w = g.shape
+    return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, c_out // groups, n * out_h * out_w)
+
+
+def _conv2d(x, w, stride, padding, dilation, groups):
+    c_out = w.shape[0]
+    cols, (out_h, out_w) = _columns(x, w.shape[2:], stride, padding, dilation, groups)
+    out = np.matmul(w.reshape(groups, c_out // groups, -1), cols)     # (G, Cout/G, N*Ho*Wo)
+    out = out.reshape(c_out, x.shape[0], out_h, out_w).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out)
+
+
+def _conv2d_weight_grad(x, g, stride, padding, dilation, groups, weight_shape):
+    cols, _ = _columns(x, weight_shape[2:], stride, padding, dilation, groups)
+    gw = np.matmul(_grouped_cotangent(g, groups), cols.transpose(0, 2, 1))   # (G, Cout/G, Cg*kh*kw)
+    return gw.reshape(weight_shape)
+
+
+def _conv2d_input_grad(g, w, stride, padding, dilation, groups, input_shape):
+    c_out, c_group, kh, kw = w.shape
+    n, c, h, width = input_shape
+    _, _, out_h, out_w = g.shape
+    wm = w.reshape(groups, c_out // groups, c_group * kh * kw).transpose(0, 2, 1)
+    cols = np.matmul(wm, _grouped_cotangent(g, groups)).reshape(c, kh, kw, n, out_h, out_w)
+    (top, bottom), (left, right) = padding
+    (sh, sw), (dh, dw) = stride, dilation
+    padded = np.zeros((n, c, h + top + bottom, width + left + right), g.dtype)
+    for i in range(kh):            # col2im: one vectorised add per kernel position
+        for j in range(kw):
+            padded[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                   j * dw:j * dw + sw * (out_w - 1) + 1:sw] += cols[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, top:top + h, left:left + width]
+
+
+def _conv2d_infer(shapes, dts, a):
+    xs, ws = shapes
+    if len(xs) != 4 or len(ws) != 4:
+        raise ShapeError(f"conv2d: expected a 4-D input (N, C, H, W) and a 4-D weight (Cout, C/groups, kH, "
+                         f"kW), got input of shape {_fmt(xs)} and weight of shape {_fmt(ws)}")
+    groups = a["groups"]
+    if xs[1] != ws[1] * groups or ws[0] % groups:
+        raise ShapeError(f"conv2d: Given groups={groups}, weight of size {_fmt(ws)}, expected input{_fmt(xs)} "
+                         f"to have {ws[1] * groups} channels, but got {xs[1]} channels instead")
+    padded = tuple(xs[2 + i] + sum(a["padding"][i]) for i in range(2))
+    reach = tuple(a["dilation"][i] * (ws[2 + i] - 1) + 1 for i in range(2))
+    if padded[0] < reach[0] or padded[1] < reach[1]:
+        raise ShapeError(f"conv2d: Calculated padded input size per channel: {_fmt_pair(padded)}. Kernel size: "
+                         f"{_fmt_pair(reach)}. Kernel size can't be greater than actual input size")
+    if dts[0] is not dts[1]:
+        raise ShapeError(f"conv2d: Input type ({dts[0].name}) and weight type ({dts[1].name}) should be the same")
+    out = tuple(conv_output_size(xs[2 + i], a["padding"][i], ws[2 + i], a["stride"][i], a["dilation"][i])
+                for i in range(2))
+    return (xs[0], ws[0]) + out, dts[0]
+
+
+def _conv_attrs(node):
+    a = node.attrs
+    return dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=a["groups"])
+
+
+def _conv2d_vjp(b, g, n, s):
+    x, w = s
+    attrs = _conv_attrs(n)
+    return (b.conv2d_input_grad(g, w, input_shape=x.shape, **attrs),
+            b.conv2d_weight_grad(x, g, weight_shape=w.shape, **attrs))
+
+
+def _conv2d_input_grad_vjp(b, h, n, s):
+    g, w = s
+    attrs = _conv_attrs(n)
+    return b.conv2d(h, w, **attrs), b.conv2d_weight_grad(h, g, weight_shape=w.shape, **attrs)
+
+
+def _conv2d_weight_grad_vjp(b, k, n, s):
+    x, g = s
+    attrs = _conv_attrs(n)
+    return b.conv2d_input_grad(g, k, input_shape=x.shape, **attrs), b.conv2d(x, k, **attrs)
+
+
+defop("conv2d", _conv2d, _conv2d_infer, vjp=_conv2d_vjp, saves=(0, 1), grad_fn="ConvolutionBackward0")
+defop("conv2d_input_grad", _conv2d_input_grad, lambda shapes, dts, a: (tuple(a["input_shape"]), dts[0]),
+      vjp=_conv2d_input_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+defop("conv2d_weight_grad", _conv2d_weight_grad, lambda shapes, dts, a: (tuple(a["weight_shape"]), dts[0]),
+      vjp=_conv2d_weight_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+
+
+def _max_pool2d_indices(x, kernel, stride, padding, dilation):
+    """Per output position, the flat index (row * W + column) into x's H x W plane of the window's
+    maximum (its first occurrence; NaN counts as the maximum, as in PyTorch)."""
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    win = conv_windows(x, kernel, stride, padding, dilation, fill)
+    n, c, out_h, out_w, kh, kw = win.shape
+    best = np.argmax(win.reshape(n, c, out_h, out_w, kh * kw), axis=-1)
+    (sh, sw), (dh, dw) = stride, dilation
+    rows = np.arange(out_h)[:, None] * sh + (best // kw) * dh - padding[0][0]
+    cols = np.arange(out_w) * sw + (best % kw) * dw - padding[1][0]
+    return rows * x.shape[3] + cols
+
+
+def _max_pool2d_infer(shapes, dts, a):
+    xs = shapes[0]
+    out = tuple(conv_output_size(xs[2 + i], a["padding"][i], a["kernel"][i], a["stride"][i], a["dilation"][i])
+                for i in range(2))
+    if min(out) < 1:
+        raise ShapeError(f"max_pool2d: Given input size: ({xs[1]}x{xs[2]}x{xs[3]}). Calculated output size: "
+                         f"({xs[1]}x{out[0]}x{out[1]}). Output size is too small")
+    return xs[:2] + out, dtypes.int64
+
+
+# Non-differentiable: max_pool2d gathers the maxima at these indices, so its gradient (a scatter to
+# the argmax positions) and every higher one come from gather/scatter_add.
+defop("max_pool2d_indices", _max_pool2d_indices, _max_pool2d_infer)

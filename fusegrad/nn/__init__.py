@@ -1,12 +1,16 @@
 """fusegrad.nn: Module, Parameter, layers, losses, functional and init, built on the tracer's
 public surface like user code."""
 from . import functional, init
-from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten, GELU, Identity, L1Loss,
-                     LeakyReLU, Linear, LogSoftmax, ModuleList, MSELoss, NLLLoss, ReLU, Sequential, Sigmoid,
-                     SiLU, Softmax, Tanh)
+from .convolution import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
+from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU, Identity,
+                     L1Loss, LeakyReLU, Linear, LogSoftmax, ModuleDict, ModuleList, MSELoss, NLLLoss, ReLU,
+                     Sequential, Sigmoid, SiLU, Softmax, Tanh)
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .module import Module
 from .parameter import Buffer, Parameter
 
 __all__ = ["Module", "Parameter", "Buffer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU",
-           "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity", "Sequential", "ModuleList", "MSELoss",
+           "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity", "Sequential", "ModuleList", "ModuleDict",
+           "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
+           "LayerNorm", "MSELoss",
            "L1Loss", "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss", "functional", "init"]
