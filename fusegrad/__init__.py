@@ -15,6 +15,8 @@ from .tracer.functions import *  # noqa: F401,F403  (the op functions: sin, matm
 from .tracer.printing import set_printoptions
 from .tracer.spatial import conv2d, max_pool2d, max_pool2d_with_indices
 from . import autograd, cuda, nn, optim  # noqa: E402
+from . import models  # noqa: E402  (after nn, which it builds on)
+from .serialization import load, save  # noqa: E402
 
 float = float32  # noqa: A001
 double = float64
