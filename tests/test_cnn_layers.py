@@ -43,6 +43,28 @@ def test_max_pool_gradient_goes_to_the_argmax_of_each_window():
     np.testing.assert_array_equal(x.grad.numpy(), [[[[0, 0, 0], [0, 4, 0], [0, 0, 0]]]])
 
 
+@pytest.mark.parametrize("case", ["ties", "nan", "minus_inf_with_padding"])
+def test_max_pool_ties_nan_and_infinities_match_torch(case):
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[1., 3., 3., 0.], [3., 2., 0., 0.], [5., 5., 1., -1.], [5., 4., -1., -1.]]]])
+    if case == "nan":
+        x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan
+    if case == "minus_inf_with_padding":
+        x[0, 0, :2, :2] = -np.inf
+    kw = dict(kernel_size=3, stride=1, padding=1) if case == "minus_inf_with_padding" else dict(kernel_size=2, stride=1)
+    seed = np.random.default_rng(0).standard_normal((1, 1, 4, 4) if "padding" in case else (1, 1, 3, 3))
+    results = []
+    for lib in (fusegrad, torch):
+        t = lib.tensor(x, requires_grad=True)
+        out, indices = lib.nn.functional.max_pool2d(t, return_indices=True, **kw)
+        (out * lib.tensor(seed)).sum().backward()
+        results.append((out.detach().numpy(), indices.numpy(), t.grad.numpy()))
+    (out, indices, grad), (their_out, their_indices, their_grad) = results
+    np.testing.assert_array_equal(out, their_out)
+    np.testing.assert_array_equal(indices, their_indices)
+    np.testing.assert_allclose(grad, their_grad, rtol=1e-12, atol=0)   # cells shared by windows: sums
+
+
 def _batch_norm_run(lib, cls, shape, steps=3, **kw):
     """Train-mode steps then one eval step; outputs, input gradients and the state dict after each."""
     rng = np.random.default_rng(0)

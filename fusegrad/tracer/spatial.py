@@ -1,14 +1,13 @@
-"""Convolution and pooling over image planes (N, C, H, W): the op functions `conv2d` and
-`max_pool2d_with_indices`, with PyTorch's argument forms (ints or pairs, padding "same"/"valid",
-unbatched (C, H, W) inputs). Average and adaptive pooling are composites in nn.functional."""
-import math
+"""Convolution and pooling over image planes (N, C, H, W), with PyTorch's argument forms (ints or
+pairs, padding "same"/"valid", ceil_mode, unbatched (C, H, W) inputs): conv2d and max_pool2d run
+their ops; avg_pool2d and adaptive_avg_pool2d are composites (a depthwise convolution, matmuls)."""
 
 import numpy as np
 
 from ..ir import OPS
 from ..ir.ops import conv_windows
 from .dispatch import apply, promote_operands
-from .functions import _named, add, div, gather, matmul, mean, reshape, squeeze, unsqueeze
+from .functions import _named, add, div, matmul, mean, reshape, squeeze, unsqueeze
 from .tensor import Tensor
 
 
@@ -104,25 +103,23 @@ def pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, stride, tuple(padding), dilation
 
 
-def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """(maxima, indices): indices are flat positions in each (H, W) plane, as PyTorch returns them.
-    The maxima are gathered at the indices, so the gradient is a scatter to the argmax positions."""
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Window maxima; with return_indices, also their flat positions in each (H, W) plane, as
+    PyTorch returns them. The gradient goes to the first maximal cell of each window."""
     x, unbatched = _batched("max_pool2d", input)
     kernel, stride, padding, dilation = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    indices = _checked_apply("max_pool2d_indices", (x,),
-                             {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation})
-    n, c, h, w = x.shape
-    out_shape = tuple(indices.shape)
-    flat_indices = reshape(indices, (n, c, math.prod(out_shape[2:])))
-    out = reshape(gather(reshape(x, (n, c, h * w)), 2, flat_indices), out_shape)
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
+    out = _checked_apply("max_pool2d", (x,), attrs)
     if unbatched:
-        out, indices = squeeze(out, 0), squeeze(indices, 0)
-    return _named(out, "MaxPool2DWithIndicesBackward0"), indices
+        out = _named(squeeze(out, 0), "MaxPool2DWithIndicesBackward0")
+    if not return_indices:
+        return out
+    indices = apply(OPS["max_pool2d_indices"], (x,), attrs)
+    return out, squeeze(indices, 0) if unbatched else indices
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    out, indices = max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
-    return (out, indices) if return_indices else out
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
