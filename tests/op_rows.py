@@ -795,6 +795,8 @@ row("conv2d_stride_dilation", lambda T, x, w: _F(T).conv2d(x, w, stride=(2, 1), 
 row("conv2d_groups", lambda T, x, w, b: _F(T).conv2d(x, w, b, stride=2, groups=2),
     lambda x, w, b: _conv_ref(x, w, b, stride=2, groups=2), (((2, 4, 5, 4), (6, 2, 3, 1), (6,)),),
     rtol32=1e-4, atol32=1e-5)
+row("conv2d_depthwise", lambda T, x, w: _F(T).conv2d(x, w, padding=1, groups=4),
+    lambda x, w: _conv_ref(x, w, padding=1, groups=4), (((1, 4, 5, 3), (4, 1, 3, 3)),), rtol32=1e-4, atol32=1e-5)
 row("conv2d_same_odd_padding", lambda T, x, w: _F(T).conv2d(x, w, padding="same", dilation=(1, 2)),
     lambda x, w: _conv_ref(x, w, padding="same", dilation=(1, 2)), (((1, 2, 5, 6), (2, 2, 2, 3)),),
     rtol32=1e-4, atol32=1e-5)
@@ -802,6 +804,8 @@ row("conv2d_unbatched", lambda T, x, w: _F(T).conv2d(x, w), _conv_ref, (((2, 5, 
     rtol32=1e-4, atol32=1e-5)
 row("max_pool2d", lambda T, x: _F(T).max_pool2d(x, 3, 2, 1), lambda x: _pool_ref(x, 3, 2, 1)[0],
     (((2, 3, 7, 8),),), domain=distinct())
+row("max_pool2d_tiling", lambda T, x: _F(T).max_pool2d(x, 2), lambda x: _pool_ref(x, 2)[0], (((2, 3, 4, 6),),),
+    domain=distinct())
 row("max_pool2d_ceil_dilation", lambda T, x: _F(T).max_pool2d(x, (2, 3), (2, 1), 1, (2, 1), ceil_mode=True),
     lambda x: _pool_ref(x, (2, 3), (2, 1), 1, (2, 1), ceil_mode=True)[0], (((1, 2, 8, 5),),), domain=distinct())
 row("max_pool2d_with_indices", lambda T, x: _F(T).max_pool2d(x, 2, ceil_mode=True, return_indices=True),

@@ -43,16 +43,18 @@ def test_max_pool_gradient_goes_to_the_argmax_of_each_window():
     np.testing.assert_array_equal(x.grad.numpy(), [[[[0, 0, 0], [0, 4, 0], [0, 0, 0]]]])
 
 
-@pytest.mark.parametrize("case", ["ties", "nan", "minus_inf_with_padding"])
+@pytest.mark.parametrize("case", ["ties", "nan", "minus_inf_with_padding", "ties_tiling", "nan_tiling"])
 def test_max_pool_ties_nan_and_infinities_match_torch(case):
     torch = pytest.importorskip("torch")
     x = np.array([[[[1., 3., 3., 0.], [3., 2., 0., 0.], [5., 5., 1., -1.], [5., 4., -1., -1.]]]])
-    if case == "nan":
+    if case.startswith("nan"):
         x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan
     if case == "minus_inf_with_padding":
         x[0, 0, :2, :2] = -np.inf
-    kw = dict(kernel_size=3, stride=1, padding=1) if case == "minus_inf_with_padding" else dict(kernel_size=2, stride=1)
-    seed = np.random.default_rng(0).standard_normal((1, 1, 4, 4) if "padding" in case else (1, 1, 3, 3))
+    kw = {"minus_inf_with_padding": dict(kernel_size=3, stride=1, padding=1), "ties_tiling": dict(kernel_size=2),
+          "nan_tiling": dict(kernel_size=2)}.get(case, dict(kernel_size=2, stride=1))
+    seed = np.random.default_rng(0).standard_normal({"minus_inf_with_padding": (1, 1, 4, 4), "ties_tiling": (1, 1, 2, 2),
+                                                     "nan_tiling": (1, 1, 2, 2)}.get(case, (1, 1, 3, 3)))
     results = []
     for lib in (fusegrad, torch):
         t = lib.tensor(x, requires_grad=True)

@@ -746,9 +746,9 @@ def _max_pool2d_backward(g, x, out, kernel, stride, padding, dilation):
     """The cotangent of each window's maximum, added at the window's first maximal cell."""
     (top, bottom), (left, right) = padding
     n, c, h, w = x.shape
+    out_h, out_w = out.shape[2:]
     padded = np.zeros((n, c, top + h + bottom, left + w + right), g.dtype)
     (sh, sw), (dh, dw) = stride, dilation
-    out_h, out_w = out.shape[2:]
     for i, j, first in _first_maxima(x, out, kernel, stride, padding, dilation):
         padded[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
                j * dw:j * dw + sw * (out_w - 1) + 1:sw] += np.where(first, g, 0)
