@@ -115,7 +115,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if not return_indices:
         return out
     indices = apply(OPS["max_pool2d_indices"], (x,), attrs)
-    return out, squeeze(indices, 0) if unbatched else indices
+    return out, (squeeze(indices, 0) if unbatched else indices)
 
 
 def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
