@@ -194,3 +194,29 @@ def test_legacy_and_non_checkpoint_files_are_refused(tmp_path):
         fusegrad.load(legacy)
     with pytest.raises(ValueError, match="never unpickles arbitrary objects"):
         fusegrad.load(legacy, weights_only=False)
+
+
+def test_training_resumes_from_a_torch_checkpoint():
+    # model and Adam state saved by PyTorch; fusegrad continues and takes the step PyTorch takes
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Linear(3, 2)
+    their_optimizer = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    theirs(torch.rand(4, 3)).sum().backward()
+    their_optimizer.step()
+    buffer = io.BytesIO()
+    torch.save({"model": theirs.state_dict(), "optimizer": their_optimizer.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = fusegrad.load(buffer)
+
+    ours = nn.Linear(3, 2)
+    ours.load_state_dict(checkpoint["model"])
+    our_optimizer = fusegrad.optim.Adam(ours.parameters(), lr=0.01)
+    our_optimizer.load_state_dict(checkpoint["optimizer"])
+    x = np.random.default_rng(3).random((4, 3), dtype=np.float32)
+    ours(fusegrad.tensor(x)).pow(2).sum().backward()
+    our_optimizer.step()
+    their_optimizer.zero_grad()
+    theirs(torch.tensor(x)).pow(2).sum().backward()
+    their_optimizer.step()
+    np.testing.assert_allclose(ours.weight.detach().numpy(), theirs.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ours.bias.detach().numpy(), theirs.bias.detach().numpy(), rtol=1e-6, atol=1e-7)
