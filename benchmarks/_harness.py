@@ -106,6 +106,30 @@ def cache_checked(backward_graphs, cold):
     return setup_hook, after
 
 
+def training_step_cases(step, setup, use_torch):
+    """Cases timing `step(*setup(lib))`, a training step: fusegrad warm (the backward graph from the
+    structure cache, each call asserted to be a hit), fusegrad cold (cache cleared before each call,
+    asserted to be a miss) and, when importable, PyTorch eager."""
+    import fusegrad
+    from fusegrad.runtime import backward_graphs
+
+    def fixed(args, hook=None):
+        def run_setup():
+            if hook is not None:
+                hook()
+            return args
+        return run_setup
+
+    warm_hook, warm_after = cache_checked(backward_graphs, cold=False)
+    cold_hook, cold_after = cache_checked(backward_graphs, cold=True)
+    out = [Case("fusegrad (warm)", step, fixed(setup(fusegrad), warm_hook), "fusegrad", warm_after),
+           Case("fusegrad (cold)", step, fixed(setup(fusegrad), cold_hook), "fusegrad", cold_after)]
+    if use_torch:
+        import torch
+        out.append(Case("torch eager", step, fixed(setup(torch)), "torch"))
+    return out
+
+
 def fmt_time(seconds):
     if seconds >= 1:
         return f"{seconds:.3f} s"

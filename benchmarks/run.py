@@ -20,20 +20,23 @@ from benchmarks import _threads  # noqa: E402
 
 _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
-from benchmarks import eager_overhead, tiny_step  # noqa: E402
+from benchmarks import cnn_step, eager_overhead, tiny_step  # noqa: E402
 from benchmarks._harness import load, machine_info, print_flush  # noqa: E402
 
-WORKLOADS = {"eager_overhead": eager_overhead, "tiny_step": tiny_step}
+WORKLOADS = {"eager_overhead": eager_overhead.run, "tiny_step": tiny_step.run, "cnn_step": cnn_step.run,
+             "resnet_step": cnn_step.run_resnet}
 
 # PyTorch eager, measured on this machine in an earlier session (see README.md).
-EARLIER_TORCH = {"eager_overhead": "~21.7 ms (loop incl. backward)", "tiny_step": "~509 µs per step"}
+EARLIER_TORCH = {"eager_overhead": "~21.7 ms (loop incl. backward)", "tiny_step": "~509 µs per step",
+                 "cnn_step": "~5.6 ms per step", "resnet_step": "~95 ms per step"}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"timed rounds for every workload (default: {eager_overhead.REPEATS} for "
-                             f"eager_overhead, {tiny_step.REPEATS} for tiny_step)")
+                             f"eager_overhead, {tiny_step.REPEATS} for tiny_step, {cnn_step.REPEATS['cnn_step']} "
+                             f"for cnn_step, {cnn_step.REPEATS['resnet_step']} for resnet_step)")
     parser.add_argument("--quick", action="store_true", help="a few repeats only (smoke test)")
     parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
                         help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
@@ -50,7 +53,7 @@ def main(argv=None):
     summary = []
     for name in args.only or list(WORKLOADS):
         print_flush("")
-        for title, results, target in WORKLOADS[name].run(args.repeats, args.quick):
+        for title, results, target in WORKLOADS[name](args.repeats, args.quick):
             if target:
                 summary.append(f"{name}: {target.removeprefix('target: ')}  "
                                f"[torch eager earlier: {EARLIER_TORCH[name]}]")

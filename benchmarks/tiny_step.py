@@ -27,8 +27,8 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, cache_checked, have, measure, standalone_main,  # noqa: E402
-                                print_flush, table, target_line)
+from benchmarks._harness import (Case, have, measure, standalone_main, print_flush, table,  # noqa: E402
+                                target_line, training_step_cases)
 
 BATCH_SIZE, DIM_IN, HIDDEN_SIZE, DIM_OUT = 16, 1000, 100, 10
 LR = 0.001
@@ -177,25 +177,8 @@ def check(state, use_torch):
 # ---------------------------------------------------------------- cases
 
 def cases(state, use_torch):
-    import fusegrad
-    from fusegrad.runtime import backward_graphs
-
-    def fixed(args, hook=None):
-        def setup():
-            if hook is not None:
-                hook()
-            return args
-        return setup
-
-    warm_hook, warm_after = cache_checked(backward_graphs, cold=False)
-    cold_hook, cold_after = cache_checked(backward_graphs, cold=True)
-    out = [Case("fusegrad (warm)", lib_step, fixed(lib_setup(fusegrad, state), warm_hook), "fusegrad", warm_after),
-           Case("fusegrad (cold)", lib_step, fixed(lib_setup(fusegrad, state), cold_hook), "fusegrad", cold_after)]
-    if use_torch:
-        import torch
-        out.append(Case("torch eager", lib_step, fixed(lib_setup(torch, state)), "torch"))
-    out.append(Case("numpy (hand-written)", NumpyTiny(state).step, None, "numpy"))
-    return out
+    return (training_step_cases(lib_step, lambda lib: lib_setup(lib, state), use_torch)
+            + [Case("numpy (hand-written)", NumpyTiny(state).step, None, "numpy")])
 
 
 def run(repeats=None, quick=False, out=print_flush):

@@ -14,8 +14,11 @@ from .tracer.factories import (arange, as_tensor, asarray, empty, empty_like, ey
                                set_default_dtype, set_rng_state, tensor, zeros, zeros_like)
 from .tracer.functions import *  # noqa: F401,F403  (the op functions: sin, matmul, cat, ...)
 from .tracer.printing import set_printoptions
+from .tracer.spatial import conv2d, max_pool2d, max_pool2d_with_indices
 from . import autograd, cuda, nn, optim  # noqa: E402
+from . import models  # noqa: E402  (after nn, which it builds on)
 from .compiler import CompileError, compile, explain  # noqa: E402,A004
+from .serialization import load, save  # noqa: E402
 from .unimplemented import module_getattr as _module_getattr
 
 float = float32  # noqa: A001

@@ -679,3 +679,187 @@ ERROR_ROWS = [
     ErrorRow("clamp_no_bounds", lambda T: T.clamp(_ones(T, 3)), RuntimeError,
              r"^clamp: at least one of 'min' or 'max' must not be None"),
 ]
+
+
+# ============================================================================= convolution, pooling,
+# normalisation, embedding (issue 8). References are direct loops over output positions, written
+# independently of fusegrad's im2col implementation.
+
+
+def _pairs(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def _conv_ref(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    unbatched = x.ndim == 3
+    x = x[None] if unbatched else x
+    (sh, sw), (dh, dw) = _pairs(stride), _pairs(dilation)
+    kh, kw = w.shape[2:]
+    if padding == "same":
+        pads = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in ((dh, kh), (dw, kw))]
+    else:
+        pads = [(p, p) for p in _pairs(padding)]
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads)
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    cg, per = w.shape[1], w.shape[0] // groups
+    out = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for o in range(w.shape[0]):
+        g = o // per
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, g * cg:(g + 1) * cg, i * sh:i * sh + dh * (kh - 1) + 1:dh,
+                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                out[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3))
+    if b is not None:
+        out += b[None, :, None, None]
+    return out[0] if unbatched else out
+
+
+def _pool_ref(x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False, mode="max", count_include_pad=True,
+              divisor_override=None):
+    """Max (values and flat indices) or average pooling by PyTorch's documented window rules."""
+    (kh, kw), (ph, pw), (dh, dw) = _pairs(kernel), _pairs(padding), _pairs(dilation)
+    sh, sw = _pairs(stride if stride is not None else kernel)
+    n, c, h, w = x.shape
+
+    def out_size(size, k, s, p, d):
+        span = size + 2 * p - d * (k - 1) - 1
+        o = -(-span // s) + 1 if ceil_mode else span // s + 1
+        return o - 1 if ceil_mode and (o - 1) * s >= size + p else o
+
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    out = np.zeros((n, c, oh, ow))
+    idx = np.zeros((n, c, oh, ow), np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            rows = [i * sh - ph + a * dh for a in range(kh)]
+            cols = [j * sw - pw + b * dw for b in range(kw)]
+            inside = [(r, q) for r in rows for q in cols if 0 <= r < h and 0 <= q < w]
+            if mode == "max":
+                values = np.stack([x[:, :, r, q] for r, q in inside], -1)
+                best = values.argmax(-1)
+                out[:, :, i, j] = values.max(-1)
+                idx[:, :, i, j] = np.array([r * w + q for r, q in inside])[best]
+            else:
+                total = sum(x[:, :, r, q] for r, q in inside)
+                if divisor_override:
+                    count = divisor_override
+                elif count_include_pad:   # the window clipped to the padded input
+                    count = ((min(i * sh - ph + kh, h + ph) - (i * sh - ph))
+                             * (min(j * sw - pw + kw, w + pw) - (j * sw - pw)))
+                else:
+                    count = len(inside)
+                out[:, :, i, j] = total / count
+    return (out, idx) if mode == "max" else out
+
+
+def _adaptive_ref(x, size):
+    unbatched = x.ndim == 3
+    x = x[None] if unbatched else x
+    h, w = x.shape[2:]
+    oh, ow = _pairs(size)
+    oh, ow = oh or h, ow or w
+    out = np.zeros(x.shape[:2] + (oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+            c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out[0] if unbatched else out
+
+
+def _norm_ref(x, axes, mean=None, var=None, weight=None, bias=None, eps=1e-5, shape=None):
+    mean = x.mean(axis=axes, keepdims=True) if mean is None else mean.reshape(shape)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True) if var is None else var.reshape(shape)
+    out = (x - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        out = out * (weight if shape is None else weight.reshape(shape))
+    if bias is not None:
+        out = out + (bias if shape is None else bias.reshape(shape))
+    return out
+
+
+def _F(T):
+    return T.nn.functional
+
+
+_RUNNING_MEAN, _RUNNING_VAR = np.array([0.5, -1.0, 0.25]), np.array([0.5, 2.0, 1.5])
+_TOKENS = np.array([[0, 3, 1], [3, 3, 4]])
+
+row("conv2d", lambda T, x, w, b: _F(T).conv2d(x, w, b, padding=1), lambda x, w, b: _conv_ref(x, w, b, padding=1),
+    (((2, 3, 5, 5), (4, 3, 3, 3), (4,)),), rtol32=1e-4, atol32=1e-5)
+row("conv2d_stride_dilation", lambda T, x, w: _F(T).conv2d(x, w, stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
+    lambda x, w: _conv_ref(x, w, stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
+    (((1, 2, 7, 6), (3, 2, 2, 3)),), rtol32=1e-4, atol32=1e-5)
+row("conv2d_groups", lambda T, x, w, b: _F(T).conv2d(x, w, b, stride=2, groups=2),
+    lambda x, w, b: _conv_ref(x, w, b, stride=2, groups=2), (((2, 4, 5, 4), (6, 2, 3, 1), (6,)),),
+    rtol32=1e-4, atol32=1e-5)
+row("conv2d_depthwise", lambda T, x, w: _F(T).conv2d(x, w, padding=1, groups=4),
+    lambda x, w: _conv_ref(x, w, padding=1, groups=4), (((1, 4, 5, 3), (4, 1, 3, 3)),), rtol32=1e-4, atol32=1e-5)
+row("conv2d_same_odd_padding", lambda T, x, w: _F(T).conv2d(x, w, padding="same", dilation=(1, 2)),
+    lambda x, w: _conv_ref(x, w, padding="same", dilation=(1, 2)), (((1, 2, 5, 6), (2, 2, 2, 3)),),
+    rtol32=1e-4, atol32=1e-5)
+row("conv2d_unbatched", lambda T, x, w: _F(T).conv2d(x, w), _conv_ref, (((2, 5, 4), (3, 2, 3, 2)),),
+    rtol32=1e-4, atol32=1e-5)
+row("max_pool2d", lambda T, x: _F(T).max_pool2d(x, 3, 2, 1), lambda x: _pool_ref(x, 3, 2, 1)[0],
+    (((2, 3, 7, 8),),), domain=distinct())
+row("max_pool2d_tiling", lambda T, x: _F(T).max_pool2d(x, 2), lambda x: _pool_ref(x, 2)[0], (((2, 3, 4, 6),),),
+    domain=distinct())
+row("max_pool2d_ceil_dilation", lambda T, x: _F(T).max_pool2d(x, (2, 3), (2, 1), 1, (2, 1), ceil_mode=True),
+    lambda x: _pool_ref(x, (2, 3), (2, 1), 1, (2, 1), ceil_mode=True)[0], (((1, 2, 8, 5),),), domain=distinct())
+row("max_pool2d_with_indices", lambda T, x: _F(T).max_pool2d(x, 2, ceil_mode=True, return_indices=True),
+    lambda x: _pool_ref(x, 2, ceil_mode=True), (((1, 2, 5, 5),),), domain=distinct(), out_dtype=(None, "int64"))
+row("avg_pool2d", lambda T, x: _F(T).avg_pool2d(x, 3, 2, 1), lambda x: _pool_ref(x, 3, 2, 1, mode="avg"),
+    (((2, 3, 7, 8),),))
+row("avg_pool2d_ceil_exclude_pad", lambda T, x: _F(T).avg_pool2d(x, (3, 2), 2, 1, True, False),
+    lambda x: _pool_ref(x, (3, 2), 2, 1, ceil_mode=True, mode="avg", count_include_pad=False), (((1, 2, 6, 5),),))
+row("avg_pool2d_ceil_include_pad", lambda T, x: _F(T).avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+    lambda x: _pool_ref(x, 3, 2, 1, ceil_mode=True, mode="avg"), (((1, 1, 6, 6),),))
+row("avg_pool2d_divisor", lambda T, x: _F(T).avg_pool2d(x, 2, divisor_override=3),
+    lambda x: _pool_ref(x, 2, mode="avg", divisor_override=3), (((1, 2, 4, 5),),))
+row("adaptive_avg_pool2d", lambda T, x: _F(T).adaptive_avg_pool2d(x, (3, 2)), lambda x: _adaptive_ref(x, (3, 2)),
+    (((2, 3, 7, 5),),))
+row("adaptive_avg_pool2d_1x1", lambda T, x: _F(T).adaptive_avg_pool2d(x, 1), lambda x: _adaptive_ref(x, 1),
+    (((2, 3, 4, 5),),))
+row("adaptive_avg_pool2d_unbatched", lambda T, x: _F(T).adaptive_avg_pool2d(x, (None, 2)),
+    lambda x: _adaptive_ref(x, (None, 2)), (((3, 4, 5),),))
+row("batch_norm_train", lambda T, x, w, b: _F(T).batch_norm(x, None, None, w, b, training=True),
+    lambda x, w, b: _norm_ref(x, (0, 2, 3), weight=w, bias=b, shape=(1, 3, 1, 1)),
+    (((4, 3, 2, 3), (3,), (3,)),), rtol32=1e-4, atol32=1e-5)
+row("batch_norm_train_1d", lambda T, x: _F(T).batch_norm(x, None, None, training=True),
+    lambda x: _norm_ref(x, (0,)), (((5, 3),),), rtol32=1e-4, atol32=1e-5)
+row("batch_norm_eval", lambda T, x, w, b: _F(T).batch_norm(
+    x, T.tensor(_RUNNING_MEAN).to(x.dtype), T.tensor(_RUNNING_VAR).to(x.dtype), w, b, training=False),
+    lambda x, w, b: _norm_ref(x, None, _RUNNING_MEAN, _RUNNING_VAR, w, b, shape=(1, 3, 1)),
+    (((2, 3, 4), (3,), (3,)),))
+row("layer_norm", lambda T, x, w, b: _F(T).layer_norm(x, (3, 4), w, b),
+    lambda x, w, b: _norm_ref(x, (1, 2), weight=w, bias=b), (((2, 3, 4), (3, 4), (3, 4)),),
+    rtol32=1e-4, atol32=1e-5)
+row("embedding", lambda T, w: _F(T).embedding(T.tensor(_TOKENS), w), lambda w: w[_TOKENS], (((5, 3),),))
+
+ERROR_ROWS += [
+    ErrorRow("conv2d_channels", lambda T: T.nn.functional.conv2d(_ones(T, 1, 4, 5, 5), _ones(T, 2, 3, 3, 3)),
+             ShapeError, r"Given groups=1, weight of size \[2, 3, 3, 3\], expected input\[1, 4, 5, 5\] to have 3 "
+                         r"channels, but got 4 channels instead"),
+    ErrorRow("conv2d_kernel_too_big", lambda T: T.nn.functional.conv2d(_ones(T, 1, 1, 2, 2), _ones(T, 1, 1, 3, 3)),
+             ShapeError, r"Calculated padded input size per channel: \(2 x 2\)\. Kernel size: \(3 x 3\)\. Kernel "
+                         r"size can't be greater than actual input size"),
+    ErrorRow("conv2d_2d_input", lambda T: T.nn.functional.conv2d(_ones(T, 2, 3), _ones(T, 1, 1, 3, 3)),
+             RuntimeError, r"^Expected 3D \(unbatched\) or 4D \(batched\) input to conv2d, but got input of size: "
+                           r"\[2, 3\]"),
+    ErrorRow("conv2d_same_strided", lambda T: T.nn.functional.conv2d(_ones(T, 1, 1, 5, 5), _ones(T, 1, 1, 3, 3),
+                                                                       stride=2, padding="same"),
+             RuntimeError, r"^padding='same' is not supported for strided convolutions"),
+    ErrorRow("conv2d_bad_padding_string", lambda T: T.nn.functional.conv2d(_ones(T, 1, 1, 5, 5),
+                                                                             _ones(T, 1, 1, 3, 3), padding="foo"),
+             RuntimeError, r"^Invalid padding string: 'foo'"),
+    ErrorRow("max_pool2d_big_padding", lambda T: T.nn.functional.max_pool2d(_ones(T, 1, 1, 4, 4), 3, padding=2),
+             RuntimeError, r"^pad should be at most half of effective kernel size, but got pad=2, kernel_size=3 and "
+                           r"dilation=1"),
+    ErrorRow("max_pool2d_too_small", lambda T: T.nn.functional.max_pool2d(_ones(T, 1, 1, 2, 2), 3), ShapeError,
+             r"Given input size: \(1x2x2\)\. Calculated output size: \(1x0x0\)\. Output size is too small"),
+    ErrorRow("batch_norm_one_value", lambda T: T.nn.functional.batch_norm(_ones(T, 1, 3), None, None,
+                                                                          training=True),
+             ValueError, r"^Expected more than 1 value per channel when training, got input size "),
+]

@@ -553,3 +553,280 @@ def _custom_output_vjp(b, g, n, s):
 defop("custom_output", lambda x, index, count: x[index], _recorded_only, vjp=_custom_output_vjp, kind="opaque")
 # The node that stands for a leaf tensor in recorded graphs (PyTorch's AccumulateGrad).
 defop("leaf", impl=None, infer=None, kind="source", grad_fn="AccumulateGrad")
+
+# ----------------------------------------------------------------------------- convolution and pooling
+# 2-D convolution is one op: an im2col view of the padded input (np.lib.stride_tricks, no copy)
+# gathered into columns and multiplied by the weights in one BLAS matmul per group. Its VJP needs
+# two more ops, the gradients with respect to the input (columns scattered back, one vectorised
+# add per kernel position) and to the weight (the same columns against the output cotangent); the
+# three are closed under VJP, so convolutions differentiate to any order. Attributes: stride
+# (sh, sw), padding ((top, bottom), (left, right)), dilation (dh, dw), groups.
+
+def _fmt_pair(pair):
+    return f"({pair[0]} x {pair[1]})"
+
+
+def conv_output_size(size, pad, kernel, stride, dilation):
+    return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_windows(x, kernel, stride, padding, dilation, fill=0.0):
+    """A (N, C, Ho, Wo, kh, kw) strided view of the windows of x (N, C, H, W) padded with `fill`."""
+    (top, bottom), (left, right) = padding
+    if top or bottom or left or right:
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=fill)
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    out_h, out_w = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    s = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, c, out_h, out_w, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw),
+        writeable=False)
+
+
+# With stride 1, im2col runs over the padded width: output columns Wo .. Wp-1 are computed from
+# windows that wrap into the next row and thrown away, which makes every run of the columns (and of
+# col2im's adds) one contiguous stretch of a padded image instead of Ho short rows of Wo. The
+# cotangents get zero columns there, so the gradients never see the wrapped values.
+
+
+def _row_extended(x, kernel, padding, dilation):
+    """Stride 1: x padded (with enough extra bottom rows for the last window's wrap) and flattened
+    per plane, the output size (Ho, Wo) and the computed width Wp."""
+    (top, bottom), (left, right) = padding
+    n, c, h, w = x.shape
+    width = w + left + right
+    out_h = h + top + bottom - dilation[0] * (kernel[0] - 1)
+    out_w = width - dilation[1] * (kernel[1] - 1)
+    extra = -(-dilation[1] * (kernel[1] - 1) // width)
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom + extra), (left, right)))
+    return padded.reshape(n, c, -1), (out_h, out_w), width
+
+
+def _columns(x, kernel, stride, padding, dilation, groups):
+    """im2col: (groups, C/groups * kh * kw, N * Ho * width) columns of x's windows (one copy), the
+    output size (Ho, Wo) and the computed width (Wo, or the padded width for stride 1)."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    if stride == (1, 1):
+        flat, (out_h, out_w), width = _row_extended(x, kernel, padding, dilation)
+        n, c, _ = flat.shape
+        s0, s1, item = flat.strides[0], flat.strides[1], flat.itemsize
+        cols = np.lib.stride_tricks.as_strided(flat, (c, kh, kw, n, out_h * width),
+                                               (s1, width * dh * item, dw * item, s0, item), writeable=False)
+    else:
+        win = conv_windows(x, kernel, stride, padding, dilation)
+        n, c, out_h, out_w = win.shape[:4]
+        width = out_w
+        cols = win.transpose(1, 4, 5, 0, 2, 3)   # (C, kh, kw, N, Ho, Wo)
+    return cols.reshape(groups, c // groups * kh * kw, n * out_h * width), (out_h, out_w), width
+
+
+def _grouped_cotangent(g, groups, width):
+    """(N, Cout, Ho, Wo) -> (groups, Cout/groups, N * Ho * width), zero in the columns past Wo."""
+    n, c_out, out_h, out_w = g.shape
+    extended = np.zeros((c_out, n, out_h, width), g.dtype)
+    extended[..., :out_w] = g.transpose(1, 0, 2, 3)
+    return extended.reshape(groups, c_out // groups, n * out_h * width)
+
+
+def _conv2d(x, w, stride, padding, dilation, groups):
+    c_out = w.shape[0]
+    cols, (out_h, out_w), width = _columns(x, w.shape[2:], stride, padding, dilation, groups)
+    out = np.matmul(w.reshape(groups, c_out // groups, -1), cols)     # (G, Cout/G, N*Ho*width)
+    out = out.reshape(c_out, x.shape[0], out_h, width)[..., :out_w].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out)
+
+
+def _conv2d_weight_grad(x, g, stride, padding, dilation, groups, weight_shape):
+    cols, _, width = _columns(x, weight_shape[2:], stride, padding, dilation, groups)
+    gw = np.matmul(_grouped_cotangent(g, groups, width), cols.transpose(0, 2, 1))   # (G, Cout/G, Cg*kh*kw)
+    return gw.reshape(weight_shape)
+
+
+def _conv2d_input_grad(g, w, stride, padding, dilation, groups, input_shape):
+    c_out, c_group, kh, kw = w.shape
+    n, c, h, w_in = input_shape
+    _, _, out_h, out_w = g.shape
+    (top, bottom), (left, right) = padding
+    (sh, sw), (dh, dw) = stride, dilation
+    width = w_in + left + right if stride == (1, 1) else out_w
+    wm = w.reshape(groups, c_out // groups, c_group * kh * kw).transpose(0, 2, 1)
+    cols = np.matmul(wm, _grouped_cotangent(g, groups, width)).reshape(c, kh, kw, n, out_h * width)
+    # col2im: one vectorised add per kernel position
+    if stride == (1, 1):
+        rows = h + top + bottom + -(-dw * (kw - 1) // width)
+        flat = np.zeros((n, c, rows * width), g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                start = i * dh * width + j * dw
+                flat[:, :, start:start + out_h * width] += cols[:, i, j].transpose(1, 0, 2)
+        padded = flat.reshape(n, c, rows, width)
+    else:
+        cols = cols.reshape(c, kh, kw, n, out_h, out_w)
+        padded = np.zeros((n, c, h + top + bottom, w_in + left + right), g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                padded[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                       j * dw:j * dw + sw * (out_w - 1) + 1:sw] += cols[:, i, j].transpose(1, 0, 2, 3)
+    return padded[:, :, top:top + h, left:left + w_in]
+
+
+def _conv2d_infer(shapes, dts, a):
+    xs, ws = shapes
+    if len(xs) != 4 or len(ws) != 4:
+        raise ShapeError(f"conv2d: expected a 4-D input (N, C, H, W) and a 4-D weight (Cout, C/groups, kH, "
+                         f"kW), got input of shape {_fmt(xs)} and weight of shape {_fmt(ws)}")
+    groups = a["groups"]
+    if xs[1] != ws[1] * groups or ws[0] % groups:
+        raise ShapeError(f"conv2d: Given groups={groups}, weight of size {_fmt(ws)}, expected input{_fmt(xs)} "
+                         f"to have {ws[1] * groups} channels, but got {xs[1]} channels instead")
+    padded = tuple(xs[2 + i] + sum(a["padding"][i]) for i in range(2))
+    reach = tuple(a["dilation"][i] * (ws[2 + i] - 1) + 1 for i in range(2))
+    if padded[0] < reach[0] or padded[1] < reach[1]:
+        raise ShapeError(f"conv2d: Calculated padded input size per channel: {_fmt_pair(padded)}. Kernel size: "
+                         f"{_fmt_pair(reach)}. Kernel size can't be greater than actual input size")
+    if dts[0] is not dts[1]:
+        raise ShapeError(f"conv2d: Input type ({dts[0].name}) and weight type ({dts[1].name}) should be the same")
+    out = tuple(conv_output_size(xs[2 + i], a["padding"][i], ws[2 + i], a["stride"][i], a["dilation"][i])
+                for i in range(2))
+    return (xs[0], ws[0]) + out, dts[0]
+
+
+def _conv_attrs(node):
+    a = node.attrs
+    return dict(stride=a["stride"], padding=a["padding"], dilation=a["dilation"], groups=a["groups"])
+
+
+def _conv2d_vjp(b, g, n, s):
+    x, w = s
+    attrs = _conv_attrs(n)
+    return (b.conv2d_input_grad(g, w, input_shape=x.shape, **attrs),
+            b.conv2d_weight_grad(x, g, weight_shape=w.shape, **attrs))
+
+
+def _conv2d_input_grad_vjp(b, h, n, s):
+    g, w = s
+    attrs = _conv_attrs(n)
+    return b.conv2d(h, w, **attrs), b.conv2d_weight_grad(h, g, weight_shape=w.shape, **attrs)
+
+
+def _conv2d_weight_grad_vjp(b, k, n, s):
+    x, g = s
+    attrs = _conv_attrs(n)
+    return b.conv2d_input_grad(g, k, input_shape=x.shape, **attrs), b.conv2d(x, k, **attrs)
+
+
+defop("conv2d", _conv2d, _conv2d_infer, vjp=_conv2d_vjp, saves=(0, 1), grad_fn="ConvolutionBackward0")
+defop("conv2d_input_grad", _conv2d_input_grad, lambda shapes, dts, a: (tuple(a["input_shape"]), dts[0]),
+      vjp=_conv2d_input_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+defop("conv2d_weight_grad", _conv2d_weight_grad, lambda shapes, dts, a: (tuple(a["weight_shape"]), dts[0]),
+      vjp=_conv2d_weight_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+
+
+def _pooling_fill(x):
+    return -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+
+
+def _max_pool2d(x, kernel, stride, padding, dilation):
+    """Window maxima as a running np.maximum over the kernel positions' strided views (NaN wins)."""
+    win = conv_windows(x, kernel, stride, padding, dilation, _pooling_fill(x))
+    out = win[..., 0, 0].copy()
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            if i or j:
+                np.maximum(out, win[..., i, j], out=out)
+    return out
+
+
+def _first_maxima(x, out, kernel, stride, padding, dilation):
+    """Per kernel position (i, j), a mask over the output of the windows whose first maximal cell in
+    scan order (their first NaN, if any) sits there: where PyTorch's argmax indices point. A padding
+    cell is never chosen, even in a window of -inf."""
+    (top, bottom), (left, right) = padding
+    h, w = x.shape[2:]
+    win = conv_windows(x, kernel, stride, padding, dilation, _pooling_fill(x))
+    inside = None
+    if top or bottom or left or right:
+        valid = np.zeros((1, 1, top + h + bottom, left + w + right), bool)
+        valid[..., top:top + h, left:left + w] = True
+        inside = conv_windows(valid, kernel, stride, ((0, 0), (0, 0)), dilation)
+    has_nan = out.dtype.kind == "f" and np.isnan(out).any()
+    taken = np.zeros(out.shape, bool)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            cell = win[..., i, j]
+            first = cell == out
+            if has_nan:
+                first |= cell != cell
+            first &= ~taken
+            if inside is not None:
+                first &= inside[..., i, j]
+            taken |= first
+            yield i, j, first
+
+
+def _max_pool2d_backward(g, x, out, kernel, stride, padding, dilation):
+    """The cotangent of each window's maximum, added at the window's first maximal cell."""
+    (top, bottom), (left, right) = padding
+    n, c, h, w = x.shape
+    out_h, out_w = out.shape[2:]
+    padded = np.zeros((n, c, top + h + bottom, left + w + right), g.dtype)
+    (sh, sw), (dh, dw) = stride, dilation
+    for i, j, first in _first_maxima(x, out, kernel, stride, padding, dilation):
+        padded[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+               j * dw:j * dw + sw * (out_w - 1) + 1:sw] += np.where(first, g, 0)
+    return padded[:, :, top:top + h, left:left + w]
+
+
+def _pool_attrs(node):
+    a = node.attrs
+    return dict(kernel=a["kernel"], stride=a["stride"], padding=a["padding"], dilation=a["dilation"])
+
+
+def _max_pool2d_backward_vjp(b, h, n, s):
+    # Linear in g: h read back at the argmax positions (x moves them only where ties change: zero
+    # derivative almost everywhere, as for max).
+    x = s[0]
+    batch, channels, height, width = x.shape
+    indices = b.max_pool2d_indices(x, **_pool_attrs(n))
+    flat = b.reshape(indices, shape=(batch, channels, indices.shape[2] * indices.shape[3]))
+    picked = b.gather(b.reshape(h, shape=(batch, channels, height * width)), flat, axis=2)
+    return b.reshape(picked, shape=indices.shape), None, None
+
+
+def _max_pool2d_indices(x, kernel, stride, padding, dilation):
+    """Per output position, the flat index (row * W + column) into x's H x W plane of the window's
+    first maximal cell."""
+    out = _max_pool2d(x, kernel, stride, padding, dilation)
+    (sh, sw), (dh, dw) = stride, dilation
+    rows = np.arange(out.shape[2])[:, None] * sh - padding[0][0]
+    cols = np.arange(out.shape[3]) * sw - padding[1][0]
+    indices = np.zeros(out.shape, np.int64)
+    for i, j, first in _first_maxima(x, out, kernel, stride, padding, dilation):
+        np.copyto(indices, (rows + i * dh) * x.shape[3] + cols + j * dw, where=first)
+    return indices
+
+
+def _max_pool2d_infer(shapes, dts, a):
+    xs = shapes[0]
+    out = tuple(conv_output_size(xs[2 + i], a["padding"][i], a["kernel"][i], a["stride"][i], a["dilation"][i])
+                for i in range(2))
+    if min(out) < 1:
+        raise ShapeError(f"max_pool2d: Given input size: ({xs[1]}x{xs[2]}x{xs[3]}). Calculated output size: "
+                         f"({xs[1]}x{out[0]}x{out[1]}). Output size is too small")
+    return xs[:2] + out, dtypes.int64
+
+
+def _max_pool2d_values_infer(shapes, dts, a):
+    return _max_pool2d_infer(shapes, dts, a)[0], dts[0]
+
+
+# max_pool2d's gradient goes to the first maximal cell of each window; the gradient of that (linear
+# in the cotangent) reads the cotangent back at the argmax positions (max_pool2d_indices, which is
+# also what return_indices=True returns).
+defop("max_pool2d", _max_pool2d, _max_pool2d_values_infer, saves=(0, -1),
+      vjp=lambda b, g, n, s: (b.max_pool2d_backward(g, s[0], s[1], **_pool_attrs(n)),),
+      grad_fn="MaxPool2DWithIndicesBackward0")
+defop("max_pool2d_backward", _max_pool2d_backward, lambda shapes, dts, a: (shapes[1], dts[0]), saves=(1,),
+      vjp=_max_pool2d_backward_vjp, grad_fn="MaxPool2DWithIndicesBackwardBackward0")
+defop("max_pool2d_indices", _max_pool2d_indices, _max_pool2d_infer)

@@ -1,10 +1,13 @@
-"""nn.functional: activations and losses written as composites of fusegrad ops."""
+"""nn.functional: activations, losses, normalisation and embeddings written as composites of
+fusegrad ops; convolution and pooling come from the tracer's spatial ops."""
 import math
 import warnings
 
 import fusegrad as fg
 
 from ..tracer.functions import _named
+from ..tracer.spatial import (adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d,  # noqa: F401
+                              max_pool2d_with_indices)
 
 
 def relu(input, inplace=False):
@@ -241,3 +244,75 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "BinaryCrossEntropyWithLogitsBackward0")
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-05):
+    """Normalise each channel (dim 1) of (N, C, ...) over the other dims: with the batch's statistics
+    when training (updating the running ones in place, without recording them, with the unbiased
+    variance as PyTorch does), with the running statistics otherwise. momentum=None is left to the
+    caller (BatchNorm passes the cumulative-average factor)."""
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of at least 2 dimensions (N, C, ...), got shape "
+                         f"{list(input.shape)}")
+    channels = input.shape[1]
+    dims = (0,) + tuple(range(2, input.ndim))
+    per_channel = (1, channels) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.numel() // channels
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        mean = input.mean(dims, keepdim=True)
+        centered = input - mean
+        var = (centered * centered).mean(dims, keepdim=True)
+        if running_mean is not None or running_var is not None:
+            with fg.no_grad():
+                if running_mean is not None:
+                    running_mean.mul_(1 - momentum).add_(mean.reshape(channels) * momentum)
+                if running_var is not None:
+                    running_var.mul_(1 - momentum).add_(var.reshape(channels) * (momentum * count / (count - 1)))
+    else:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var must be given when training=False")
+        centered = input - running_mean.reshape(per_channel)
+        var = running_var.reshape(per_channel)
+    out = centered * fg.rsqrt(var + eps)
+    if weight is not None:
+        out = out * weight.reshape(per_channel)
+    if bias is not None:
+        out = out + bias.reshape(per_channel)
+    return _named(out, "NativeBatchNormBackward0")
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
+    """Normalise over the trailing dims given by normalized_shape (biased variance)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(shape):]) != shape:
+        raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
+                           f"[*, {', '.join(map(str, shape))}], but got input of size{input.shape}")
+    dims = tuple(range(input.ndim - len(shape), input.ndim))
+    centered = input - input.mean(dims, keepdim=True)
+    out = centered * fg.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return _named(out, "NativeLayerNormBackward0")
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
+    """Rows of weight picked by the integer tensor input; the row at padding_idx gets no gradient."""
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
+    if input.dtype.name not in ("int64", "int32"):
+        raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                           f"Long, Int; but got {input.type()} instead (while checking arguments for embedding)")
+    if padding_idx is not None:
+        padding_idx = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
+        is_padding = (fg.arange(weight.shape[0]) == padding_idx).unsqueeze(1)
+        weight = fg.where(is_padding, weight.detach(), weight)
+    return _named(weight[input], "EmbeddingBackward0")

@@ -1,4 +1,5 @@
-"""Layers: Linear, activations, dropout, flatten, and the containers Sequential and ModuleList."""
+"""Layers: Linear, Embedding, activations, dropout, flatten, and the containers Sequential, ModuleList
+and ModuleDict."""
 import math
 import operator
 from collections import OrderedDict
@@ -19,16 +20,14 @@ class Identity(Module):
         return input
 
 
-class Linear(Module):
-    """y = x @ W.T + b, initialised like PyTorch (uniform in ±1/sqrt(in_features))."""
+class WeightedLayer(Module):
+    """A layer with a weight (out_features first) and an optional bias, initialised as PyTorch's
+    Linear and Conv2d are: kaiming_uniform_(a=sqrt(5)), and the bias uniform in ±1/sqrt(fan_in)."""
 
-    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.weight = Parameter(fg.empty(out_features, in_features, dtype=dtype, device=device))
+    def _create_parameters(self, weight_shape, bias, dtype, device):
+        self.weight = Parameter(fg.empty(*weight_shape, dtype=dtype, device=device))
         if bias:
-            self.bias = Parameter(fg.empty(out_features, dtype=dtype, device=device))
+            self.bias = Parameter(fg.empty(weight_shape[0], dtype=dtype, device=device))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -36,8 +35,19 @@ class Linear(Module):
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
+
+
+class Linear(WeightedLayer):
+    """y = x @ W.T + b, initialised like PyTorch (uniform in ±1/sqrt(in_features))."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self._create_parameters((out_features, in_features), bias, dtype, device)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
@@ -251,6 +261,87 @@ class ModuleList(_ModuleSequence):
                 lines.append((label + reprs[start]).replace("\n", "\n  "))
                 start = i
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+class ModuleDict(Module):
+    """Submodules by name, in insertion order; registers them but has no forward of its own."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def pop(self, key):
+        module = self._modules[key]
+        del self._modules[key]
+        return module
+
+    def clear(self):
+        self._modules.clear()
+
+    def update(self, modules):
+        items = modules.items() if hasattr(modules, "items") else modules
+        for key, module in items:
+            self[key] = module
+
+
+class Embedding(Module):
+    """A lookup table of num_embeddings vectors of size embedding_dim, initialised from N(0, 1)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None):
+        super().__init__()
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise AssertionError("Padding_idx must be within num_embeddings")
+            padding_idx = padding_idx % num_embeddings
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        if _weight is None:
+            self.weight = Parameter(fg.empty(num_embeddings, embedding_dim, dtype=dtype, device=device),
+                                    requires_grad=not _freeze)
+            self.reset_parameters()
+        else:
+            self.weight = Parameter(_weight, requires_grad=not _freeze)
+
+    def reset_parameters(self):
+        init.normal_(self.weight)
+        if self.padding_idx is not None:
+            with fg.no_grad():
+                self.weight[self.padding_idx].fill_(0)
+
+    def forward(self, input):
+        return F.embedding(input, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None else "")
 
 
 class _Loss(Module):
