@@ -123,3 +123,54 @@ def test_kernels_run_as_plain_python_without_jit(tmp_path):
     s = 1 / (1 + np.exp(-x))
     expected = s * (1 - s) * x ** 3 + s * 3 * x ** 2
     np.testing.assert_allclose(eval(result.stdout, {"nan": np.nan}), expected, rtol=1e-6)
+
+
+def _float32_sweep():
+    """Values over the whole float32 range: random magnitudes 1e-45..3e38 of both signs, and the
+    edges (zeros, denormals, overflow thresholds, inf, nan)."""
+    rng = np.random.default_rng(0)
+    magnitudes = 10.0 ** rng.uniform(-45, 38.5, 200_000)
+    values = (magnitudes * rng.choice([-1.0, 1.0], magnitudes.size)).astype(np.float32)
+    dense = rng.uniform(-120, 120, 200_000).astype(np.float32)
+    edges = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-38, 0.625, -0.625, 88.72, 88.73, -87.33, -103.97, -104.5,
+                      9.0, -9.0, 20.0, np.inf, -np.inf, np.nan], np.float32)
+    return np.concatenate([values, dense, edges])
+
+
+@pytest.mark.parametrize("op, ulps", [("exp", 2), ("tanh", 3), ("sigmoid", 4), ("sin", 2), ("cos", 2)])
+def test_vectorised_float32_transcendentals(op, ulps):
+    """The float32 kernels' own exp/tanh/sigmoid agree with float64 NumPy to a few ulp over the
+    whole float32 range, and give inf, -inf, nan, -0.0 as NumPy does."""
+    x = _float32_sweep()
+    b = Builder()
+    p = b.placeholder(None, x.shape, D.float32)
+    plan = Plan(b.graph([getattr(b, op)(p)]))
+    assert f"{op}32" in plan.kernels[0].source
+    got = plan([x])[0]
+    with np.errstate(all="ignore"):
+        x64 = x.astype(np.float64)
+        ref = {"exp": np.exp, "tanh": np.tanh, "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "sin": np.sin,
+               "cos": np.cos}[op](x64)
+        ref32 = ref.astype(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref32))
+    finite = np.isfinite(ref32)
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(ref32)], ref32[~finite & ~np.isnan(ref32)])
+    ulp = np.spacing(np.abs(ref32[finite])).astype(np.float64)
+    err = np.abs(got[finite].astype(np.float64) - ref[finite]) / np.maximum(ulp, np.spacing(np.float32(0)))
+    assert err.max() <= ulps, (op, x[finite][err.argmax()], err.max())
+    zero = x == 0
+    np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(ref32[zero]))
+
+
+def test_fast_sin_cos_stay_on_the_fast_path_within_range():
+    """Arguments within TRIG_LIMIT never take the exact (libm) kernel; one beyond it does."""
+    b = Builder()
+    p = b.placeholder(None, (1000,), D.float32)
+    plan = Plan(b.graph([b.sin(p)]))
+    kernel = plan.kernels[0]
+    x = np.linspace(-cpu.TRIG_LIMIT, cpu.TRIG_LIMIT, 1000).astype(np.float32)
+    np.testing.assert_allclose(plan([x])[0], np.sin(x), atol=2e-7)
+    assert kernel._exact is None
+    x[3] = 1e30
+    np.testing.assert_allclose(plan([x])[0], np.sin(x), atol=2e-7)
+    assert kernel._exact is not None

@@ -98,7 +98,7 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-elementwise("sigmoid", _sigmoid, "(1 / (1 + np.exp(-{0})))",
+elementwise("sigmoid", _sigmoid, "((1 if {0} >= 0 else np.exp({0})) / (1 + np.exp(-abs({0}))))",
       lambda b, g, n, s: (b.mul(g, b.mul(s[0], b.sub(1, s[0]))),), saves=(-1,))
 elementwise("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
 elementwise("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))

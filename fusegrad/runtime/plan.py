@@ -120,19 +120,27 @@ def _driver(graph, steps, kernels, profiled):
             kname = f"K{len(namespace)}"
             namespace[kname] = kernel.fn
             outs = []
+            allocations = []
             for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
                 buf = names[node] = f"v{len(names)}"
                 if init is None:
-                    lines.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
                 else:
-                    lines.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
+            lines += allocations
             args = [repr(n) for n in step.shape] + [names[a] for a in kernel.args] + outs
+            if kernel.flagged:
+                lines.append("flags = np.zeros(1, np.int64)")
+                args.append("flags")
             call = f"{kname}({', '.join(args)})"
             if profiled:
                 lines += ["t0 = now()", call, f"notify({kernel.name!r}, t0, ())"]
             else:
                 lines.append(call)
+            if kernel.flagged:   # arguments beyond the fast sin/cos range: redo with libm's
+                namespace[f"{kname}x"] = kernel.exact
+                lines += ["if flags[0]:"] + ["    " + a for a in allocations] + [f"    {kname}x({', '.join(args)})"]
             for node, buf, (shape, dtype, init) in zip(kernel.outs, outs, kernel.buffers):
                 if init is not None:   # a reduction: from its keepdim accumulator to its own shape
                     fix = "" if dtype is node.dtype else f".astype(np.{node.dtype.np.name})"
