@@ -563,6 +563,13 @@ class Explanation:
                  f"{self.compiled.calls} call(s), {self.compiled.replays} compiled"]
         if self.compiled.eager_reason:
             lines.append(f"runs eagerly: {self.compiled.eager_reason}")
+        for i, spec in enumerate(self.specialisations):
+            plan = spec.plan
+            lines.append(f"specialisation {i + 1}: {len(spec.graph.nodes)} recorded ops -> "
+                         f"{len(plan.graph.nodes)} after DCE/CSE/folding, {len(plan.kernels)} fused kernels "
+                         f"({', '.join(f'{k.name}: {len(k.group.nodes)} ops' for k in plan.kernels)}), "
+                         f"{len(spec.guards.checks)} guards, {len(spec.value_guards)} value guards, "
+                         f"compiled in {plan.compile_seconds:.3f} s")
         lines += [f"[{category}] {text}" for category, text in self.messages]
         return "\n".join(lines)
 

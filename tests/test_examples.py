@@ -51,6 +51,20 @@ def test_train_tiny_is_deterministic(train_tiny, capsys):
         assert first[key] == second[key], key
 
 
+def test_train_tiny_compiled_equals_eager(train_tiny, capsys):
+    """The example trains compiled by default; --eager gives the same losses, and both step times
+    are printed."""
+    args = ["--steps", "12", "--n-train", "256", "--n-test", "64", "--log-every", "3"]
+    compiled = train_tiny.main(args)
+    eager = train_tiny.main(args + ["--eager"])
+    out = capsys.readouterr().out
+    for (step_c, loss_c), (step_e, loss_e) in zip(compiled["history"], eager["history"]):
+        assert step_c == step_e and abs(loss_c - loss_e) < 1e-5 * max(1.0, abs(loss_e))
+    assert abs(compiled["final_test_loss"] - eager["final_test_loss"]) < 1e-5
+    assert set(compiled["step_seconds"]) == {"compiled", "eager"}
+    assert out.count("time per step (batch 64, median of 50): compiled ") == 2
+
+
 def test_digits_cnn_learns_real_digits(tmp_path, capsys):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
