@@ -25,13 +25,17 @@ import warnings
 
 import numpy as np
 
-from .ir.graph import Graph
+from .ir import OPS, backward_graph, topological_order
+from .ir.dtypes import from_numpy_dtype
+from .ir.graph import Graph, Node
 from .nn.module import Module
 from .optim.optimizer import Optimizer
 from .runtime.log import _listeners, log
 from .runtime.plan import Plan
-from .tracer import Tensor
+from .tracer import Tensor, grad_mode
 from .tracer.capture import ScalarProxy, Trace, recording
+from .tracer.dispatch import edge
+from .tracer.node import FREED, RecordedNode
 from .tracer.factories import default_generator
 
 MAX_SPECIALISATIONS = 8
@@ -59,7 +63,7 @@ class _Guards:
         self.sources = {}
         self.tensor_paths = {}
         self.visited_code = set()
-        self.walked = set()
+        self.paths = {}   # id(module or optimizer) -> the expression it was first reached by
 
     def hold(self, obj):
         name = self.held.get(id(obj))
@@ -90,12 +94,16 @@ class _Guards:
             self.check(f"tuple({expr})", tuple(obj), f"{what}: keys")
             for k, v in obj.items():
                 self.walk(v, f"{expr}[{k!r}]", f"{what}[{k!r}]", depth)
-        elif isinstance(obj, Module):
-            self.check(expr, obj, f"{what}: the same module", "is")
-            self.module(obj, self.hold(obj), what)
-        elif isinstance(obj, Optimizer):
-            self.check(expr, obj, f"{what}: the same optimizer", "is")
-            self.optimizer(obj, self.hold(obj), what)
+        elif isinstance(obj, (Module, Optimizer)):
+            # by type and contents, not identity: another instance of the same structure replays
+            # the same plan with its own tensors, which are found through `expr` on each call
+            first = self.paths.get(id(obj))
+            if first is not None:
+                self.check(f"{expr} is {first}", True, f"{what}: the same object as {first}")
+                return
+            self.paths[id(obj)] = expr
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            (self.module if isinstance(obj, Module) else self.optimizer)(obj, expr, what)
         elif isinstance(obj, np.ndarray):
             self.check(expr, obj, f"{what}: the same array", "is")
         elif isinstance(obj, types.FunctionType) and depth < 3:
@@ -105,8 +113,9 @@ class _Guards:
             self.check(expr, obj, f"{what}: the same object", "is")
 
     def tensor(self, t, expr, what):
-        if id(t) in self.tensor_paths:   # reached again (a parameter in a module and an optimizer)
-            self.check(expr, t, f"{what}: the same tensor", "is")
+        first = self.tensor_paths.get(id(t))
+        if first is not None:   # reached again (a parameter in a module and in an optimizer)
+            self.check(f"{expr} is {first}", True, f"{what}: the same tensor as {first}")
             return
         self.tensor_paths[id(t)] = expr
         self.sources[id(t._data)] = f"{expr}._data"
@@ -122,9 +131,6 @@ class _Guards:
             self.check(f"{expr}._grad._data.dtype", t._grad._data.dtype, f"{what}.grad: dtype")
 
     def module(self, m, name, what):
-        if id(m) in self.walked:
-            return
-        self.walked.add(id(m))
         for key, value in vars(m).items():
             where = f"{what}.{key}"
             if key in ("_parameters", "_buffers", "_modules"):
@@ -134,12 +140,7 @@ class _Guards:
                     if v is None:
                         self.check(f"{item} is None", True, f"{what}.{k}")
                     else:
-                        held = self.hold(v)
-                        self.check(item, v, f"{what}.{k}: the same object", "is")
-                        if isinstance(v, Module):
-                            self.module(v, held, f"{what}.{k}")
-                        else:
-                            self.tensor(v, held, f"{what}.{k}")
+                        self.walk(v, item, f"{what}.{k}")
             elif isinstance(value, _SIMPLE) or (isinstance(value, tuple)
                                                 and all(isinstance(x, _SIMPLE) for x in value)):
                 self.check(f"{name}.__dict__[{key!r}]", value, where)
@@ -148,9 +149,6 @@ class _Guards:
             self.code_of(forward, 1)
 
     def optimizer(self, opt, name, what):
-        if id(opt) in self.walked:
-            return
-        self.walked.add(id(opt))
         self.check(f"len({name}.param_groups)", len(opt.param_groups), f"{what}: parameter groups")
         for g, group in enumerate(opt.param_groups):
             gexpr = f"{name}.param_groups[{g}]"
@@ -160,24 +158,19 @@ class _Guards:
                 if key == "params":
                     self.check(f"len({gexpr}['params'])", len(value), f"{where}: length")
                     for i, p in enumerate(value):
-                        held = self.hold(p)
-                        self.check(f"{gexpr}['params'][{i}]", p, f"{where}[{i}]: the same tensor", "is")
-                        self.tensor(p, held, f"{where}[{i}]")
+                        self.tensor(p, f"{gexpr}['params'][{i}]", f"{where}[{i}]")
                 else:
                     self.walk(value, f"{gexpr}[{key!r}]", where)
         self.check(f"len({name}.state)", len(opt.state), f"{what}.state: size")
         for p, state in opt.state.items():
-            held = self.hold(p)
-            sexpr = f"{name}.state[{held}]"
-            self.check(f"{held} in {name}.state", True, f"{what}.state: entry")
+            key = self.tensor_paths.get(id(p))
+            if key is None:   # state of a tensor that is not in a parameter group
+                key = self.hold(p)
+            sexpr = f"{name}.state[{key}]"
+            self.check(f"{key} in {name}.state", True, f"{what}.state: entry")
             self.check(f"tuple({sexpr})", tuple(state), f"{what}.state: keys")
-            for key, value in state.items():
-                if isinstance(value, Tensor):
-                    vh = self.hold(value)
-                    self.check(f"{sexpr}[{key!r}]", value, f"{what}.state[{key!r}]: the same tensor", "is")
-                    self.tensor(value, vh, f"{what}.state[{key!r}]")
-                else:
-                    self.walk(value, f"{sexpr}[{key!r}]", f"{what}.state[{key!r}]")
+            for entry, value in state.items():
+                self.walk(value, f"{sexpr}[{entry!r}]", f"{what}.state[{entry!r}]")
 
     def code_of(self, fn, depth):
         """Guard what a Python function's code reads by name: globals and closure cells."""
@@ -257,6 +250,67 @@ def _holds(check, objects, args, kwargs):
 
 # ---------------------------------------------------------------------------- specialisations
 
+class DifferentiableForward:
+    """The captured forward graph of a returned tensor that requires grad. On a replay, `attach`
+    gives the returned tensor one `compiled_call` node over the function's inputs; its VJP (`vjp`)
+    recomputes the forward from the saved inputs and emits the forward's derived backward."""
+
+    def __init__(self, trace, output):
+        self.output = output
+        self.inputs = list(trace.inputs)
+        self.owners = []   # per trace input: expression of the tensor whose data it is, or None
+        for source in trace.input_sources:
+            owner = source[:-len("._data")] if isinstance(source, str) and source.endswith("._data") \
+                and "._grad" not in source else None
+            self.owners.append(owner)
+        self.order = topological_order([output])
+
+    def attach(self, result, tensors, bindings):
+        """Give `result` its compiled_call node; `tensors` are the tensors whose data each input
+        is (None for constants and gradients), `bindings` the input arrays of this replay."""
+        if not grad_mode.state.enabled:
+            return result
+        inputs = tuple(edge(t) if t is not None and t._rg else a for t, a in zip(tensors, bindings))
+        if not any(isinstance(v, Node) for v in inputs):
+            return result
+        versions = [(t._vc, t._vc[0], i) for i, t in enumerate(tensors) if t is not None]
+        result._node = RecordedNode(OPS["compiled_call"], inputs, {"forward": self}, result._data.shape,
+                                    from_numpy_dtype(result._data.dtype), tuple(bindings), versions, None)
+        result._rg = True
+        return result
+
+    def vjp(self, b, g, saved):
+        env = dict(zip(self.inputs, saved))
+        for n in self.order:
+            if n in env:
+                continue
+            if n.op.name == "const":
+                env[n] = b.const(n.attrs["value"], n.attrs["dtype"])
+                continue
+            env[n] = b.emit(n.op, tuple(env[v] if isinstance(v, Node) else v for v in n.inputs), n.attrs)
+        wanted = set(self.inputs)
+        derivation = backward_graph([self.output], [g], wanted.__contains__, _saved_nodes, order=self.order)
+        mapped = {}
+        for p, (where, j) in zip(derivation.graph.inputs, derivation.sources):
+            if where == "root":
+                mapped[p] = g
+            else:
+                value = _saved_nodes(self.order[where])[j]
+                mapped[p] = env[value] if isinstance(value, Node) else value
+        for n in derivation.graph.nodes:
+            if n.op.name == "const":
+                mapped[n] = b.const(n.attrs["value"], n.attrs["dtype"])
+            else:
+                mapped[n] = b.emit(n.op, tuple(mapped[v] if isinstance(v, Node) else v for v in n.inputs), n.attrs)
+        cotangents = {self.order[p]: mapped[o] for p, o in zip(derivation.wanted, derivation.graph.outputs)}
+        return tuple(cotangents.get(p) for p in self.inputs)
+
+
+def _saved_nodes(node):
+    """What a trace node's VJP reads, as nodes of the trace (or Python scalars)."""
+    return [node.inputs[i] if i >= 0 else node for i in node.op.saved_slots(len(node.inputs))]
+
+
 class Specialisation:
     """One captured path: guards, the plan of its joint graph, and how to commit its effects."""
 
@@ -334,9 +388,14 @@ def _fresh(value, held):
 
 
 def _result_code(template, namespace):
-    kind, data = template
+    kind, data = template[:2]
     if kind == "tensor":
         return f"make(V[{data}])"
+    if kind == "differentiable":
+        name = f"D{len(namespace)}"
+        namespace[name] = template[2]
+        owners = ", ".join(o or "None" for o in template[2].owners)
+        return f"{name}.attach(make(V[{data}]), ({owners}{',' if len(template[2].owners) == 1 else ''}), B)"
     if kind == "float":
         return f"V[{data}].item()"
     if kind == "path":
@@ -369,7 +428,12 @@ def _template(obj, trace, guards, output):
         path = guards.tensor_paths.get(id(obj))
         if path is not None and id(obj._data) not in trace.written:   # an argument or parameter, returned
             return ("path", path)
-        return ("tensor", output(trace.node_of(obj._data)))
+        node = trace.node_of(obj._data)
+        if obj._node is not None and obj._node.saved is not FREED and node.op.name != "placeholder":
+            # the caller may call backward on it: replays give it a node whose VJP is the derived
+            # backward of the captured forward
+            return ("differentiable", output(node), DifferentiableForward(trace, node))
+        return ("tensor", output(node))
     if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
         return (type(obj).__name__, [_template(x, trace, guards, output) for x in obj])
     if isinstance(obj, dict):
@@ -473,6 +537,7 @@ class CompiledFunction:
             guards.walk(target, guards.hold(target), "module")
         elif isinstance(target, types.FunctionType):
             guards.code_of(target, 0)
+        guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
         guard_fn, guard_source = _generate_guard(guards.checks, guards.objects)
         trace = Trace(guards.sources, guards.tensor_paths)
         rng = _rng_states()

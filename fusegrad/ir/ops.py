@@ -551,6 +551,17 @@ def _custom_output_vjp(b, g, n, s):
 
 
 defop("custom_output", lambda x, index, count: x[index], _recorded_only, vjp=_custom_output_vjp, kind="opaque")
+# The result of a replayed compiled function whose caller may call backward on it: its inputs are
+# the function's inputs, all saved, and attrs["forward"] (the captured forward graph) supplies the
+# VJP: the forward recomputed from the saved inputs, then its derived backward.
+def _compiled_call_impl(*args, **kwargs):
+    raise NotImplementedError("compiled_call: the node of a replayed compiled function only carries its "
+                              "backward; the forward ran in the compiled plan")
+
+
+defop("compiled_call", _compiled_call_impl, _compiled_call_impl,
+      vjp=lambda b, g, n, s: n.attrs["forward"].vjp(b, g, s), saves=lambda k: tuple(range(k)),
+      grad_fn="CompiledFunctionBackward")
 # The node that stands for a leaf tensor in recorded graphs (PyTorch's AccumulateGrad).
 defop("leaf", impl=None, infer=None, kind="source", grad_fn="AccumulateGrad")
 
