@@ -301,3 +301,21 @@ def test_returned_tensor_backward_runs_through_the_compiled_forward():
     assert compiled.replays >= 2
     with fg.no_grad():
         assert compiled(fg.ones(3, 20)).grad_fn is None
+
+
+def test_compiled_kernels_are_profiler_rows():
+    """Each fused kernel of a replayed plan is a row of the profiler's table, named as in the
+    plan (and as `fusegrad cache show` will name it); BLAS calls keep their op names."""
+    (model, opt), _ = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(3):
+        step(model, opt, nn.MSELoss(), x, y)
+    with fg.autograd.profiler.profile() as prof:
+        step(model, opt, nn.MSELoss(), x, y)
+    assert step.replays == 2
+    names = {event.key for event in prof.key_averages()}
+    kernels = {f"fusegrad::{k.name}" for k in step.specialisations[-1].plan.kernels}
+    assert kernels and kernels <= names
+    assert "fusegrad::matmul" in names
+    assert "fusegrad::train_step_1_k0" in prof.key_averages().table()

@@ -27,6 +27,11 @@ from .log import log
 from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu}
+# Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
+# than this runs its ops as NumPy calls instead, so a long straight-line trace (a Python loop
+# unrolled by capture) never stalls its first call for minutes. Re-rolling such traces into loops
+# is what would make them both fast to compile and fast to run.
+MAX_KERNEL_OPS = 1000
 
 
 class Plan:
@@ -38,7 +43,14 @@ class Plan:
         backend = BACKENDS[target]
         self.label = label
         self.graph = optimize(graph)
-        self.steps = partition(self.graph, backend.can_fuse)
+        self.steps = []
+        for step in partition(self.graph, backend.can_fuse):
+            if isinstance(step, FusionGroup) and len(step.nodes) > MAX_KERNEL_OPS:
+                log("fusion", f"{label}: a fusion group of {len(step.nodes)} ops exceeds {MAX_KERNEL_OPS}; "
+                              "its ops run as NumPy calls")
+                self.steps.extend(step.nodes)
+            else:
+                self.steps.append(step)
         self.kernels = []
         for step in self.steps:
             if isinstance(step, FusionGroup):
