@@ -342,6 +342,8 @@ class Specialisation:
         self.result = _template(result, trace, guards, output)
         for node, kind, expected in trace.guards:
             self.value_guards.append((output(node), kind, expected))
+        if trace.draws:   # every draw runs, used or not, so the generator advances as in eager mode
+            output(trace.draws[-1])
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
         self.plan = Plan(self.graph, label=label)
         self.source, self.replay = self._generate(trace, objects)
@@ -472,6 +474,14 @@ def _rng_states():
     return (default_generator.gen.bit_generator.state, random.getstate(), np.random.get_state()[1].tobytes())
 
 
+def _unrecorded_draws(before, trace):
+    """Whether the call drew random numbers a replay would not redraw: Python's or NumPy's global
+    generators, or fusegrad's other than through the draws the trace recorded."""
+    after = _rng_states()
+    expected = trace.generator_state if trace.draws else before[0]
+    return after[0] != expected or after[1:] != before[1:]
+
+
 # ---------------------------------------------------------------------------- the decorator
 
 class CompiledFunction:
@@ -544,9 +554,9 @@ class CompiledFunction:
         with recording(trace):
             result = self.fn(*args, **kwargs)
         reason = trace.broken
-        if reason is None and _rng_states() != rng:
-            reason = "it draws random numbers (fusegrad's generator, Python's random or NumPy's), which a replay " \
-                     "would not redraw"
+        if reason is None and _unrecorded_draws(rng, trace):
+            reason = "it draws random numbers a replay would not redraw (Python's random, NumPy's, or fusegrad's " \
+                     "other than through rand/randn)"
         if reason is None:
             changed = _changed_state(guards, trace, args, kwargs)
             if changed is not None:

@@ -243,9 +243,43 @@ def test_python_random_trip_count_runs_eagerly_and_correctly():
 
 def test_fullgraph_names_the_cause():
     def noisy(x):
-        return x + fg.randn(2)
-    with pytest.raises(fg.CompileError, match="draws random numbers"):
+        return x + random.random()
+    with pytest.raises(fg.CompileError, match="draws random numbers a replay would not redraw"):
         fg.compile(noisy, fullgraph=True)(fg.ones(2))
+
+
+class DropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Linear(20, 16)
+        self.drop = nn.Dropout(0.3)
+        self.layer2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.layer2(self.drop(fg.relu(self.layer1(x))) + 0.1 * fg.randn(x.shape[0], 16))
+
+
+def test_random_draws_replay_as_eager_draws_them():
+    """rand/randn inside the step (dropout, noise) are recorded as draws: a replay draws from the
+    default generator in the same order, so compiled training equals eager training seed for seed."""
+    fg.manual_seed(0)
+    model = DropoutNet()
+    twin = copy.deepcopy(model)
+    opt, twin_opt = (fg.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (model, twin))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for seed in range(6):
+        fg.manual_seed(seed)
+        expected = train_step(model, opt, nn.MSELoss(), x, y)
+        fg.manual_seed(seed)
+        got = step(twin, twin_opt, nn.MSELoss(), x, y)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+        _assert_close(_params(model), _params(twin))
+        after_step = fg.rand(1).item()   # the generator advanced by exactly the step's two draws
+        fg.manual_seed(seed)
+        fg.rand(8, 16), fg.randn(8, 16)
+        assert after_step == fg.rand(1).item()
+    assert step.replays >= 3
 
 
 def test_specialisation_limit_stays_eager_and_says_so_once():

@@ -525,6 +525,16 @@ defop("softmax", _softmax, lambda shapes, dts, a: (shapes[0], dts[0]), vjp=_soft
 defop("log_softmax", _log_softmax, lambda shapes, dts, a: (shapes[0], dts[0]), vjp=_log_softmax_vjp,
       saves=(-1,))
 
+# ----------------------------------------------------------------------------- random numbers
+# Numbers drawn when the node runs: sample(shape) is a float64 draw from a generator, cast to dtype.
+# Captured eager draws become these, so a replay consumes the generator as eager mode would; each
+# takes the previous draw of its graph as an input, a token that keeps draws in their order.
+def _random(*token, sample, shape, dtype):
+    return sample(shape).astype(dtype.np)
+
+
+defop("random", _random, lambda shapes, dts, a: (tuple(a["shape"]), a["dtype"]), kind="random")
+
 # ----------------------------------------------------------------------------- opaque calls
 # Opaque ops run Python that the graph cannot see: a graph break for compilers, and a backward graph
 # holding one is derived afresh each time instead of cached by structure.

@@ -38,7 +38,7 @@ def common_subexpressions(graph):
     for node in graph.nodes:
         if replaced:
             node.inputs = tuple(replaced.get(v, v) if isinstance(v, Node) else v for v in node.inputs)
-        if node.op.name in ("placeholder", "callback", "leaf"):
+        if node.op.name in ("placeholder", "callback", "leaf") or node.op.kind in ("random", "opaque"):
             nodes.append(node)
             continue
         try:

@@ -85,6 +85,8 @@ class Trace:
         self.guards = []          # (node, kind, expected): value-dependent decisions
         self.grads = {}           # id(tensor) -> (tensor, its .grad before the call)
         self.proxies = []
+        self.draws = []           # random nodes, in the order eager mode drew them
+        self.generator_state = None   # the default generator's state after the last recorded draw
         self.broken = None        # why this trace cannot be replayed, if it cannot
 
     # ------------------------------------------------------------------ values
@@ -124,6 +126,18 @@ class Trace:
         self.nodes.append(node)
         self._register(out, node)
         self.internal.add(id(out))
+
+    def record_random(self, sample, shape, dtype, out, state_after):
+        """`out` was just drawn from the default generator by sample(shape)."""
+        if self.broken is not None:
+            return
+        token = (self.draws[-1],) if self.draws else ()
+        node = Node(OPS["random"], token, {"sample": sample, "shape": shape, "dtype": dtype}, out.shape, dtype)
+        self.nodes.append(node)
+        self.draws.append(node)
+        self._register(out, node)
+        self.internal.add(id(out))
+        self.generator_state = state_after
 
     def apply_node(self, node, values):
         """run_graph's `apply` while capturing: evaluate a backward-graph node and record it."""

@@ -4,8 +4,9 @@ import math
 
 import numpy as np
 
-from ..ir import dtypes as D
+from ..ir import OPS, dtypes as D
 from ..ir.dtypes import BY_NUMPY, copy_dtype, from_numpy_dtype
+from .capture import active as capturing
 from .tensor import CPU, Tensor, check_device
 
 _new = Tensor._make
@@ -231,16 +232,34 @@ def _generator(generator):
     return generator if generator is not None else default_generator.gen
 
 
-def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+def uniform_sample(shape):
+    """A float64 draw in [0, 1) from the default generator, as `rand` makes (and replays redo)."""
+    return default_generator.gen.random(shape, dtype=np.float64)
+
+
+def normal_sample(shape):
+    return default_generator.gen.standard_normal(shape, dtype=np.float64)
+
+
+def _drawn(sample, generator, size, dtype, requires_grad, device):
     dtype = dtype or D.default_float
-    data = _generator(generator).random(_size(size), dtype=np.float64).astype(dtype.np)
+    shape = _size(size)
+    if generator is not None:
+        method = generator.random if sample is uniform_sample else generator.standard_normal
+        return _finish(method(shape, dtype=np.float64).astype(dtype.np), requires_grad, device)
+    data = OPS["random"].impl(sample=sample, shape=shape, dtype=dtype)
+    trace = capturing()
+    if trace is not None:
+        trace.record_random(sample, shape, dtype, data, default_generator.gen.bit_generator.state)
     return _finish(data, requires_grad, device)
+
+
+def rand(*size, generator=None, dtype=None, device=None, requires_grad=False):
+    return _drawn(uniform_sample, generator, size, dtype, requires_grad, device)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False):
-    dtype = dtype or D.default_float
-    data = _generator(generator).standard_normal(_size(size), dtype=np.float64).astype(dtype.np)
-    return _finish(data, requires_grad, device)
+    return _drawn(normal_sample, generator, size, dtype, requires_grad, device)
 
 
 def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=None, requires_grad=False):
