@@ -654,6 +654,8 @@ ERROR_ROWS = [
              r"^view size is not compatible with input tensor's size and stride.*Use \.reshape"),
     ErrorRow("expand_size", lambda T: _ones(T, 2, 3).expand(4, 3), ShapeError,
              r"^expand: .*\[2, 3\].*\[4, 3\]"),
+    ErrorRow("norm_fro_three_dims", lambda T: _ones(T, 2, 3, 4).norm(dim=(0, 1, 2)), RuntimeError,
+             r"^linalg\.matrix_norm: dim must be a 2-tuple\. Got 0 1 2 .*\[2, 3, 4\].*p=2"),
     ErrorRow("sum_bad_dim", lambda T: _ones(T, 2, 3).sum(2), IndexError,
              r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
     ErrorRow("softmax_bad_dim", lambda T: _ones(T, 2, 3).softmax(-3), IndexError,
