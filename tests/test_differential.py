@@ -20,22 +20,32 @@ once with it bound to fusegrad, so a failing example prints as a program that ru
 
 PyTorch is the oracle, so the programs are drawn from what PyTorch accepts: the few combinations
 it rejects on purpose are left out of the generators where noted.
+
+Reproducing: the programs are drawn from a fixed seed, so every run draws the same ones;
+FUSEGRAD_FUZZ_SEED=<n> draws others. A failure prints its program and the seed it was drawn with.
+Past failures are kept, as printed, in differential_corpus.py and run again before the fuzz.
 """
+import ast
+import os
+import re
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, given, note, seed, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 import fusegrad as fg  # noqa: E402
+from differential_corpus import CORPUS  # noqa: E402
 
 LIBS = (("torch", torch), ("fusegrad", fg))
 
-# derandomize: the same examples on every run (reproducible in CI); no database, and no "explain"
+FUZZ_SEED = int(os.environ.get("FUSEGRAD_FUZZ_SEED", "0"))
+DRAWN = f"drawn with FUSEGRAD_FUZZ_SEED={FUZZ_SEED}"
+# A fixed seed: the same examples on every run (reproducible in CI); no database, and no "explain"
 # phase (slow, and it writes patch files into .hypothesis/).
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None, print_blob=False,
+FUZZ = settings(max_examples=250, deadline=None, database=None, print_blob=False,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
                 suppress_health_check=list(HealthCheck))
 
@@ -44,6 +54,13 @@ RTOL = 1e-9
 
 class ProgramEnded(Exception):
     """Both libraries raised at a step: the comparison stops there."""
+
+
+# What a program's comparison came to (one Hypothesis event each).
+COMPARED = "compared"
+BOTH_RAISE = "both libraries raise"
+PYTORCH_REFUSES_MODIFIED_SAVED = "PyTorch refuses a modified saved tensor; compared with its gradients " \
+                                 "from snapshots"
 
 
 class SavedTensorModified(Exception):
@@ -68,8 +85,9 @@ def _close(a, b, rtol=RTOL):
 class Program:
     """Leaves, constants and lines of source, run step by step in both libraries."""
 
-    def __init__(self, leaves):
+    def __init__(self, leaves, origin=DRAWN):
         self.leaves = leaves                    # [(name, ndarray)]
+        self.origin = origin                    # where it came from, for the failure message
         self.consts = []                        # [(name, ndarray)]
         self.lines = []
         self.vars = [name for name, _ in leaves]
@@ -130,7 +148,6 @@ class Program:
 
     def check_errors(self, errors, where):
         if ("fusegrad" not in errors and "modified by an inplace operation" in str(errors.get("torch", ""))):
-            event("PyTorch refuses a modified saved tensor")
             raise SavedTensorModified
         if "torch" in errors and "fusegrad" not in errors:
             self.fail(f"PyTorch raises at this {where} and fusegrad does not: "
@@ -139,11 +156,11 @@ class Program:
             self.fail(f"fusegrad raises at this {where} and PyTorch does not: "
                       f"{type(errors['fusegrad']).__name__}: {errors['fusegrad']}")
         if errors:
-            event(f"both raise at {where}")
             raise ProgramEnded
 
     def fail(self, message):
-        raise AssertionError(f"{message}\n----- program -----\n{self.source()}\n-------------------")
+        raise AssertionError(f"{message}\n----- program ({self.origin}) -----\n{self.source()}\n"
+                             f"-------------------")
 
     def compare(self, what, t, f, check_rg=True, none_is_zero=False):
         if none_is_zero:
@@ -352,17 +369,17 @@ def op_reduce(d, p):
         c = d(st.sampled_from([0, 1]))
         if _reduced_count(shape, dims) <= c:   # no degrees of freedom: nan (with a warning) in both
             c = 0
+        if kind == "std" and _reduced_count(shape, dims) == 1:   # see test_std_of_one_element_...
+            kind = "var"
         if dims is None:
             return f"{x}.{kind}(correction={c})"
         return f"torch.{kind}({x}, dim={dims!r}, keepdim={k}, correction={c})"
-    if kind == "norm":
+    if kind == "norm":   # the Frobenius norm (p="fro") over 3+ dims is an error, p=2 is not
         dims = _dims(d, nd)
-        if isinstance(dims, tuple) and len(dims) > 2:   # PyTorch: "linalg.matrix_norm: dim must be a
-            dims = dims[:2]                             # 2-tuple" for the Frobenius norm
-        return f"{x}.norm()" if dims is None else f"{x}.norm(dim={dims!r}, keepdim={k})"
+        p_arg = d(st.sampled_from(["", "p=2, ", "p='fro', "]))
+        return f"{x}.norm()" if dims is None else f"{x}.norm({p_arg}dim={dims!r}, keepdim={k})"
     if kind == "norm1":
-        dims = _dims(d, nd, allow_none=False)
-        return f"torch.norm({x}, p=1, dim={dims[:2] if isinstance(dims, tuple) else dims!r})"
+        return f"torch.norm({x}, p=1, dim={_dims(d, nd, allow_none=False)!r})"
     if kind == "logsumexp":
         return f"torch.logsumexp({x}, dim={_dims(d, nd, allow_none=False)!r}, keepdim={k})"
     if kind == "cumsum":
@@ -751,6 +768,36 @@ def programs(draw):
     return p
 
 
+_LEAF = re.compile(r"(x\d+) = torch\.tensor\((.*), dtype=torch\.float64, requires_grad=True\)$")
+_CONST = re.compile(r"(c\d+) = np\.array\((.*)\)$")
+_DEFINES = re.compile(r"(v\d+) = ")
+
+
+def replay(source, origin):
+    """The Program that a failure printed, run again step by step (up to its loss)."""
+    leaves, consts, steps = [], [], []
+    for line in source.strip().splitlines():
+        if line.startswith("loss = "):
+            break
+        if (m := _LEAF.match(line)) is not None:
+            leaves.append((m[1], np.array(ast.literal_eval(m[2]), np.float64)))
+        elif (m := _CONST.match(line)) is not None:
+            consts.append(np.array(ast.literal_eval(m[2])))
+        elif line and not line.startswith("import "):
+            steps.append(line)
+    p = Program(leaves, origin)
+    for data in consts:
+        p.const(data)
+    for code in steps:
+        defined = _DEFINES.match(code)
+        try:
+            p.run(code, defined and defined[1])
+        except ProgramEnded:
+            p.ended = True
+            break
+    return p
+
+
 # ----------------------------------------------------------------------------- properties
 
 
@@ -769,36 +816,35 @@ def _backward(p):
     p.check_errors(errors, "backward")
 
 
-@settings(FUZZ, max_examples=500)
-@given(programs())
-def test_forward_and_first_order_gradients(p):
-    note(p.source())
+def check_first_order(p):
+    """Forward values and first-order gradients; returns what the comparison came to."""
     if p.ended:
-        return
+        return BOTH_RAISE
     try:
         _backward(p)
-        reference = p.ns["torch"]
+        reference, outcome = p.ns["torch"], COMPARED
     except ProgramEnded:
-        return
+        return BOTH_RAISE
     except SavedTensorModified:
-        reference = p.rerun_torch_with_snapshots()
+        reference, outcome = p.rerun_torch_with_snapshots(), PYTORCH_REFUSES_MODIFIED_SAVED
     p.compare_all_vars()
     for name, _ in p.leaves:
         p.compare(f"{name}.grad", reference[name].grad, p.ns["fusegrad"][name].grad)
+    return outcome
 
 
-@settings(FUZZ, max_examples=300)
-@given(programs())
-def test_second_order_gradients(p):
-    note(p.source())
+def check_second_order(p):
+    """Gradients with create_graph, and gradients of a function of them."""
     if p.ended:
-        return
+        return BOTH_RAISE
     leaves = ", ".join(name for name, _ in p.leaves)
     try:
         p.run(p.loss_source(), "loss")
         p.run(f"gs = torch.autograd.grad(loss, [{leaves}], create_graph=True, allow_unused=True)")
-    except (ProgramEnded, SavedTensorModified):   # the latter is checked at first order
-        return
+    except ProgramEnded:
+        return BOTH_RAISE
+    except SavedTensorModified:   # checked at first order
+        return PYTORCH_REFUSES_MODIFIED_SAVED
     gs_t, gs_f = p.ns["torch"]["gs"], p.ns["fusegrad"]["gs"]
     for (name, _), gt, gf in zip(p.leaves, gs_t, gs_f):
         p.compare(f"d loss / d {name}", gt, gf, check_rg=False)
@@ -807,7 +853,7 @@ def test_second_order_gradients(p):
     terms = [f"(gs[{i}] * gs[{i}] * {name}).sum() + gs[{i}].sin().sum()"
              for i, ((name, _), g) in enumerate(zip(p.leaves, gs_t)) if g is not None and g.requires_grad]
     if not terms:
-        return
+        return COMPARED
     p.run("loss2 = " + " + ".join(terms))
     second = {}
     for key, lib in LIBS:
@@ -819,6 +865,59 @@ def test_second_order_gradients(p):
     p.lines.append(f"print(torch.autograd.grad(loss2, [{leaves}], allow_unused=True))")
     for (name, _), gt, gf in zip(p.leaves, second["torch"], second["fusegrad"]):
         p.compare(f"d loss2 / d {name}", gt, gf, check_rg=False, none_is_zero=True)
+    return COMPARED
+
+
+# Past failures first (pytest runs a file's tests in order), then the fuzz.
+@pytest.mark.parametrize("check", [check_first_order, check_second_order], ids=["first", "second"])
+@pytest.mark.parametrize("number", range(len(CORPUS)))
+def test_corpus_of_past_failures(number, check):
+    check(replay(CORPUS[number], f"differential_corpus.CORPUS[{number}]"))
+
+
+def test_fusegrad_differentiates_where_pytorch_refuses_a_modified_saved_tensor():
+    """Deliberately better than PyTorch: sigmoid_ saves its output and mul_ then overwrites it, so
+    PyTorch refuses the backward. fusegrad's in-place ops save a copy of what they overwrite and
+    compute the right gradient, that of PyTorch with each saved tensor snapshotted when saved."""
+    p = replay("""
+x0 = torch.tensor([0.5, -1.25], dtype=torch.float64, requires_grad=True)
+v0 = x0 * 2
+v0.sigmoid_()
+v0.mul_(x0)
+""", "test_fusegrad_differentiates_where_pytorch_refuses_a_modified_saved_tensor")
+    assert check_first_order(p) == PYTORCH_REFUSES_MODIFIED_SAVED
+    x = np.array([0.5, -1.25])
+    s = 1 / (1 + np.exp(-2 * x))
+    np.testing.assert_allclose(p.ns["fusegrad"]["x0"].grad.numpy(), 1.125 * (2 * s * (1 - s) * x + s))
+
+
+def test_std_of_one_element_has_zero_second_derivative_where_pytorch_gives_nan():
+    """Deliberately better than PyTorch: std over one element with correction=0 is 0 whatever the
+    input, so all its derivatives are 0; PyTorch's second derivative is nan (0 * inf in its
+    backward formula). The fuzz draws var instead of std there."""
+    second = {}
+    for key, lib in LIBS:
+        x = lib.tensor([0.3, -1.2], dtype=lib.float64, requires_grad=True)
+        s = x.reshape(2, 1).std(dim=1, correction=0)
+        g, = lib.autograd.grad((s * x).sum(), x, create_graph=True)
+        second[key] = lib.autograd.grad((g * g).sum() + s.sum(), x)[0].tolist()
+    assert np.isnan(second["torch"]).all() and second["fusegrad"] == [0.0, 0.0], second
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=500)
+@given(programs())
+def test_forward_and_first_order_gradients(p):
+    note(p.source())
+    event(check_first_order(p))
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=300)
+@given(programs())
+def test_second_order_gradients(p):
+    note(p.source())
+    event(check_second_order(p))
 
 
 # ----------------------------------------------------------------------------- dtype promotion
@@ -852,6 +951,7 @@ def _operand_source(operand):
     return f"torch.tensor({data.tolist()!r}, dtype=torch.{dtype})"
 
 
+@seed(FUZZ_SEED)
 @settings(FUZZ, max_examples=600)
 @given(a=st.one_of(tensor_operands, scalar_operands), b=st.one_of(tensor_operands, scalar_operands),
        op=st.sampled_from(OPERATORS), form=st.sampled_from(["operator", "function", "inplace"]))
@@ -874,7 +974,7 @@ def test_dtype_promotion(a, b, op, form):
                 results[key] = eval(source, ns)
         except Exception as e:  # noqa: BLE001
             errors[key] = e
-    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}"
+    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}  # {DRAWN}"
     note(repro)
     if "ZeroDivisionError" in str(errors.get("torch", "")):
         return   # integer // or % by zero: PyTorch raises, NumPy (and fusegrad) give 0; left out
