@@ -1,7 +1,8 @@
-"""Past failures of the differential fuzz (test_differential.py), each program as the fuzz printed
-it. test_differential replays every one, at first and second order, before it draws new programs;
-a failure's program is added here when it is fixed. The lines from `loss = ` on are ignored: the
-replay computes the loss itself."""
+"""Past failures of the differential fuzz (test_differential.py), replayed before it draws new
+examples: CORPUS holds programs as the fuzz printed them (the lines from `loss = ` on are ignored:
+the replay computes the loss itself), each checked at first and second order; PROMOTION_CORPUS
+holds test_dtype_promotion's examples. A failure is added here when it is fixed. A program with a
+line `# first order only: <why>` is not replayed at second order."""
 
 CORPUS = [
     # copy_ over a value computed from x0: PyTorch gives x0 a zero gradient, fusegrad gave None
@@ -29,4 +30,45 @@ v2 = v0[0].expand(1, -1); v2.sin_()
 x0 = torch.tensor([[[0.5, -1.0], [2.0, 0.25]]], dtype=torch.float64, requires_grad=True)
 v0 = x0.norm(dim=(0, 1, 2), keepdim=False)
 """,
+    # a write through a view taken before its base changed used the view's stale history
+    """
+x0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+v0 = x0 * 1
+v1 = v0[:]
+v0.mul_(2)
+v1.mul_(x0)
+""",
+    # norm and std of zeros: their gradient is 0 there, not 0 * inf = nan
+    """
+# first order only: where they are 0, PyTorch's second derivative is nan
+x0 = torch.tensor([0.5, -1.5], dtype=torch.float64, requires_grad=True)
+v0 = x0 * 0
+v1 = v0.norm()
+v2 = torch.norm(v0, dim=0)
+v3 = (v0 + 1).std(correction=0)
+""",
+    # softmax, log_softmax and max(dim) of 0-d tensors
+    """
+x0 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+v0 = torch.softmax(x0 * 2, 0)
+v1 = x0.log_softmax(-1)
+v2 = x0.max(dim=0, keepdim=False).values
+""",
+    # integers mixed with an index array place the dimensions as PyTorch does, not as NumPy
+    """
+x0 = torch.tensor([[[0.5, -1.0], [2.0, 0.25], [1.5, -0.75]], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]], dtype=torch.float64, requires_grad=True)
+v0 = x0[0, :, [1, 0]]
+v1 = x0 * 1
+v1[0, :, [1, 0]] = torch.tanh(v0) * 2
+""",
+]
+
+_BOOL, _INT = ("tensor", "bool", ()), ("tensor", "int64", (3,))
+PROMOTION_CORPUS = [
+    (_BOOL, ("scalar", -3), "**", "operator"),        # bool tensor ** negative int: PyTorch refuses
+    (_INT, ("scalar", -3), "**", "function"),         # int tensor ** negative int: PyTorch refuses
+    (("tensor", "bool", (3,)), ("tensor", "bool", (3,)), "**", "operator"),   # bool ** bool tensor: refused
+    (("tensor", "float32", (3,)), ("scalar", True), "-", "operator"),         # subtracting a bool: refused
+    (("tensor", "bool", (2, 3)), ("tensor", "bool", ()), "//", "function"),   # bool // bool: refused
+    (("tensor", "bool", (3,)), ("scalar", False), "**", "operator"),          # bool ** False is all True
 ]

@@ -726,3 +726,5 @@ def test_boolean_and_integer_power_rules_follow_pytorch():
 def test_integer_tensor_to_a_negative_python_int_power_is_refused():
     with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed."):
         torch.tensor(1, dtype=torch.int32) ** -3
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed."):
+        torch.tensor([True, False]).pow(-2)     # found by the differential fuzz

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 import fusegrad as fg  # noqa: E402
-from differential_corpus import CORPUS  # noqa: E402
+from differential_corpus import CORPUS, PROMOTION_CORPUS  # noqa: E402
 
 LIBS = (("torch", torch), ("fusegrad", fg))
 
@@ -783,7 +783,7 @@ def replay(source, origin):
             leaves.append((m[1], np.array(ast.literal_eval(m[2]), np.float64)))
         elif (m := _CONST.match(line)) is not None:
             consts.append(np.array(ast.literal_eval(m[2])))
-        elif line and not line.startswith("import "):
+        elif line and not line.startswith(("import ", "#")):
             steps.append(line)
     p = Program(leaves, origin)
     for data in consts:
@@ -868,9 +868,13 @@ def check_second_order(p):
     return COMPARED
 
 
+FIRST_ORDER_ONLY = "# first order only"
+
+
 # Past failures first (pytest runs a file's tests in order), then the fuzz.
-@pytest.mark.parametrize("check", [check_first_order, check_second_order], ids=["first", "second"])
-@pytest.mark.parametrize("number", range(len(CORPUS)))
+@pytest.mark.parametrize("number, check", [
+    (number, check) for number, source in enumerate(CORPUS) for check in (check_first_order, check_second_order)
+    if check is check_first_order or FIRST_ORDER_ONLY not in source])
 def test_corpus_of_past_failures(number, check):
     check(replay(CORPUS[number], f"differential_corpus.CORPUS[{number}]"))
 
@@ -951,11 +955,21 @@ def _operand_source(operand):
     return f"torch.tensor({data.tolist()!r}, dtype=torch.{dtype})"
 
 
+@pytest.mark.parametrize("a, b, op, form", PROMOTION_CORPUS)
+def test_promotion_corpus_of_past_failures(a, b, op, form):
+    check_dtype_promotion(a, b, op, form, "from differential_corpus.PROMOTION_CORPUS")
+
+
 @seed(FUZZ_SEED)
 @settings(FUZZ, max_examples=600)
 @given(a=st.one_of(tensor_operands, scalar_operands), b=st.one_of(tensor_operands, scalar_operands),
        op=st.sampled_from(OPERATORS), form=st.sampled_from(["operator", "function", "inplace"]))
 def test_dtype_promotion(a, b, op, form):
+    check_dtype_promotion(a, b, op, form, DRAWN)
+
+
+def check_dtype_promotion(a, b, op, form, origin):
+    """`a op b` in one form: the result's dtype, shape and values, or the error, as in PyTorch."""
     if a[0] == "scalar" and (b[0] == "scalar" or form != "operator"):
         a, b = b, a                       # the functions and in-place methods take a tensor first
     if a[0] == "scalar" and b[0] == "scalar":
@@ -974,8 +988,7 @@ def test_dtype_promotion(a, b, op, form):
                 results[key] = eval(source, ns)
         except Exception as e:  # noqa: BLE001
             errors[key] = e
-    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}  # {DRAWN}"
-    note(repro)
+    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}  # {origin}"
     if "ZeroDivisionError" in str(errors.get("torch", "")):
         return   # integer // or % by zero: PyTorch raises, NumPy (and fusegrad) give 0; left out
     if "fusegrad" in results:

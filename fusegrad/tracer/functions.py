@@ -121,7 +121,7 @@ def remainder(input, other):
 
 def pow(input, exponent):
     if (exponent.__class__ is int and exponent < 0 and isinstance(input, Tensor)
-            and input._data.dtype.kind in "iu"):
+            and input._data.dtype.kind in "biu"):   # bool tensors too, as in PyTorch
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if _is_bool(input) and _is_bool(exponent):
         if isinstance(exponent, Tensor):
