@@ -61,6 +61,12 @@ v0 = x0[0, :, [1, 0]]
 v1 = x0 * 1
 v1[0, :, [1, 0]] = torch.tanh(v0) * 2
 """,
+    # indexing with an array returned NumPy's non-contiguous copy, which .view() refused
+    """
+x0 = torch.tensor([[[0.1257], [-0.1321]]], dtype=torch.float64, requires_grad=True)
+v0 = x0[:, :, torch.tensor([0, 0])]
+v1 = v0.view((4,))
+""",
 ]
 
 _BOOL, _INT = ("tensor", "bool", ()), ("tensor", "int64", (3,))

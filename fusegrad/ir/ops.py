@@ -406,7 +406,10 @@ def _index_backward_impl(g, *arrays, spec, shape):
 
 def _index_impl(x, *arrays, spec):
     view, key = indexed(x, spec, arrays)
-    return view[key]
+    out = view[key]
+    # Indexing with arrays copies. PyTorch's copy is contiguous (so .view() of it works); NumPy's
+    # can keep the indexed dimensions in another order.
+    return out.copy() if _has_arrays(spec) and not out.flags.c_contiguous else out
 
 
 def _index_put_impl(x, v, *arrays, spec):
