@@ -972,10 +972,16 @@ def _overwrite(input, values, name, label):
     """input <- values (an array or a tensor that broadcasts to its shape) in place. The old value
     stays in the graph with a zero gradient, as in PyTorch's fill_/zero_/copy_: whatever the old
     value was computed from gets zeros, not None."""
+    data = values._data if isinstance(values, Tensor) else values
+    try:   # a broadcast shape other than the target's is refused by run_inplace
+        shape = np.broadcast_shapes(data.shape, input._data.shape)
+    except ValueError:
+        raise ShapeError(f"{name}: shapes {list(input._data.shape)} and {list(data.shape)} are not "
+                         f"broadcastable") from None
+
     def replaced(old):
         if not (grad_mode.state.enabled and (old._rg or isinstance(values, Tensor) and values._rg)):
-            data = values._data if isinstance(values, Tensor) else values
-            return _new(np.broadcast_to(data, input._data.shape).astype(input._data.dtype))
+            return _new(np.broadcast_to(data, shape).astype(input._data.dtype))
         everywhere = _new(np.ones(input._data.shape, bool))
         new = values if isinstance(values, Tensor) else _new(values.astype(input._data.dtype, copy=False))
         return _named(apply(OPS["where"], (everywhere, new, old)), label)
