@@ -1,10 +1,27 @@
-"""Test-session setup: one compiled-kernel cache directory shared by every test of the session.
+"""Test-session setup.
 
-Numba compiles a kernel in 80-250 ms; kernels with the same source are built once per session
-and then loaded from this directory. A fresh directory per session keeps runs independent of
-whatever a user's own cache holds."""
+- One compiled-kernel cache directory shared by every test of the session: Numba compiles a
+  kernel in 80-250 ms; kernels with the same source are built once per session and then loaded
+  from this directory. A fresh directory per session keeps runs independent of whatever a
+  user's own cache holds.
+- PyTorch is the oracle that many tests compare against; where it is not installed they skip.
+  FUSEGRAD_REQUIRE_TORCH=1 (set by .ci/run) says it was meant to be installed: a missing PyTorch
+  then stops the run with an error instead of passing with half the tests skipped."""
 import os
 import tempfile
 
+import pytest
+
 if "FUSEGRAD_CACHE_DIR" not in os.environ:
     os.environ["FUSEGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="fusegrad-test-cache-")
+
+
+def pytest_configure(config):
+    if os.environ.get("FUSEGRAD_REQUIRE_TORCH") != "1":
+        return
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        raise pytest.UsageError(f"FUSEGRAD_REQUIRE_TORCH=1 but PyTorch does not import ({e}): install the "
+                                "oracle with `pip install torch==2.13.0`, or unset the variable to skip "
+                                "the tests that compare against it") from None

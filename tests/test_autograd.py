@@ -576,6 +576,27 @@ def test_overwriting_in_place_keeps_a_tensor_in_the_graph_with_zero_gradient():
         x[0:2].uniform_()
 
 
+def test_copy_of_a_grad_requiring_tensor_gives_the_overwritten_value_a_zero_gradient():
+    # found by the differential fuzz: PyTorch gives what the old value came from zeros, not None
+    x, s = t64(1.0, 2.0), t64(3.0)
+    y = x * 3
+    y.copy_(s * 2)
+    assert y.grad_fn.name() == "CopyBackwards"
+    (y * y).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0] and s.grad.tolist() == [48.0]
+
+
+def test_inplace_write_through_an_expand_that_broadcasts_nothing():
+    x = t64(1.0, 2.0, 3.0)
+    a = x * 2
+    a.expand(1, 1, 3).mul_(x)             # PyTorch allows it: no element stands for several
+    a.sum().backward()
+    assert a.detach().tolist() == [2.0, 8.0, 18.0] and x.grad.tolist() == [4.0, 8.0, 12.0]
+    with pytest.raises(RuntimeError, match="more than one element of the written-to tensor refers to a single "
+                                           "memory location"):
+        (x * 2).unsqueeze(0).expand(2, 3).add_(1)
+
+
 def test_grad_assignment_and_backward_inputs_are_validated():
     x = t64(1.0, 2.0)
     with pytest.raises(RuntimeError, match="assigned grad has data of a different type: expected torch.float64, "
@@ -705,3 +726,5 @@ def test_boolean_and_integer_power_rules_follow_pytorch():
 def test_integer_tensor_to_a_negative_python_int_power_is_refused():
     with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed."):
         torch.tensor(1, dtype=torch.int32) ** -3
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed."):
+        torch.tensor([True, False]).pow(-2)     # found by the differential fuzz

@@ -20,22 +20,32 @@ once with it bound to fusegrad, so a failing example prints as a program that ru
 
 PyTorch is the oracle, so the programs are drawn from what PyTorch accepts: the few combinations
 it rejects on purpose are left out of the generators where noted.
+
+Reproducing: the programs are drawn from a fixed seed, so every run draws the same ones;
+FUSEGRAD_FUZZ_SEED=<n> draws others. A failure prints its program and the seed it was drawn with.
+Past failures are kept, as printed, in differential_corpus.py and run again before the fuzz.
 """
+import ast
+import os
+import re
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, note, settings
+from hypothesis import HealthCheck, Phase, event, given, note, seed, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 import fusegrad as fg  # noqa: E402
+from differential_corpus import CORPUS, PROMOTION_CORPUS  # noqa: E402
 
 LIBS = (("torch", torch), ("fusegrad", fg))
 
-# derandomize: the same examples on every run (reproducible in CI); no database, and no "explain"
+FUZZ_SEED = int(os.environ.get("FUSEGRAD_FUZZ_SEED", "0"))
+DRAWN = f"drawn with FUSEGRAD_FUZZ_SEED={FUZZ_SEED}"
+# A fixed seed: the same examples on every run (reproducible in CI); no database, and no "explain"
 # phase (slow, and it writes patch files into .hypothesis/).
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None, print_blob=False,
+FUZZ = settings(max_examples=250, deadline=None, database=None, print_blob=False,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
                 suppress_health_check=list(HealthCheck))
 
@@ -44,6 +54,17 @@ RTOL = 1e-9
 
 class ProgramEnded(Exception):
     """Both libraries raised at a step: the comparison stops there."""
+
+
+# What a program's comparison came to (one Hypothesis event each).
+COMPARED = "compared"
+BOTH_RAISE = "both libraries raise"
+PYTORCH_REFUSES_MODIFIED_SAVED = "PyTorch refuses a modified saved tensor; compared with its gradients " \
+                                 "from snapshots"
+# The 2-norm is not differentiable at 0. Both libraries give it a zero gradient there, and PyTorch's
+# second derivative is nan (0 * inf in its backward formula): such programs are compared at first
+# order only.
+NORM_OF_ZEROS = "a 2-norm of zeros: first order only"
 
 
 class SavedTensorModified(Exception):
@@ -68,13 +89,15 @@ def _close(a, b, rtol=RTOL):
 class Program:
     """Leaves, constants and lines of source, run step by step in both libraries."""
 
-    def __init__(self, leaves):
+    def __init__(self, leaves, origin=DRAWN):
         self.leaves = leaves                    # [(name, ndarray)]
+        self.origin = origin                    # where it came from, for the failure message
         self.consts = []                        # [(name, ndarray)]
         self.lines = []
         self.vars = [name for name, _ in leaves]
         self.multi_output_views = []            # variables made by split/chunk/unbind
         self.ended = False                      # both libraries raised at a step
+        self.first_order_only = False           # a 2-norm of zeros: see NORM_OF_ZEROS
         self.ns = {}
         for key, lib in LIBS:
             ns = {"torch": lib, "np": np}
@@ -130,7 +153,6 @@ class Program:
 
     def check_errors(self, errors, where):
         if ("fusegrad" not in errors and "modified by an inplace operation" in str(errors.get("torch", ""))):
-            event("PyTorch refuses a modified saved tensor")
             raise SavedTensorModified
         if "torch" in errors and "fusegrad" not in errors:
             self.fail(f"PyTorch raises at this {where} and fusegrad does not: "
@@ -139,11 +161,11 @@ class Program:
             self.fail(f"fusegrad raises at this {where} and PyTorch does not: "
                       f"{type(errors['fusegrad']).__name__}: {errors['fusegrad']}")
         if errors:
-            event(f"both raise at {where}")
             raise ProgramEnded
 
     def fail(self, message):
-        raise AssertionError(f"{message}\n----- program -----\n{self.source()}\n-------------------")
+        raise AssertionError(f"{message}\n----- program ({self.origin}) -----\n{self.source()}\n"
+                             f"-------------------")
 
     def compare(self, what, t, f, check_rg=True, none_is_zero=False):
         if none_is_zero:
@@ -237,6 +259,20 @@ def _dims(d, ndim, allow_none=True, allow_tuple=True):
     return tuple(a - ndim if d(st.booleans()) else a for a in picked)
 
 
+def _some_slice_zero(t, dims):
+    """Some slice that a reduction over dims reads is all zeros."""
+    magnitude = t.detach().abs()
+    return bool(((magnitude.max() if dims is None else magnitude.amax(dims)) == 0).any())
+
+
+def _some_slice_constant(t, dims):
+    """Some slice that a reduction over dims reads holds equal values (or only one)."""
+    t = t.detach()
+    if dims is None:
+        return bool(t.max() == t.min())
+    return bool((t.amax(dims) == t.amin(dims)).any())
+
+
 def _reduced_count(shape, dims):
     if dims is None:
         return int(np.prod(shape))
@@ -303,8 +339,20 @@ UNARY = ["-{x}", "torch.exp(torch.tanh({x}))", "torch.log({x} * {x} + 1)", "{x}.
          "torch.nn.functional.leaky_relu({x}, 0.1)", "{x}.exp().log()"]
 
 
+# sin and cos magnify the rounding of a large argument (1e10 is 1e-6 from the next float): they are
+# drawn for arguments up to 1e3, where an ulp is 1e-13.
+PERIODIC = ("{x}.sin()", "torch.cos({x})", "{t}.sin_()")
+
+
+def _periodic_ok(p, name):
+    t = p.t(name).detach()
+    return t.numel() == 0 or float(t.abs().max()) <= 1e3
+
+
 def op_unary(d, p):
-    return d(st.sampled_from(UNARY)).format(x=_pick(d, p))
+    x = _pick(d, p)
+    forms = UNARY if _periodic_ok(p, x) else [f for f in UNARY if f not in PERIODIC]
+    return d(st.sampled_from(forms)).format(x=x)
 
 
 def op_clamp(d, p):
@@ -352,17 +400,18 @@ def op_reduce(d, p):
         c = d(st.sampled_from([0, 1]))
         if _reduced_count(shape, dims) <= c:   # no degrees of freedom: nan (with a warning) in both
             c = 0
+        if kind == "std" and _some_slice_constant(p.t(x), dims):   # see test_std_of_equal_values_...
+            kind = "var"
         if dims is None:
             return f"{x}.{kind}(correction={c})"
         return f"torch.{kind}({x}, dim={dims!r}, keepdim={k}, correction={c})"
-    if kind == "norm":
+    if kind == "norm":   # the Frobenius norm (p="fro") over 3+ dims is an error, p=2 is not
         dims = _dims(d, nd)
-        if isinstance(dims, tuple) and len(dims) > 2:   # PyTorch: "linalg.matrix_norm: dim must be a
-            dims = dims[:2]                             # 2-tuple" for the Frobenius norm
-        return f"{x}.norm()" if dims is None else f"{x}.norm(dim={dims!r}, keepdim={k})"
+        p.first_order_only |= _some_slice_zero(p.t(x), dims)
+        p_arg = d(st.sampled_from(["", "p=2, ", "p='fro', "]))
+        return f"{x}.norm()" if dims is None else f"{x}.norm({p_arg}dim={dims!r}, keepdim={k})"
     if kind == "norm1":
-        dims = _dims(d, nd, allow_none=False)
-        return f"torch.norm({x}, p=1, dim={dims[:2] if isinstance(dims, tuple) else dims!r})"
+        return f"torch.norm({x}, p=1, dim={_dims(d, nd, allow_none=False)!r})"
     if kind == "logsumexp":
         return f"torch.logsumexp({x}, dim={_dims(d, nd, allow_none=False)!r}, keepdim={k})"
     if kind == "cumsum":
@@ -642,7 +691,8 @@ def _inplace_source(d, p, t):
     # the other operand broadcasts to the target's shape (an in-place result can't grow)
     y = _pick(d, p, lambda n: (_broadcasts(p.shape(n), shape)
                                and np.broadcast_shapes(p.shape(n), shape) == shape and _operand_ok(p, t, n)))
-    form = d(st.sampled_from(INPLACE if y else [f for f in INPLACE if "{y}" not in f]))
+    forms = [f for f in INPLACE if (y or "{y}" not in f) and (f not in PERIODIC or _periodic_ok(p, t))]
+    form = d(st.sampled_from(forms))
     return form.format(t=t, y=y, s=_scalar(d), n=_scalar(d, allow_bool=False, nonzero=True))
 
 
@@ -673,7 +723,7 @@ def op_setitem(d, p):
 
 VIEWS = ["{t}[{key}]", "{t}.transpose({a}, {b})", "{t}.unsqueeze(0)", "{t}.view(-1)", "{t}.squeeze()",
          "{t}.select({a}, 0)", "{t}.narrow({a}, 0, 1)", "{t}.mT", "{t}.permute({perm})", "{t}.reshape(-1)",
-         "{t}[..., None]"]
+         "{t}[..., None]", "{t}.expand({grown})"]
 
 
 def op_view_inplace(d, p):
@@ -685,8 +735,9 @@ def op_view_inplace(d, p):
     nd = len(shape)
     forms = [f for f in VIEWS if nd >= 2 or f != "{t}.mT"]
     form = d(st.sampled_from(forms))
+    grown = (1,) * d(st.integers(0, 2)) + tuple(-1 if d(st.booleans()) else n for n in shape)
     view = form.format(t=t, key=_basic_key(d, shape), a=_dim(d, nd), b=_dim(d, nd),
-                       perm=tuple(d(st.permutations(range(nd)))))
+                       perm=tuple(d(st.permutations(range(nd)))), grown=grown)
     v = p.new_name()
     try:   # PyTorch's view, for the in-place generator to look at
         p.ns["torch"][v] = eval(view, dict(p.ns["torch"]))   # noqa: S307
@@ -751,6 +802,36 @@ def programs(draw):
     return p
 
 
+_LEAF = re.compile(r"(x\d+) = torch\.tensor\((.*), dtype=torch\.float64, requires_grad=True\)$")
+_CONST = re.compile(r"(c\d+) = np\.array\((.*)\)$")
+_DEFINES = re.compile(r"(v\d+) = ")
+
+
+def replay(source, origin):
+    """The Program that a failure printed, run again step by step (up to its loss)."""
+    leaves, consts, steps = [], [], []
+    for line in source.strip().splitlines():
+        if line.startswith("loss = "):
+            break
+        if (m := _LEAF.match(line)) is not None:
+            leaves.append((m[1], np.array(ast.literal_eval(m[2]), np.float64)))
+        elif (m := _CONST.match(line)) is not None:
+            consts.append(np.array(ast.literal_eval(m[2])))
+        elif line and not line.startswith(("import ", "#")):
+            steps.append(line)
+    p = Program(leaves, origin)
+    for data in consts:
+        p.const(data)
+    for code in steps:
+        defined = _DEFINES.match(code)
+        try:
+            p.run(code, defined and defined[1])
+        except ProgramEnded:
+            p.ended = True
+            break
+    return p
+
+
 # ----------------------------------------------------------------------------- properties
 
 
@@ -769,36 +850,37 @@ def _backward(p):
     p.check_errors(errors, "backward")
 
 
-@settings(FUZZ, max_examples=500)
-@given(programs())
-def test_forward_and_first_order_gradients(p):
-    note(p.source())
+def check_first_order(p):
+    """Forward values and first-order gradients; returns what the comparison came to."""
     if p.ended:
-        return
+        return BOTH_RAISE
     try:
         _backward(p)
-        reference = p.ns["torch"]
+        reference, outcome = p.ns["torch"], COMPARED
     except ProgramEnded:
-        return
+        return BOTH_RAISE
     except SavedTensorModified:
-        reference = p.rerun_torch_with_snapshots()
+        reference, outcome = p.rerun_torch_with_snapshots(), PYTORCH_REFUSES_MODIFIED_SAVED
     p.compare_all_vars()
     for name, _ in p.leaves:
         p.compare(f"{name}.grad", reference[name].grad, p.ns["fusegrad"][name].grad)
+    return outcome
 
 
-@settings(FUZZ, max_examples=300)
-@given(programs())
-def test_second_order_gradients(p):
-    note(p.source())
+def check_second_order(p):
+    """Gradients with create_graph, and gradients of a function of them."""
     if p.ended:
-        return
+        return BOTH_RAISE
+    if p.first_order_only:
+        return NORM_OF_ZEROS
     leaves = ", ".join(name for name, _ in p.leaves)
     try:
         p.run(p.loss_source(), "loss")
         p.run(f"gs = torch.autograd.grad(loss, [{leaves}], create_graph=True, allow_unused=True)")
-    except (ProgramEnded, SavedTensorModified):   # the latter is checked at first order
-        return
+    except ProgramEnded:
+        return BOTH_RAISE
+    except SavedTensorModified:   # checked at first order
+        return PYTORCH_REFUSES_MODIFIED_SAVED
     gs_t, gs_f = p.ns["torch"]["gs"], p.ns["fusegrad"]["gs"]
     for (name, _), gt, gf in zip(p.leaves, gs_t, gs_f):
         p.compare(f"d loss / d {name}", gt, gf, check_rg=False)
@@ -807,7 +889,7 @@ def test_second_order_gradients(p):
     terms = [f"(gs[{i}] * gs[{i}] * {name}).sum() + gs[{i}].sin().sum()"
              for i, ((name, _), g) in enumerate(zip(p.leaves, gs_t)) if g is not None and g.requires_grad]
     if not terms:
-        return
+        return COMPARED
     p.run("loss2 = " + " + ".join(terms))
     second = {}
     for key, lib in LIBS:
@@ -819,6 +901,65 @@ def test_second_order_gradients(p):
     p.lines.append(f"print(torch.autograd.grad(loss2, [{leaves}], allow_unused=True))")
     for (name, _), gt, gf in zip(p.leaves, second["torch"], second["fusegrad"]):
         p.compare(f"d loss2 / d {name}", gt, gf, check_rg=False, none_is_zero=True)
+    return COMPARED
+
+
+FIRST_ORDER_ONLY = "# first order only"
+
+
+# Past failures first (pytest runs a file's tests in order), then the fuzz.
+@pytest.mark.parametrize("number, check", [
+    (number, check) for number, source in enumerate(CORPUS) for check in (check_first_order, check_second_order)
+    if check is check_first_order or FIRST_ORDER_ONLY not in source])
+def test_corpus_of_past_failures(number, check):
+    check(replay(CORPUS[number], f"differential_corpus.CORPUS[{number}]"))
+
+
+def test_fusegrad_differentiates_where_pytorch_refuses_a_modified_saved_tensor():
+    """Deliberately better than PyTorch: sigmoid_ saves its output and mul_ then overwrites it, so
+    PyTorch refuses the backward. fusegrad's in-place ops save a copy of what they overwrite and
+    compute the right gradient, that of PyTorch with each saved tensor snapshotted when saved."""
+    p = replay("""
+x0 = torch.tensor([0.5, -1.25], dtype=torch.float64, requires_grad=True)
+v0 = x0 * 2
+v0.sigmoid_()
+v0.mul_(x0)
+""", "test_fusegrad_differentiates_where_pytorch_refuses_a_modified_saved_tensor")
+    assert check_first_order(p) == PYTORCH_REFUSES_MODIFIED_SAVED
+    x = np.array([0.5, -1.25])
+    s = 1 / (1 + np.exp(-2 * x))
+    np.testing.assert_allclose(p.ns["fusegrad"]["x0"].grad.numpy(), 1.125 * (2 * s * (1 - s) * x + s))
+
+
+def test_std_of_equal_values_has_zero_second_derivative_where_pytorch_gives_nan():
+    """std over equal values is 0, where it is not differentiable across them, and the fuzz draws
+    var instead of std there: PyTorch's first derivative then depends on how the mean rounds (std
+    1e-17 instead of 0 divides by it) and its second derivative is nan (0 * inf in its backward
+    formula). Over one element std is 0 whatever the input: fusegrad's zero second derivative is
+    right where PyTorch's nan is not."""
+    second = {}
+    for key, lib in LIBS:
+        x = lib.tensor([0.3, -1.2], dtype=lib.float64, requires_grad=True)
+        s = x.reshape(2, 1).std(dim=1, correction=0)
+        g, = lib.autograd.grad((s * x).sum(), x, create_graph=True)
+        second[key] = lib.autograd.grad((g * g).sum() + s.sum(), x)[0].tolist()
+    assert np.isnan(second["torch"]).all() and second["fusegrad"] == [0.0, 0.0], second
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=500)
+@given(programs())
+def test_forward_and_first_order_gradients(p):
+    note(f"# {DRAWN}\n{p.source()}")
+    event(check_first_order(p))
+
+
+@seed(FUZZ_SEED)
+@settings(FUZZ, max_examples=300)
+@given(programs())
+def test_second_order_gradients(p):
+    note(f"# {DRAWN}\n{p.source()}")
+    event(check_second_order(p))
 
 
 # ----------------------------------------------------------------------------- dtype promotion
@@ -852,10 +993,21 @@ def _operand_source(operand):
     return f"torch.tensor({data.tolist()!r}, dtype=torch.{dtype})"
 
 
+@pytest.mark.parametrize("a, b, op, form", PROMOTION_CORPUS)
+def test_promotion_corpus_of_past_failures(a, b, op, form):
+    check_dtype_promotion(a, b, op, form, "from differential_corpus.PROMOTION_CORPUS")
+
+
+@seed(FUZZ_SEED)
 @settings(FUZZ, max_examples=600)
 @given(a=st.one_of(tensor_operands, scalar_operands), b=st.one_of(tensor_operands, scalar_operands),
        op=st.sampled_from(OPERATORS), form=st.sampled_from(["operator", "function", "inplace"]))
 def test_dtype_promotion(a, b, op, form):
+    check_dtype_promotion(a, b, op, form, DRAWN)
+
+
+def check_dtype_promotion(a, b, op, form, origin):
+    """`a op b` in one form: the result's dtype, shape and values, or the error, as in PyTorch."""
     if a[0] == "scalar" and (b[0] == "scalar" or form != "operator"):
         a, b = b, a                       # the functions and in-place methods take a tensor first
     if a[0] == "scalar" and b[0] == "scalar":
@@ -874,8 +1026,7 @@ def test_dtype_promotion(a, b, op, form):
                 results[key] = eval(source, ns)
         except Exception as e:  # noqa: BLE001
             errors[key] = e
-    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}"
-    note(repro)
+    repro = f"a = {_operand_source(a)}; b = {_operand_source(b)}; {source}  # {origin}"
     if "ZeroDivisionError" in str(errors.get("torch", "")):
         return   # integer // or % by zero: PyTorch raises, NumPy (and fusegrad) give 0; left out
     if "fusegrad" in results:

@@ -233,6 +233,15 @@ def test_cumsum_of_a_zero_dim_tensor_keeps_its_shape():
     assert x.grad.item() == 1.0
 
 
+def test_indexing_with_arrays_gives_a_contiguous_copy_that_can_be_viewed():
+    # found by the differential fuzz: NumPy's copy kept the indexed dimension innermost-first
+    x = torch.tensor([[[0.5], [-1.5]]], dtype=torch.float64, requires_grad=True)
+    y = x[:, :, torch.tensor([0, 0])]
+    assert y.is_contiguous() and y.stride() == (4, 2, 1)
+    y.view(4).mul(torch.arange(4.0, dtype=torch.float64)).sum().backward()
+    assert y.view(4).tolist() == [0.5, 0.5, -1.5, -1.5] and x.grad.tolist() == [[[1.0], [5.0]]]
+
+
 def test_mixed_integer_and_array_indices_place_dimensions_like_pytorch():
     x = torch.zeros(2, 3, 4)
     assert x[0, :, [1, 0]].shape == (3, 2)             # NumPy would give (2, 3)

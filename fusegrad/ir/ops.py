@@ -298,7 +298,17 @@ defop("permute", lambda x, axes: np.transpose(x, axes),
       lambda shapes, dts, a: (tuple(shapes[0][i] for i in a["axes"]), dts[0]),
       vjp=lambda b, g, n, s: (b.permute(g, axes=tuple(np.argsort(n.attrs["axes"]).tolist())),),
       kind="view", is_view=True)
-defop("expand", lambda x, shape: np.broadcast_to(x, shape), _expand_infer,
+def _expand(x, shape):
+    """x viewed at `shape`. Where no dimension is broadcast it is writable, as PyTorch lets an
+    in-place op write through such an expand; broadcast memory, where one element would stand for
+    several, stays read-only."""
+    lead = len(shape) - x.ndim
+    if lead >= 0 and tuple(shape) == (1,) * lead + x.shape:
+        return np.expand_dims(x, tuple(range(lead)))
+    return np.broadcast_to(x, shape)
+
+
+defop("expand", _expand, _expand_infer,
       vjp=lambda b, g, n, s: (b.sum_to(g, in_shape(n, 0)),), kind="view", is_view=True)
 
 
@@ -396,7 +406,10 @@ def _index_backward_impl(g, *arrays, spec, shape):
 
 def _index_impl(x, *arrays, spec):
     view, key = indexed(x, spec, arrays)
-    return view[key]
+    out = view[key]
+    # Indexing with arrays copies. PyTorch's copy is contiguous (so .view() of it works); NumPy's
+    # can keep the indexed dimensions in another order.
+    return out.copy() if _has_arrays(spec) and not out.flags.c_contiguous else out
 
 
 def _index_put_impl(x, v, *arrays, spec):

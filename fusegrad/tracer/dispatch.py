@@ -205,7 +205,7 @@ def _rebase_viewed(view):
         old._node, old._rg = parent._node, parent._rg
         if op.name == "index":
             new = apply(OPS["index_put"], (old, child) + tuple(index), {"spec": attrs["spec"]})
-        elif op.name == "reshape":
+        elif op.name in ("reshape", "expand"):   # an expand that can be written through broadcasts nothing
             new = apply(OPS["reshape"], (child,), {"shape": parent._data.shape})
         elif op.name == "permute":
             new = apply(OPS["permute"], (child,), {"axes": tuple(np.argsort(attrs["axes"]).tolist())})

@@ -122,7 +122,7 @@ def remainder(input, other):
 
 def pow(input, exponent):
     if (exponent.__class__ is int and exponent < 0 and isinstance(input, Tensor)
-            and input._data.dtype.kind in "iu"):
+            and input._data.dtype.kind in "biu"):   # bool tensors too, as in PyTorch
         raise RuntimeError("Integers to negative integer powers are not allowed.")
     if _is_bool(input) and _is_bool(exponent):
         if isinstance(exponent, Tensor):
@@ -478,6 +478,11 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    if p == "fro" and isinstance(dim, (tuple, list)) and len(dim) > 2:
+        # PyTorch takes the Frobenius norm as a matrix norm, over two dims at most
+        raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))} "
+                           f"(norm of a tensor of shape {list(input.shape)}); for the 2-norm over more "
+                           f"dims pass p=2")
     if dtype is not None:
         input = cast(input, dtype)
     if p in ("fro", 2, 2.0):
@@ -980,27 +985,28 @@ def fill_(input, value):
 
 
 def _overwrite(input, values, name, label):
-    """input <- values (an array of its shape) in place. A tensor that requires grad stays in the
-    graph with a zero gradient, as after PyTorch's fill_/zero_/copy_ of a constant."""
+    """input <- values (an array or a tensor that broadcasts to its shape) in place. The old value
+    stays in the graph with a zero gradient, as in PyTorch's fill_/zero_/copy_: whatever the old
+    value was computed from gets zeros, not None."""
+    data = values._data if isinstance(values, Tensor) else values
+    try:   # a broadcast shape other than the target's is refused by run_inplace
+        shape = np.broadcast_shapes(data.shape, input._data.shape)
+    except ValueError:
+        raise ShapeError(f"{name}: shapes {list(input._data.shape)} and {list(data.shape)} are not "
+                         f"broadcastable") from None
+
     def replaced(old):
-        new = _new(values.astype(input._data.dtype, copy=False))
-        if not (grad_mode.state.enabled and old._rg):
-            return new
+        if not (grad_mode.state.enabled and (old._rg or isinstance(values, Tensor) and values._rg)):
+            return _new(np.broadcast_to(data, shape).astype(input._data.dtype))
         everywhere = _new(np.ones(input._data.shape, bool))
+        new = values if isinstance(values, Tensor) else _new(values.astype(input._data.dtype, copy=False))
         return _named(apply(OPS["where"], (everywhere, new, old)), label)
     return run_inplace(input, replaced, name)
 
 
 def copy_(input, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else _new(np.asarray(src))
-    shape = input._data.shape
-    if not (grad_mode.state.enabled and src._rg):
-        return _overwrite(input, np.broadcast_to(src._data, shape), "copy_", "CopyBackwards")
-
-    def copied(old):
-        value = to(src, input.dtype)
-        return _named(clone(expand(value, shape) if value._data.shape != shape else value), "CopyBackwards")
-    return run_inplace(input, copied, "copy_")
+    return _overwrite(input, to(src, input.dtype), "copy_", "CopyBackwards")
 
 
 INPLACE = {
