@@ -346,6 +346,7 @@ class Specialisation:
             output(trace.draws[-1])
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
         self.plan = Plan(self.graph, label=label)
+        self.plan_ran = False
         self.source, self.replay = self._generate(trace, objects)
 
     def _generate(self, trace, objects):
@@ -520,7 +521,15 @@ class CompiledFunction:
         for spec in self.specialisations:
             failed = spec.guard_fn(args, kwargs)
             if failed == -1:
-                result, mismatch = spec.run(args, kwargs)
+                try:
+                    result, mismatch = spec.run(args, kwargs)
+                except Exception as error:   # a kernel that fails to compile at its first call:
+                    if spec.plan_ran:         # the plan raised before committing anything
+                        raise
+                    self.specialisations.remove(spec)
+                    self._stay_eager(f"its compiled plan failed ({type(error).__name__}: {error})")
+                    return self.fn(*args, **kwargs)
+                spec.plan_ran = True
                 if mismatch is None:
                     self.replays += 1
                     return result

@@ -110,21 +110,19 @@ def _reduce_quarter_pi(a):
 
 
 @njit(inline="always", error_model="numpy")
-def sin32(x):
-    q, s, c = _reduce_quarter_pi(abs(x))
+def sin32(q, s, c, x):
+    # from _reduce_quarter_pi(abs(x)), which sin and cos of the same x share
     v = c if q & np.int32(2) else s
     v = -v if q & np.int32(4) else v
     return v * np.copysign(np.float32(1.0), x)
 
 
 @njit(inline="always", error_model="numpy")
-def cos32(x):
-    q, s, c = _reduce_quarter_pi(abs(x))
+def cos32(q, s, c):
     v = s if q & np.int32(2) else c
     return -v if (q + np.int32(2)) & np.int32(4) else v
 '''
-FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({0})", "sin": "sin32({0})",
-             "cos": "cos32({0})"}
+FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({0})"}
 TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger ones take the exact kernel
 
 
@@ -187,7 +185,8 @@ class _Emitter:
         self.locals = {}        # member -> local name
         self.fast_math = False  # whether the kernel calls the FAST_MATH_PRELUDE functions
         self.exact_trig = exact_trig
-        self.trig_args = []     # locals passed to sin32/cos32
+        self.trig_args = {}     # local -> names of its shared range reduction (for sin32/cos32)
+        self.statements = []    # lines to emit before the current member's own
 
     # -- operands
     def literal(self, value, dtype):
@@ -236,11 +235,17 @@ class _Emitter:
         args = [self.operand(v, _literal_dtype(node, k)) for k, v in enumerate(node.inputs)]
         if op.name == "cast":
             return f"{_NP_NAME[node.attrs['dtype']]}({args[0]})"
-        trig = op.name in ("sin", "cos")
-        if node.dtype is D.float32 and op.name in FAST_MATH and not (trig and self.exact_trig):
+        if node.dtype is D.float32 and op.name in ("sin", "cos") and not self.exact_trig:
             self.fast_math = True
-            if trig:
-                self.trig_args.append(args[0])
+            x = args[0]
+            reduced = self.trig_args.get(x)
+            if reduced is None:
+                k = len(self.trig_args)
+                reduced = self.trig_args[x] = f"trig_q{k}, trig_s{k}, trig_c{k}"
+                self.statements.append(f"{reduced} = _reduce_quarter_pi(abs({x}))")
+            return f"sin32({reduced}, {x})" if op.name == "sin" else f"cos32({reduced})"
+        if node.dtype is D.float32 and op.name in FAST_MATH:
+            self.fast_math = True
             return FAST_MATH[op.name].format(*args)
         template = _LITERAL.sub(lambda m: self.literal(float(m.group(1)) if "." in m.group(1)
                                                         else int(m.group(1)), node.dtype), op.expr)
@@ -323,13 +328,16 @@ def emit(group, name, exact_trig=False):
             if len(axes) == e.ndim:   # a full reduction: one accumulator in a register
                 acc = f"acc{len(full_reductions)}"
                 full_reductions.append((acc, out, e.literal(_INIT[node.op.name], acc_dtype)))
-                body.append(f"{acc} = {_accumulate(node.op.name, acc, x)}")
+                body.append(f"{acc} += {x}" if node.op.name == "sum" else f"{acc} = {_accumulate(node.op.name, acc, x)}")
             else:
                 index = ", ".join("0" if k in axes else f"i{k}" for k in range(e.ndim))
                 body.append(f"{out}[{index}] = {_accumulate(node.op.name, f'{out}[{index}]', x)}")
             continue
         local = f"v{len(e.locals)}"
-        body.append(f"{local} = {e.expression(node)}")
+        expression = e.expression(node)
+        body += e.statements
+        e.statements.clear()
+        body.append(f"{local} = {expression}")
         e.locals[node] = local
         if node in group.outputs:
             out = f"y{len(outs)}"
@@ -340,7 +348,8 @@ def emit(group, name, exact_trig=False):
 
     if e.trig_args:
         limit = e.literal(TRIG_LIMIT, D.float32)
-        body += [f"nbig += abs({a}) > {limit}" for a in dict.fromkeys(e.trig_args)]
+        beyond = " | ".join(f"(abs({a}) > {limit})" for a in e.trig_args)
+        body.append(f"nbig += np.int64({beyond})")
     sizes = [f"n{k}" for k in range(e.ndim)]
     params = sizes + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
     if e.trig_args:
