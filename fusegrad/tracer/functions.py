@@ -5,12 +5,14 @@ scalars) and calls `dispatch.apply` with an IR op. Composites (relu, mean, var, 
 losses, ...) are written in terms of other functions, so their gradients come from the primitives;
 `_named` gives their output PyTorch's grad_fn name."""
 import builtins
+import functools
+import warnings
 from collections import namedtuple
 
 import numpy as np
 
 from ..ir import OPS, ShapeError
-from ..ir.ops import indexed
+from ..ir.ops import check_index_range, indexed
 from ..ir import dtypes as D
 from . import grad_mode
 from .capture import active as capturing
@@ -254,17 +256,29 @@ def tensor_from_scalar(value):
 
 
 def relu(input):
-    return _named(where(gt(input, 0), input, 0), "ReluBackward0")
+    # zero where input <= 0, so NaN passes through with its gradient, as in PyTorch
+    return _named(where(le(input, 0), 0, input), "ReluBackward0")
+
+
+def _is_floating(x):
+    return x._data.dtype.kind == "f" if isinstance(x, Tensor) else isinstance(x, float)
 
 
 def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    # Each bound keeps the values on its side and sets those beyond it; where neither comparison
+    # holds, the input or the bound is NaN, and so is the result, with a zero gradient (PyTorch's).
+    nan = _is_floating(input) or _is_floating(min) or _is_floating(max)
+
+    def bound(out, keeps, cuts, limit):
+        beyond = where(cuts(out, limit), limit, float("nan")) if nan else limit
+        return where(keeps(out, limit), out, beyond)
     out = input
     if min is not None:
-        out = where(lt(out, min), min, out)
+        out = bound(out, ge, lt, min)
     if max is not None:
-        out = where(gt(out, max), max, out)
+        out = bound(out, le, gt, max)
     return _named(out, "ClampBackward1")
 
 
@@ -330,9 +344,26 @@ def _axes(dim, ndim):
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (tuple, list)):
-        axes = tuple(sorted({_dim(d, ndim) for d in dim}))
-        return axes if axes or ndim == 0 else tuple(range(ndim))
+        axes = [_dim(d, ndim) for d in dim]
+        for i, d in enumerate(axes):
+            if d in axes[:i]:
+                raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+        return tuple(sorted(axes)) if axes or ndim == 0 else tuple(range(ndim))
     return (_dim(dim, ndim),) if ndim else ()
+
+
+def _float16_in_float32(fn):
+    """fn computed in float32 for float16 inputs and rounded to float16 once, at the end, as
+    PyTorch accumulates reductions of float16: in float16 itself, 2048 + 1 is 2048 and an element
+    count above 65504 is inf."""
+    @functools.wraps(fn)
+    def reduce(input, *args, **kwargs):
+        if input._data.dtype != np.float16 or kwargs.get("dtype") is not None:
+            return fn(input, *args, **kwargs)
+        out = fn(cast(input, D.float32), *args, **kwargs)
+        label = out._node.name() if out._node is not None else None
+        return _named(cast(out, D.float16), label)
+    return reduce
 
 
 def _reduce(name, input, dim, keepdim, label0, label1):
@@ -353,6 +384,7 @@ def nansum(input, dim=None, keepdim=False):
     return _named(sum(where(isnan(input), 0.0, input), dim, keepdim), "NansumBackward0")
 
 
+@_float16_in_float32
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = cast(input, dtype)
@@ -446,24 +478,35 @@ def _correction(unbiased, correction):
     return 1 if unbiased is None or unbiased else 0
 
 
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def _variance(name, input, dim, unbiased, keepdim, correction):
     if isinstance(dim, bool):   # var(input, unbiased)
         dim, unbiased = None, dim
     axes = _axes(dim, input._data.ndim)
     count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
+    dof = count - _correction(unbiased, correction)
+    if dof <= 0:
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the "
+                      "reduction factor (input numel divided by output numel).", UserWarning, stacklevel=4)
     centered = sub(input, mean(input, axes, keepdim=True))
     total = sum(mul(centered, centered), axes, keepdim=keepdim)
-    return _named(div(total, builtins.max(count - _correction(unbiased, correction), 0)), "VarBackward0")
+    return div(total, builtins.max(dof, 0))
+
+
+@_float16_in_float32
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _named(_variance("var", input, dim, unbiased, keepdim, correction), "VarBackward0")
 
 
 def _sqrt_zero_grad_at_zero(v):
-    """sqrt whose gradient is 0 where v == 0 (PyTorch's norm and std), not 0 * inf = nan."""
-    positive = gt(v, 0)
-    return where(positive, sqrt(where(positive, v, 1.0)), 0.0)
+    """sqrt whose gradient is 0 where v == 0 (PyTorch's norm and std), not 0 * inf = nan; NaN and
+    inf pass through."""
+    zero = eq(v, 0)
+    return where(zero, 0.0, sqrt(where(zero, 1.0, v)))
 
 
+@_float16_in_float32
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    variance = var(input, dim, unbiased, keepdim, correction=correction)
+    variance = _variance("std", input, dim, unbiased, keepdim, correction)
     return _named(_sqrt_zero_grad_at_zero(variance), "StdBackward0")
 
 
@@ -477,6 +520,7 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
             _named(mean(input, dim, keepdim), "StdMeanBackward0"))
 
 
+@_float16_in_float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         input = cast(input, dtype)
@@ -767,10 +811,19 @@ def gather(input, dim, index):
 
 def index_select(input, dim, index):
     d = _dim(dim, input._data.ndim)
+    check_index_range("index_select", index._data, input._data.shape[d] if input._data.ndim else 1, d)
     return _named(input[(slice(None),) * d + (index,)], "IndexSelectBackward0")
 
 
 def masked_fill(input, mask, value):
+    # the value takes the input's dtype (2.9 fills an int64 tensor with 2), as in PyTorch
+    if isinstance(value, Tensor):
+        if value._data.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value._data.ndim} dimension(s).")
+        value = cast(value, input.dtype)
+    else:
+        value = _new(np.asarray(value).astype(input._data.dtype))
     return _named(where(mask, value, input), "MaskedFillBackward0")
 
 
@@ -793,7 +846,7 @@ def triu(input, diagonal=0):
 
 
 def getitem(input, key):
-    spec, arrays = normalize_key(key, input._data.ndim)
+    spec, arrays = normalize_key(key, input._data.shape)
     label = None if arrays else _basic_index_label(key, spec, input._data.shape)
     return apply(OPS["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
 
@@ -820,7 +873,7 @@ def _basic_index_label(key, spec, shape):
 
 
 def setitem(input, key, value):
-    spec, arrays = normalize_key(key, input._data.ndim)
+    spec, arrays = normalize_key(key, input._data.shape)
     value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value))
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
@@ -850,8 +903,10 @@ def setitem(input, key, value):
 
 
 def matmul(input, other):
-    if input._data.dtype is not other._data.dtype:
-        input, other = promote_operands("matmul", (input, other))
+    if input._data.dtype != other._data.dtype:   # PyTorch does not promote here either
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {input.dtype.scalar_name} "
+                           f"and {other.dtype.scalar_name} (shapes {list(input._data.shape)} and "
+                           f"{list(other._data.shape)}); convert one with .to(dtype)")
     out = apply(OPS["matmul"], (input, other))
     nx, ny = input._data.ndim, other._data.ndim
     label = ("DotBackward0" if nx == ny == 1 else "MvBackward0" if ny == 1 and nx == 2 else
@@ -902,6 +957,12 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     if alpha != 1:
         prod_ = mul(prod_, alpha)
     return _named(add(mul(input, beta) if beta != 1 else input, prod_), "AddmmBackward0")
+
+
+def _binary_cross_entropy(input, target):
+    """The elementwise loss of nn.functional.binary_cross_entropy (one op for its gradient)."""
+    input, target = promote_operands("binary_cross_entropy", (input, target))
+    return apply(OPS["binary_cross_entropy"], (input, target))
 
 
 def softmax(input, dim=None, dtype=None):
