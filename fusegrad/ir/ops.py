@@ -249,13 +249,17 @@ def _sum_vjp(b, g, n, s):
 
 
 def _extremum_vjp(b, g, n, s):
-    # The cotangent is shared evenly between tied extrema, as PyTorch's amax/amin do; a NaN is the
-    # extremum of its slice, so the NaNs share it (PyTorch's max()/min() and norm(p=inf)).
+    # The cotangent is shared evenly between tied extrema, as PyTorch's amax/amin do. With
+    # `nans_win` a NaN is the extremum of its slice, so the NaNs share it (PyTorch's max()/min()
+    # and norm(p=inf)); without, nothing equals a NaN extremum and the slice's gradient is NaN
+    # (PyTorch's amax/amin).
     x, out = s
     shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
     peak = b.expand_reduced(out, shape, axes, keepdim)
-    both_nan = b.logical_and(b.ne(x, x), b.ne(peak, peak))
-    mask = b.cast(b.logical_or(b.eq(x, peak), both_nan), dtype=g.dtype)
+    mask = b.eq(x, peak)
+    if n.attrs["nans_win"]:
+        mask = b.logical_or(mask, b.logical_and(b.ne(x, x), b.ne(peak, peak)))
+    mask = b.cast(mask, dtype=g.dtype)
     count = b.sum(mask, axes=axes, keepdim=True)
     return (b.div(b.mul(b.expand_reduced(g, shape, axes, keepdim), mask), count),)
 
@@ -289,10 +293,14 @@ def _sum(x, axes, keepdim):
 
 
 defop("sum", _sum, reduction_infer("sum"), vjp=_sum_vjp, kind="reduction")
-defop("amax", _as_array(np.max), reduction_infer("amax"), vjp=_extremum_vjp, saves=(0, -1),
-      kind="reduction")
-defop("amin", _as_array(np.min), reduction_infer("amin"), vjp=_extremum_vjp, saves=(0, -1),
-      kind="reduction")
+def _extremum(fn):
+    def impl(x, axes, keepdim, nans_win):   # nans_win only changes the VJP
+        return np.asarray(fn(x, axis=axes, keepdims=keepdim))
+    return impl
+
+
+defop("amax", _extremum(np.max), reduction_infer("amax"), vjp=_extremum_vjp, saves=(0, -1), kind="reduction")
+defop("amin", _extremum(np.min), reduction_infer("amin"), vjp=_extremum_vjp, saves=(0, -1), kind="reduction")
 defop("prod", _as_array(np.prod), reduction_infer("prod"), vjp=_prod_vjp, saves=(0,), kind="reduction")
 defop("all", _as_array(np.all), reduction_infer("all", dtypes.bool_), kind="reduction")
 defop("any", _as_array(np.any), reduction_infer("any", dtypes.bool_), kind="reduction")
@@ -510,8 +518,18 @@ def _gather(x, idx, axis):
     return x[_along_axis_key(idx, axis)]
 
 
-defop("gather", _gather,
-      lambda shapes, dts, a: (shapes[1], dts[0]),
+def _gather_infer(shapes, dts, a):
+    x, idx, axis = shapes[0], shapes[1], a["axis"]
+    if len(idx) != len(x) and len(x) > 0:
+        raise ShapeError(f"gather: index {_fmt(idx)} and input {_fmt(x)} must have the same number of dimensions")
+    for d, (n, m) in enumerate(zip(idx, x)):
+        if d != axis and n > m:
+            raise ShapeError(f"gather: size does not match at dimension {d}: expected index {_fmt(idx)} to be no "
+                             f"larger than input {_fmt(x)} apart from dimension {axis}")
+    return idx, dts[0]
+
+
+defop("gather", _gather, _gather_infer,
       vjp=lambda b, g, n, s: (b.scatter_add(g, s[0], axis=n.attrs["axis"], shape=in_shape(n, 0)), None),
       saves=(1,))
 defop("scatter_add", _scatter_add_impl, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
@@ -566,13 +584,15 @@ defop("matmul", lambda x, y: np.asarray(np.matmul(x, y)), _matmul_infer, vjp=_ma
       saves=(0, 1), grad_fn="MmBackward0")
 
 
+# initial=-inf: over an empty dimension the result is empty, not NumPy's error about a maximum
+# without identity
 def _softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def _log_softmax(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 

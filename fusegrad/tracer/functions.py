@@ -95,9 +95,17 @@ def div(input, other, *, rounding_mode=None):
         if _integral(input) and _integral(other):   # integer operands keep their integer type
             (ax, sx), (ay, sy) = _magnitude_sign(input), _magnitude_sign(other)
             return _named(mul(floor_divide(ax, ay), mul(sx, sy)), "DivBackward2")
-        q = _binary(OPS["div"], input, other, float_result=True)
-        return _named(mul(sign(q), floor(abs(q))), "DivBackward2")
+        quotient = _binary(OPS["div"], _detached(input), _detached(other), float_result=True)
+        truncated = mul(sign(quotient), floor(abs(quotient)))
+        # A rounded quotient's gradient is zero (PyTorch's), NaN operands included; floor_divide's VJP
+        # is zero, so it links the result to the operands without dividing a zero cotangent by them.
+        link = floor_divide(*promote_operands("div", (input, other), float_result=True))
+        return _named(where(ones_like_bool(truncated), truncated, link), "DivBackward2")
     return _binary(_DIV, input, other, float_result=True)
+
+
+def _detached(v):
+    return v.detach() if isinstance(v, Tensor) else v
 
 
 def _integral(v):
@@ -270,8 +278,12 @@ def clamp(input, min=None, max=None):
     # Each bound keeps the values on its side and sets those beyond it; where neither comparison
     # holds, the input or the bound is NaN, and so is the result, with a zero gradient (PyTorch's).
     nan = _is_floating(input) or _is_floating(min) or _is_floating(max)
+    dtype = D.result_type([(x.dtype, x._data.ndim) if isinstance(x, Tensor) else x
+                           for x in (input, min, max) if x is not None])
 
     def bound(out, keeps, cuts, limit):
+        if not isinstance(limit, Tensor):   # a scalar bound, as a 0-d tensor of the result's type
+            limit = _new(np.asarray(limit, dtype.np))
         beyond = where(cuts(out, limit), limit, float("nan")) if nan else limit
         return where(keeps(out, limit), out, beyond)
     out = input
@@ -366,10 +378,41 @@ def _float16_in_float32(fn):
     return reduce
 
 
-def _reduce(name, input, dim, keepdim, label0, label1):
+def _reduce(name, input, dim, keepdim, label0, label1, **attrs):
     axes = _axes(dim, input._data.ndim)
-    out = apply(OPS[name], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    out = apply(OPS[name], (input,), {"axes": axes, "keepdim": bool(keepdim), **attrs})
     return _named(out, label0 if dim is None else label1)
+
+
+def _require_elements(name, shape, dim, axes, no_dim_error=RuntimeError):
+    """An extremum of nothing is undefined: PyTorch's errors for reducing an empty dimension."""
+    if dim is None:
+        if 0 in shape:
+            advice = " Specify the reduction dim with the 'dim' argument." if no_dim_error is RuntimeError else ""
+            raise no_dim_error(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.{advice}")
+        return
+    for a in axes:
+        if shape[a] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {a} to have non-zero size.")
+
+
+def _peak(name, input, dim, keepdim, label0, label1):
+    """amax/amin for max(), min() and norm(p=inf): the NaNs of a slice share its gradient, where
+    amax/amin's own gradient is NaN everywhere (PyTorch's rules for each)."""
+    return _reduce(name, input, dim, keepdim, label0, label1, nans_win=True)
+
+
+def _infinity_norm(name, input, dim, keepdim):
+    axes = _axes(dim, input._data.ndim)
+    p = "inf" if name == "amax" else "-inf"
+    if dim is None and input._data.size == 0:
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {p} norm on an empty tensor because the "
+                           "operation does not have an identity")
+    for a in axes if dim is not None else ():
+        if input._data.shape[a] == 0:
+            raise RuntimeError(f"linalg.vector_norm cannot compute the {p} norm on the dimension {a} because "
+                               "this dimension is empty and the operation does not have an identity")
+    return _peak(name, abs(input), dim, keepdim, "", "")
 
 
 def sum(input, dim=None, keepdim=False, *, dtype=None):
@@ -421,16 +464,13 @@ def _extremum(name, arg, input, dim, keepdim, other):
     if other is not None:
         return (maximum if name == "amax" else minimum)(input, other)
     if dim is None:
-        if input._data.size == 0:
-            raise RuntimeError(f"{name[1:]}(): Expected reduction dim to be specified for input.numel() == 0. "
-                               "Specify the reduction dim with the 'dim' argument.")
-        return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
+        _require_elements(name[1:], input._data.shape, None, ())
+        return _peak(name, input, None, False, name[1:].capitalize() + "Backward1", "")
     d = _dim(dim, input._data.ndim)
     if input._data.ndim == 0:   # a 0-d tensor is its own extremum, at index 0
         values = _named(apply(OPS["copy"], (input,)), name[1:].capitalize() + "Backward0")
         return _RETURN_TYPES[name](values, _new(np.zeros((), np.int64)))
-    if input._data.shape[d] == 0:
-        raise IndexError(f"{name[1:]}(): Expected reduction dim {d} to have non-zero size.")
+    _require_elements(name[1:], input._data.shape, d, (d,))
     indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
     values = apply(OPS["gather"], (input, indices), {"axis": d})
     if not keepdim:
@@ -446,22 +486,34 @@ def min(input, dim=None, keepdim=False, *, other=None):
     return _extremum("amin", "argmin", input, dim, keepdim, other)
 
 
+def _amax_amin(name, input, dim, keepdim):
+    dim = dim if dim != () else None
+    _require_elements(name, input._data.shape, dim, _axes(dim, input._data.ndim))
+    label = name.capitalize() + "Backward0"
+    return _reduce(name, input, dim, keepdim, label, label, nans_win=False)
+
+
 def amax(input, dim=(), keepdim=False):
-    return _reduce("amax", input, dim if dim != () else None, keepdim, "AmaxBackward0", "AmaxBackward0")
+    return _amax_amin("amax", input, dim, keepdim)
 
 
 def amin(input, dim=(), keepdim=False):
-    return _reduce("amin", input, dim if dim != () else None, keepdim, "AminBackward0", "AminBackward0")
+    return _amax_amin("amin", input, dim, keepdim)
+
+
+def _arg_extremum(name, input, dim, keepdim):
+    axis = None if dim is None else _dim(dim, input._data.ndim)
+    if input._data.ndim:
+        _require_elements(name, input._data.shape, axis, () if axis is None else (axis,), IndexError)
+    return apply(OPS[name], (input,), {"axis": axis, "keepdim": bool(keepdim)})
 
 
 def argmax(input, dim=None, keepdim=False):
-    return apply(OPS["argmax"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
-                                           "keepdim": bool(keepdim)})
+    return _arg_extremum("argmax", input, dim, keepdim)
 
 
 def argmin(input, dim=None, keepdim=False):
-    return apply(OPS["argmin"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
-                                           "keepdim": bool(keepdim)})
+    return _arg_extremum("argmin", input, dim, keepdim)
 
 
 def all(input, dim=None, keepdim=False):
@@ -527,9 +579,9 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p in ("fro", 2, 2.0):
         out = _sqrt_zero_grad_at_zero(sum(mul(input, input), dim, keepdim))
     elif p in (float("inf"), "inf"):
-        out = amax(abs(input), dim if dim is not None else (), keepdim)
+        out = _infinity_norm("amax", input, dim, keepdim)
     elif p in (float("-inf"), "-inf"):
-        out = amin(abs(input), dim if dim is not None else (), keepdim)
+        out = _infinity_norm("amin", input, dim, keepdim)
     elif p == 1:
         out = sum(abs(input), dim, keepdim)
     elif p == 0:
@@ -541,9 +593,12 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def logsumexp(input, dim, keepdim=False):
     axes = _axes(dim, input._data.ndim)
-    peak = amax(input, axes, keepdim=True).detach()
-    peak = where(isfinite(peak), peak, 0.0)
-    out = add(log(sum(exp(sub(input, peak)), axes, keepdim=True)), peak)
+    if 0 in (input._data.shape[a] for a in axes):   # log of an empty sum: -inf, with no peak to shift by
+        out = log(sum(exp(input), axes, keepdim=True))
+    else:
+        peak = amax(input, axes, keepdim=True).detach()
+        peak = where(isfinite(peak), peak, 0.0)
+        out = add(log(sum(exp(sub(input, peak)), axes, keepdim=True)), peak)
     return _named(out if keepdim else squeeze(out, axes), "LogsumexpBackward0")
 
 
