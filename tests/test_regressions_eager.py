@@ -141,7 +141,10 @@ def _half_grad(T, fn, value=0.5, shape=(70000,)):
     (lambda T, x: (x * 2).norm(), [264.5, [0.00756072998046875] * 2]),
     (lambda T, x: x.var(), [0.0, [0.0, 0.0]]),
     (lambda T, x: x.std(), [0.0, [0.0, 0.0]]),
-], ids=["mean", "sum", "mse_loss", "norm", "var", "std"])
+    (lambda T, x: (x * 70000 / 70000).mean(), [0.5, [0.0, 0.0]]),   # the scalar is not rounded to inf
+    (lambda T, x: T.nn.functional.cross_entropy(T.stack([x, -x], 1), T.full((70000, 2), 0.5, dtype=T.float16)),
+     [0.8134765625, [6.556510925292969e-06] * 2]),
+], ids=["mean", "sum", "mse_loss", "norm", "var", "std", "scalar_arithmetic", "cross_entropy_probabilities"])
 def test_float16_reductions_accumulate_in_float32(fn, expected):
     check(lambda T: _half_grad(T, fn), expected)
 

@@ -49,11 +49,28 @@ def _binary(op, a, b, label=None, float_result=False):
             return apply_binary(op, a, b, label)
     else:
         a, b = _tensor(a), _tensor(b)
+        if op in _ARITHMETIC and (a if isinstance(a, Tensor) else b)._data.dtype == np.float16:
+            return _float16_with_scalar(op, a, b, label)
     a, b = promote_operands(op.name, (a, b), float_result)
     return apply(op, (a, b), None, label)
 
 
+def _float16_with_scalar(op, a, b, label):
+    """Arithmetic of a float16 tensor and a Python scalar, computed in float32 and rounded once, as
+    PyTorch's CPU kernels do: NumPy would round the scalar to float16 first, so that x / 70000
+    divided by inf. (Comparisons do round the scalar, in PyTorch too.)"""
+    wide = tuple(cast(x, D.float32) if isinstance(x, Tensor) else x for x in (a, b))
+    return _rounded_to_float16(apply(op, wide, None, label))
+
+
+def _rounded_to_float16(out):
+    """`out`, computed in float32, rounded to float16 under its own grad_fn name."""
+    label = out._node.name() if out._node is not None else None
+    return _named(cast(out, D.float16), label)
+
+
 _ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
+_ARITHMETIC = frozenset((_ADD, _SUB, _MUL, _DIV, OPS["pow"], OPS["remainder"], OPS["floor_divide"]))
 
 
 def add(input, other, *, alpha=1):
@@ -372,9 +389,7 @@ def _float16_in_float32(fn):
     def reduce(input, *args, **kwargs):
         if input._data.dtype != np.float16 or kwargs.get("dtype") is not None:
             return fn(input, *args, **kwargs)
-        out = fn(cast(input, D.float32), *args, **kwargs)
-        label = out._node.name() if out._node is not None else None
-        return _named(cast(out, D.float16), label)
+        return _rounded_to_float16(fn(cast(input, D.float32), *args, **kwargs))
     return reduce
 
 
