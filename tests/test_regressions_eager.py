@@ -170,6 +170,7 @@ def test_float16_sum_over_a_dim_accumulates_in_float32():
     (lambda T, x: x.min(), [1.0, nan, nan], [nan, [0.0, 0.5, 0.5]]),
     (lambda T, x: x.max(0)[0], [1.0, nan, 3.0], [nan, [0.0, 1.0, 0.0]]),
     (lambda T, x: x.amax(0), [nan, 1.0, 3.0], [nan, [nan, nan, nan]]),
+    (lambda T, x: x.prod(), nan, [nan, 1.0]),
     (lambda T, x: T.div(x, T.tensor([2.0, nan]), rounding_mode="trunc"), [nan, 3.0], [[nan, nan], [0.0, 0.0]]),
     (lambda T, x: T.maximum(x, T.ones(2)), [nan, 2.0], [[nan, 2.0], [1.0, 1.0]]),
     (lambda T, x: T.minimum(T.ones(2), x), [nan, 2.0], [[nan, 1.0], [1.0, 0.0]]),
@@ -180,7 +181,7 @@ def test_float16_sum_over_a_dim_accumulates_in_float32():
     (lambda T, x: x.clamp(max=0), [nan, 0.0, 2.0, -2.0], [[nan, 0.0, 0.0, -2.0], [0.0, 1.0, 0.0, 1.0]]),
     (lambda T, x: x.clamp(min=nan), [1.0, 0.0], [[nan, nan], [0.0, 0.0]]),
 ], ids=["relu", "relu_", "norm_nan", "norm_inf", "norm_p1", "norm_pinf", "std_nan", "std_inf", "max", "min",
-        "max_dim", "amax", "div_trunc", "maximum", "minimum", "abs", "sign", "clamp", "clamp_min", "clamp_max", "clamp_nan_bound"])
+        "max_dim", "amax", "prod_0d", "div_trunc", "maximum", "minimum", "abs", "sign", "clamp", "clamp_min", "clamp_max", "clamp_nan_bound"])
 def test_nan_propagates_through_values_and_gradients(fn, x, expected):
     check(lambda T: value_and_grad(T, fn, x), expected)
 

@@ -271,6 +271,8 @@ def _prod_vjp(b, g, n, s):
     # rest), so that it still has the right derivative: this rule is differentiated again.
     x, = s
     shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
+    if not shape:   # the product of a 0-d tensor is itself: gradient 1, even at inf or NaN (PyTorch's)
+        return (g,)
     is_zero = b.eq(x, 0)
     nonzero = b.where(is_zero, 1, x)
     zeros = b.sum(b.cast(is_zero, dtype=x.dtype), axes=axes, keepdim=True)
