@@ -251,9 +251,9 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({target.shape}) that is different to the input size "
                          f"({input.shape}) is deprecated. Please ensure they have the same size.")
-    values = input.detach().numpy()
-    if ((values < 0) | (values > 1)).any():
-        raise RuntimeError("all elements of input should be between 0 and 1")
+    for name, values in (("input", input.detach().numpy()), ("target", target.detach().numpy())):
+        if not ((values >= 0) & (values <= 1)).all():   # NaN is out of range too
+            raise RuntimeError(f"all elements of {name} should be between 0 and 1")
     loss = _binary_cross_entropy(input, target)
     if weight is not None:
         loss = loss * weight
