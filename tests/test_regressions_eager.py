@@ -201,6 +201,9 @@ def test_std_with_one_degree_of_freedom_is_nan_and_warns():
                 assert np.isnan(fn().numpy()).all()
         with pytest.warns(UserWarning, match=r"var\(\): degrees of freedom is <= 0"):
             assert np.isnan(T.tensor([5.0]).var().item())
+        with pytest.warns(UserWarning, match=r"std_mean\(\): degrees of freedom is <= 0") as caught:
+            assert np.isnan(T.std_mean(T.tensor([5.0]))[0].item())
+        assert caught[0].filename == __file__, T.__name__   # reported at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fusegrad.tensor([5.0]).std(correction=0).item() == 0.0

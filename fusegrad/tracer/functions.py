@@ -551,17 +551,12 @@ def _variance(name, input, dim, unbiased, keepdim, correction):
     axes = _axes(dim, input._data.ndim)
     count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
     dof = count - _correction(unbiased, correction)
-    if dof <= 0:
+    if dof <= 0:   # stacklevel: the caller of var, std, var_mean or std_mean
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the "
-                      "reduction factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+                      "reduction factor (input numel divided by output numel).", UserWarning, stacklevel=5)
     centered = sub(input, mean(input, axes, keepdim=True))
     total = sum(mul(centered, centered), axes, keepdim=keepdim)
     return div(total, builtins.max(dof, 0))
-
-
-@_float16_in_float32
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return _named(_variance("var", input, dim, unbiased, keepdim, correction), "VarBackward0")
 
 
 def _sqrt_zero_grad_at_zero(v):
@@ -572,18 +567,30 @@ def _sqrt_zero_grad_at_zero(v):
 
 
 @_float16_in_float32
+def _var(input, name, dim, unbiased, keepdim, correction):
+    return _named(_variance(name, input, dim, unbiased, keepdim, correction), "VarBackward0")
+
+
+@_float16_in_float32
+def _std(input, name, dim, unbiased, keepdim, correction):
+    return _named(_sqrt_zero_grad_at_zero(_variance(name, input, dim, unbiased, keepdim, correction)), "StdBackward0")
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _var(input, "var", dim, unbiased, keepdim, correction)
+
+
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    variance = _variance("std", input, dim, unbiased, keepdim, correction)
-    return _named(_sqrt_zero_grad_at_zero(variance), "StdBackward0")
+    return _std(input, "std", dim, unbiased, keepdim, correction)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return (_named(var(input, dim, unbiased, keepdim, correction=correction), "VarMeanBackward0"),
+    return (_named(_var(input, "var_mean", dim, unbiased, keepdim, correction), "VarMeanBackward0"),
             _named(mean(input, dim, keepdim), "VarMeanBackward0"))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return (_named(std(input, dim, unbiased, keepdim, correction=correction), "StdMeanBackward0"),
+    return (_named(_std(input, "std_mean", dim, unbiased, keepdim, correction), "StdMeanBackward0"),
             _named(mean(input, dim, keepdim), "StdMeanBackward0"))
 
 
