@@ -113,7 +113,7 @@ def _sign(x):
 
 
 # Piecewise constant: differentiable with zero gradient, as in PyTorch (the output requires grad).
-elementwise("sign", _sign, "(({0} > 0) - ({0} < 0))", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
+elementwise("sign", _sign, "(1 if {0} > 0 else (-1 if {0} < 0 else 0))", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
 elementwise("copy", lambda x: np.array(x, copy=True, order="C"), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
