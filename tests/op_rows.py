@@ -431,6 +431,32 @@ row("outer", lambda T, x, y: T.outer(x, y), np.outer, (((3,), (2,)),))
 row("addmm", lambda T, b, x, y: T.addmm(b, x, y), lambda b, x, y: b + x @ y,
     (((2, 2), (2, 3), (3, 2)), ((2,), (2, 3), (3, 2))))
 
+# ---------------------------------------------------------------- losses (composites and their own ops)
+_PROBABILITY = (real(0.05, 0.95), real(0.0, 1.0))   # probabilities away from the clamped logs; soft targets
+
+
+def _bce(x, t):
+    return np.mean(-(t * np.log(x) + (1 - t) * np.log(1 - x)))
+
+
+def _bce_logits(x, t, pos_weight=1.0):
+    return np.mean((1 - t) * x + (1 + (pos_weight - 1) * t) * np.logaddexp(0, -x))
+
+
+row("binary_cross_entropy", lambda T, x, t: T.nn.functional.binary_cross_entropy(x, t), _bce,
+    (((2, 3), (2, 3)), ((4,), (4,))), domain=_PROBABILITY)
+row("binary_cross_entropy_none", lambda T, x, t: T.nn.functional.binary_cross_entropy(x, t, reduction="none"),
+    lambda x, t: -(t * np.log(x) + (1 - t) * np.log(1 - x)), (((2, 3), (2, 3)),), domain=_PROBABILITY)
+row("bce_with_logits", lambda T, x, t: T.nn.functional.binary_cross_entropy_with_logits(x, t), _bce_logits,
+    (((2, 3), (2, 3)), ((4,), (4,))), domain=(real(-3.0, 3.0), real(0.0, 1.0)))
+row("bce_with_logits_pos_weight", lambda T, x, t: T.nn.functional.binary_cross_entropy_with_logits(
+    x, t, pos_weight=T.tensor([3.0, 0.5, 1.0], dtype=x.dtype)), lambda x, t: _bce_logits(x, t, np.array([3.0, 0.5, 1.0])),
+    (((2, 3), (2, 3)),), domain=(real(-3.0, 3.0), real(0.0, 1.0)))
+row("mse_loss", lambda T, x, t: T.nn.functional.mse_loss(x, t), lambda x, t: np.mean((x - t) ** 2),
+    (((2, 3), (2, 3)), ((4,), (4,))))
+row("l1_loss_sum", lambda T, x, t: T.nn.functional.l1_loss(x, t, reduction="sum"), lambda x, t: np.abs(x - t).sum(),
+    (((2, 3), (2, 3)),), domain=(away_from(-1.0, 0.0, 1.0, gap=0.2), ints(-1, 2)))
+
 # ---------------------------------------------------------------- aliases and the rest of the surface
 _SAFE_DIV = (real(), away_from(0.0, gap=0.4))
 row("div_trunc", lambda T, x, y: T.div(x, y, rounding_mode="trunc"), lambda x, y: np.trunc(x / y), BINARY[:2],

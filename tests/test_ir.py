@@ -1,5 +1,7 @@
 """The IR layer on its own: builder peepholes, dead-code elimination, structure keys, and the
 interpreter's two ways of running a graph."""
+import re
+
 import numpy as np
 
 import fusegrad as torch
@@ -73,3 +75,31 @@ def test_every_op_definition_is_complete():
         if op.kind == "elementwise":
             assert op.expr, name                               # codegen pastes it into fused loops
         assert op.grad_fn.endswith(("Backward0", "Backward1", "CopySlices")), name
+
+
+_SPECIAL_VALUES = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.3, 1.5, -2.5])
+
+
+def test_scalar_expressions_compute_what_the_impls_do():
+    """Codegen pastes each elementwise op's `expr` into fused loops: run as Python on NumPy scalars,
+    it must give the impl's values (to rounding) on every pair of special values, NaN, inf and zeros
+    included."""
+    checked = []
+    for op in OPS.values():
+        if op.kind != "elementwise" or op.expr is None or op.name == "cast":
+            continue
+        arity = len({int(k) for k in re.findall(r"{(\d)}", op.expr)})
+        grids = list(np.meshgrid(*[_SPECIAL_VALUES] * arity, indexing="ij"))
+        if op.name == "where":
+            grids[0] = grids[0] > 0   # a boolean condition
+        if op.name.startswith("logical_"):   # codegen fuses these for bool operands only
+            grids = [g > 0 for g in grids]
+        with np.errstate(all="ignore"):
+            want = np.asarray(op.impl(*grids))
+            got = [eval(op.expr.format(*(f"v[{k}]" for k in range(arity))), {"np": np}, {"v": v})
+                   for v in zip(*(g.reshape(-1) for g in grids))]
+        # logical expressions give an operand (`x and y`); its truth is what a bool output stores
+        got = np.array(got, dtype=want.dtype if want.dtype == np.bool_ else np.float64).reshape(want.shape)
+        np.testing.assert_allclose(got, want.astype(np.float64), rtol=1e-12, atol=0, err_msg=op.name)
+        checked.append(op.name)
+    assert {"sign", "maximum", "minimum", "binary_cross_entropy", "where", "sigmoid"} <= set(checked)

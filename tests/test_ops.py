@@ -4,7 +4,11 @@
 2. gradcheck in float64 for differentiable rows, 3. gradgradcheck for second-order rows;
 4. PyTorch as an oracle (when importable): values, dtypes, requires_grad and first-order
    gradients on the same inputs, and 5. grad_fn names, with the accepted differences listed below;
-6. error rows: exact exception type and message.
+6. error rows: exact exception type and message;
+7. compiled against eager: each row's first sample as a training step under fusegrad.compile;
+8. special inputs against PyTorch: NaN, inf, float16 and empty tensors for every row where they
+   apply. PyTorch decides what "apply" means: where it refuses an input, fusegrad must raise the
+   same exception type; otherwise values and gradients must match, NaN for NaN.
 """
 import re
 import warnings
@@ -94,7 +98,15 @@ def float_outputs(row):
 
 
 def _tolerance(dtype_name, row):
+    if dtype_name == "float16":   # both round each op to float16: a few units in its last place
+        return dict(rtol=4e-3, atol=4e-3)
     return dict(rtol=row.rtol32, atol=row.atol32) if dtype_name == "float32" else dict(rtol=1e-10, atol=1e-12)
+
+
+# gradients pass through the narrowest float type among inputs and seeds (float32 + float64 0-dim
+# is float32); their tolerance follows it
+_GRAD_TOLERANCE = {"float16": dict(rtol=1e-2, atol=1e-2), "float32": dict(rtol=1e-4, atol=1e-5),
+                   "float64": dict(rtol=1e-9, atol=1e-11)}
 
 
 # ----------------------------------------------------------------------------- 1. forward
@@ -147,11 +159,9 @@ def _torch_dtype_name(t):
     return str(t.dtype).removeprefix("torch.")
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the forward check owns that
-@pytest.mark.parametrize("row, shapes, dtype", cases("torch", both_floats=True))
-def test_matches_torch(row, shapes, dtype):
-    torch = pytest.importorskip("torch")
-    arrays = input_arrays(row, shapes, dtype)
+def assert_matches_torch(torch, row, arrays):
+    """fusegrad and PyTorch give the same outputs (dtype, shape, requires_grad, values) and the same
+    first-order gradients for `row` on `arrays`."""
     ours_in, theirs_in = make_inputs(fusegrad, arrays, row), make_inputs(torch, arrays, row)
     ours, theirs = flat(row.fn(fusegrad, *ours_in)), flat(row.fn(torch, *theirs_in))
     assert len(ours) == len(theirs)
@@ -161,7 +171,7 @@ def test_matches_torch(row, shapes, dtype):
         assert o.requires_grad == t.requires_grad
         want = t.detach().numpy()
         if want.dtype.kind == "f":
-            np.testing.assert_allclose(o.detach().numpy(), want, **_tolerance(want.dtype.name, row))
+            np.testing.assert_allclose(o.detach().numpy(), want, equal_nan=True, **_tolerance(want.dtype.name, row))
         else:
             np.testing.assert_array_equal(o.detach().numpy(), want)
     if not row.differentiable:
@@ -174,15 +184,21 @@ def test_matches_torch(row, shapes, dtype):
                                     grad_outputs=[fusegrad.tensor(s) for s in seeds], allow_unused=True)
     theirs_g = torch.autograd.grad([t for _, t in pairs], [theirs_in[i] for i in wrt],
                                    grad_outputs=[torch.tensor(s) for s in seeds], allow_unused=True)
-    # gradients pass through float32 if any value does (float32 + float64 0-dim is float32)
-    single = any(a.dtype == np.float32 for a in arrays + seeds)
+    narrowest = min((a.dtype for a in arrays + seeds if a.dtype.kind == "f"), key=lambda d: d.itemsize)
     for i, go, gt in zip(wrt, ours_g, theirs_g):
         zeros = np.zeros(arrays[i].shape, arrays[i].dtype)
         go = zeros if go is None else go.numpy()
         gt = zeros if gt is None else gt.numpy()
         assert go.dtype == gt.dtype and go.shape == gt.shape
-        tol = dict(rtol=1e-4, atol=1e-5) if single else dict(rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(go, gt, **tol, err_msg=f"gradient of input {i}")
+        np.testing.assert_allclose(go, gt, equal_nan=True, **_GRAD_TOLERANCE[narrowest.name],
+                                   err_msg=f"gradient of input {i}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the forward check owns that
+@pytest.mark.parametrize("row, shapes, dtype", cases("torch", both_floats=True))
+def test_matches_torch(row, shapes, dtype):
+    torch = pytest.importorskip("torch")
+    assert_matches_torch(torch, row, input_arrays(row, shapes, dtype))
 
 
 # ----------------------------------------------------------------------------- 5. grad_fn names
@@ -266,3 +282,133 @@ def test_compiled_matches_eager(row, shapes, dtype):
         assert compiled.replays == 0
     else:
         assert compiled.replays == 2, getattr(compiled, "last_reason", None)
+
+
+# ----------------------------------------------------------------------------- 8. special inputs
+
+
+def _with_specials(values, rng, kind):
+    """A copy of `values` with about a third of its elements (at least one) NaN or +-inf."""
+    out = values.copy()
+    if out.size:
+        flat_out = out.reshape(-1)
+        picked = rng.choice(out.size, max(1, out.size // 3), replace=False)
+        flat_out[picked] = np.nan if kind == "nan" else rng.choice([np.inf, -np.inf], picked.size)
+    return out
+
+
+def _emptied(shapes):
+    """The sample's shapes with the first axis of the first non-scalar input, and of every input of
+    the same shape, of size 0; None when no input has an axis to empty."""
+    first = next((s for s in shapes if s and s[0]), None)
+    if first is None:
+        return None
+    return tuple((0,) + s[1:] if s == first else s for s in shapes)
+
+
+def special_inputs(row, kind):
+    """The arrays of the row's first sample, made special: NaN or inf in the floating inputs
+    (float64 for rows of either float type), float16 inputs, or empty inputs; None where `kind`
+    does not apply to the row."""
+    shapes = row.samples[0]
+    floats = [i for i in range(len(shapes)) if row.dtypes is None or row.dtypes[i].startswith("float")]
+    if kind == "float16":
+        return input_arrays(row, shapes, "float16") if row.dtypes is None else None
+    if kind == "empty":
+        emptied = _emptied(shapes)
+        if emptied is None:
+            return None
+        # an empty input holds nothing to draw; the others come from the row's domain
+        drawn = input_arrays(row, shapes, "float64")
+        return [np.zeros(e, a.dtype) if e != s else a for a, e, s in zip(drawn, emptied, shapes)]
+    if not floats:
+        return None
+    arrays = input_arrays(row, shapes, "float64")
+    rng = np.random.default_rng(zlib.crc32(f"{row.name}{kind}".encode()))
+    return [_with_specials(a, rng, kind) if i in floats else a for i, a in enumerate(arrays)]
+
+
+SPECIAL_KINDS = ("nan", "inf", "float16", "empty")
+
+# Rows whose special-input check differs from PyTorch, accepted: (kind, row name) -> why.
+_VAR_INF = ("var and std are composites, mean((x - mean(x))**2): with an inf input the gradient through "
+            "mean(x) is inf - inf = NaN at every element, where PyTorch's fused VarBackward gives +-inf at the "
+            "finite ones; both are non-finite, and a hand-written VJP would break second derivatives")
+SPECIAL_DIFFERENCES = {
+    ("inf", "var"): _VAR_INF,
+    ("inf", "var_correction0"): _VAR_INF,
+    ("inf", "var_unbiased_false"): _VAR_INF,
+    ("inf", "var_dim"): _VAR_INF,
+    ("inf", "var_mean"): _VAR_INF,
+    ("inf", "prod_three_zeros"): (
+        "a product with two zeros and an inf: the gradient at each zero is the other zero times inf; "
+        "PyTorch returns 0 once it counts two zeros, fusegrad's rule keeps the other zero as a factor "
+        "(for second derivatives) and gives NaN"),
+    ("inf", "prod_dim_one_zero"): (
+        "PyTorch picks prod's gradient formula by whether the whole input holds a zero: with one, a "
+        "product of one element gets gradient 1 even at -inf; without, grad * prod / x gives inf / inf = NaN. "
+        "fusegrad decides per slice, so an inf in a slice without zeros gives NaN, whatever other slices hold"),
+    ("inf", "bce_with_logits_pos_weight"): (
+        "an infinite target, meaningless for a probability: PyTorch's fused gradient computes inf - inf = NaN "
+        "where the composite's gives -inf"),
+}
+
+
+# Known bugs the special inputs found in the spatial ops (tracer/spatial.py): (kind, row name) -> bug.
+_CONV_SPREAD = ("conv2d's input gradient is NaN at more elements than PyTorch's when the input or weight holds "
+                "NaN or inf (the im2col product multiplies them by the zeros of unused or padded positions)")
+_CONV_EMPTY = "conv2d of an empty batch fails in a reshape (NumPy's error) where PyTorch returns an empty batch"
+_MAX_POOL_NAN = "max_pool2d sends a window's gradient to another element than PyTorch's when the window holds NaN"
+_ADAPTIVE_POOL = ("adaptive_avg_pool2d averages through a weight matrix, so 0 * inf and 0 * NaN spoil windows that "
+                  "do not hold the value; PyTorch's windowed mean keeps them finite (or inf)")
+_BATCH_NORM_EMPTY = ("batch_norm in training on an empty batch: PyTorch raises ValueError('Expected more than 1 value "
+                     "per channel when training'), fusegrad does not")
+SPECIAL_BUGS = {
+    **{(kind, name): _CONV_SPREAD for kind, name in (
+        ("inf", "conv2d"), ("nan", "conv2d_depthwise"), ("inf", "conv2d_depthwise"),
+        ("nan", "conv2d_same_odd_padding"), ("inf", "conv2d_same_odd_padding"), ("nan", "conv2d_unbatched"),
+        ("inf", "conv2d_unbatched"))},
+    **{("empty", name): _CONV_EMPTY for name in ("conv2d", "conv2d_depthwise", "conv2d_same_odd_padding")},
+    **{("nan", name): _MAX_POOL_NAN for name in ("max_pool2d", "max_pool2d_tiling", "max_pool2d_ceil_dilation",
+                                                 "max_pool2d_with_indices")},
+    ("inf", "adaptive_avg_pool2d"): _ADAPTIVE_POOL,
+    ("nan", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,
+    ("inf", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,
+    ("empty", "batch_norm_train"): _BATCH_NORM_EMPTY,
+    ("empty", "batch_norm_train_1d"): _BATCH_NORM_EMPTY,
+    ("inf", "batch_norm_eval"): ("eval-mode batch_norm gives inf where PyTorch gives NaN (inf - inf) when the "
+                                 "input, weight and bias hold infinities: the terms are added in another order"),
+    ("empty", "embedding"): ("embedding with an empty weight table: PyTorch raises RuntimeError (index_select(): "
+                             "self indexing axis dim should be positive), fusegrad IndexError"),
+}
+
+
+def special_cases():
+    out = []
+    for row in ROWS:
+        for kind in SPECIAL_KINDS:
+            arrays = special_inputs(row, kind)
+            if arrays is None:
+                continue
+            reason = SPECIAL_DIFFERENCES.get((kind, row.name)) or SPECIAL_BUGS.get((kind, row.name))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            out.append(pytest.param(row, kind, id=f"{row.name}-{kind}", marks=marks))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # e.g. var's degrees-of-freedom warning, in both
+@pytest.mark.parametrize("row, kind", special_cases())
+def test_special_inputs_match_torch(row, kind):
+    torch = pytest.importorskip("torch")
+    arrays = special_inputs(row, kind)
+    try:
+        row.fn(torch, *make_inputs(torch, arrays, row))
+    except Exception as refused:
+        with pytest.raises(Exception) as info:
+            row.fn(fusegrad, *make_inputs(fusegrad, arrays, row))
+        # ShapeError is a RuntimeError: code catching torch's exception catches ours.
+        assert isinstance(info.value, type(refused)), f"torch raised {type(refused).__name__}: {refused}"
+        return
+    with warnings.catch_warnings():   # PyTorch computes inf/nan silently; NumPy warnings must not leak
+        warnings.simplefilter("error", RuntimeWarning)
+        assert_matches_torch(torch, row, arrays)

@@ -101,9 +101,19 @@ def _sigmoid(x):
 elementwise("sigmoid", _sigmoid, "((1 if {0} >= 0 else np.exp({0})) / (1 + np.exp(-abs({0}))))",
       lambda b, g, n, s: (b.mul(g, b.mul(s[0], b.sub(1, s[0]))),), saves=(-1,))
 elementwise("sqrt", np.sqrt, "np.sqrt({0})", lambda b, g, n, s: (b.div(g, b.mul(s[0], 2)),), saves=(-1,))
+# abs' is sign, so its gradient at NaN is 0 as in PyTorch.
 elementwise("abs", np.abs, "np.abs({0})", lambda b, g, n, s: (b.mul(g, b.sign(s[0])),), saves=(0,))
+
+
+def _sign(x):
+    # PyTorch's sign is (x > 0) - (x < 0): 0 at NaN, where NumPy's sign gives NaN.
+    if x.dtype.kind != "f":
+        return np.sign(x)
+    return np.where(np.isnan(x), x.dtype.type(0), np.sign(x))
+
+
 # Piecewise constant: differentiable with zero gradient, as in PyTorch (the output requires grad).
-elementwise("sign", np.sign, "np.sign({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
+elementwise("sign", _sign, "(1 if {0} > 0 else (-1 if {0} < 0 else 0))", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("floor", np.floor, "np.floor({0})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),))
 elementwise("logical_not", np.logical_not, "(not {0})", out_dtype=dtypes.bool_)
 elementwise("copy", lambda x: np.array(x, copy=True, order="C"), "{0}", lambda b, g, n, s: (g,), grad_fn="CloneBackward0")
@@ -124,9 +134,19 @@ def _div_vjp(b, g, n, s):
 
 
 elementwise("div", np.true_divide, "({0} / {1})", _div_vjp, saves=(0, 1))
-elementwise("floor_divide", np.floor_divide, "({0} // {1})", lambda b, g, n, s: (b.zeros(g.shape, g.dtype),) * 2)
+def _integer_division(fn):
+    """fn, except that an integer division by zero raises as in PyTorch (NumPy returns 0)."""
+    def divide(x, y):
+        if np.result_type(x, y).kind in "iub" and not np.all(y):
+            raise RuntimeError("ZeroDivisionError")
+        return fn(x, y)
+    return divide
+
+
+elementwise("floor_divide", _integer_division(np.floor_divide), "({0} // {1})",
+            lambda b, g, n, s: (b.zeros(g.shape, g.dtype),) * 2)
 # x % y = x - floor(x / y) * y
-elementwise("remainder", np.remainder, "({0} % {1})",
+elementwise("remainder", _integer_division(np.remainder), "({0} % {1})",
        lambda b, g, n, s: (g, b.neg(b.mul(g, b.floor(b.div(s[0], s[1]))))), saves=(0, 1))
 
 
@@ -160,16 +180,23 @@ def _pow(x, y):
 elementwise("pow", _pow, "({0} ** {1})", _pow_vjp, saves=(0, 1, -1))
 
 
-def _max_min_vjp(wins):
+def _max_min_vjp(loses):
+    # Ties share the cotangent; an operand gets none only where it loses, so where either is NaN
+    # (the NaN wins) both get all of it, as in PyTorch.
     def vjp(b, g, n, s):
         x, y = s
-        gx = b.where(wins(b, x, y), g, b.where(b.eq(x, y), b.mul(g, 0.5), 0))
-        return gx, b.sub(g, gx)
+        half = b.mul(g, 0.5)
+        return (b.where(b.eq(x, y), half, b.where(loses(b, x, y), 0, g)),
+                b.where(b.eq(x, y), half, b.where(loses(b, y, x), 0, g)))
     return vjp
 
 
-elementwise("maximum", np.maximum, "max({0}, {1})", _max_min_vjp(lambda b, x, y: b.gt(x, y)), saves=(0, 1))
-elementwise("minimum", np.minimum, "min({0}, {1})", _max_min_vjp(lambda b, x, y: b.lt(x, y)), saves=(0, 1))
+# NumPy's maximum/minimum propagate NaN; the expressions must too (Python's max(nan, 1) is nan,
+# max(1, nan) is 1).
+elementwise("maximum", np.maximum, "({0} if {0} != {0} or {0} > {1} else {1})",
+            _max_min_vjp(lambda b, x, y: b.lt(x, y)), saves=(0, 1))
+elementwise("minimum", np.minimum, "({0} if {0} != {0} or {0} < {1} else {1})",
+            _max_min_vjp(lambda b, x, y: b.gt(x, y)), saves=(0, 1))
 
 for _name, _fn, _sym in (("eq", np.equal, "=="), ("ne", np.not_equal, "!="), ("lt", np.less, "<"),
                          ("le", np.less_equal, "<="), ("gt", np.greater, ">"),
@@ -182,6 +209,25 @@ elementwise("logical_xor", np.logical_xor, "({0} != {1})", out_dtype=dtypes.bool
 defop("where", np.where, lambda shapes, dts, a: (broadcast_shapes("where", shapes), dts[1]),
       vjp=lambda b, g, n, s: (None, b.where(s[0], g, 0), b.where(s[0], 0, g)), saves=(0,),
       expr="({1} if {0} else {2})", kind="elementwise")
+
+
+
+# Binary cross-entropy of probabilities x against targets t, an op of its own (as in PyTorch) for
+# its gradient: each log is clamped at -100, and d/dx is (x - t) / max(x (1 - x), 1e-12), finite
+# where x is 0 or 1 (the chain rule through the clamped logs gives 0 * inf = NaN there).
+def _binary_cross_entropy(x, t):
+    return (t - 1) * np.maximum(np.log1p(-x), -100) - t * np.maximum(np.log(x), -100)
+
+
+def _binary_cross_entropy_vjp(b, g, n, s):
+    x, t = s
+    gx = b.div(b.mul(g, b.sub(x, t)), b.maximum(b.mul(b.sub(1, x), x), 1e-12))
+    return gx, b.mul(g, b.sub(b.log(b.sub(1, x)), b.log(x)))
+
+
+elementwise("binary_cross_entropy", _binary_cross_entropy,
+            "(({1} - 1) * max(np.log1p(-{0}), -100.0) - {1} * max(np.log({0}), -100.0))",
+            _binary_cross_entropy_vjp, saves=(0, 1))
 
 # ----------------------------------------------------------------------------- reductions
 
@@ -203,10 +249,17 @@ def _sum_vjp(b, g, n, s):
 
 
 def _extremum_vjp(b, g, n, s):
-    # The cotangent is shared evenly between tied extrema, as PyTorch's amax/amin do.
+    # The cotangent is shared evenly between tied extrema, as PyTorch's amax/amin do. With
+    # `nans_win` a NaN is the extremum of its slice, so the NaNs share it (PyTorch's max()/min()
+    # and norm(p=inf)); without, nothing equals a NaN extremum and the slice's gradient is NaN
+    # (PyTorch's amax/amin).
     x, out = s
     shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
-    mask = b.cast(b.eq(x, b.expand_reduced(out, shape, axes, keepdim)), dtype=g.dtype)
+    peak = b.expand_reduced(out, shape, axes, keepdim)
+    mask = b.eq(x, peak)
+    if n.attrs["nans_win"]:
+        mask = b.logical_or(mask, b.logical_and(b.ne(x, x), b.ne(peak, peak)))
+    mask = b.cast(mask, dtype=g.dtype)
     count = b.sum(mask, axes=axes, keepdim=True)
     return (b.div(b.mul(b.expand_reduced(g, shape, axes, keepdim), mask), count),)
 
@@ -218,6 +271,8 @@ def _prod_vjp(b, g, n, s):
     # rest), so that it still has the right derivative: this rule is differentiated again.
     x, = s
     shape, axes, keepdim = x.shape, n.attrs["axes"], n.attrs["keepdim"]
+    if not shape:   # the product of a 0-d tensor is itself: gradient 1, even at inf or NaN (PyTorch's)
+        return (g,)
     is_zero = b.eq(x, 0)
     nonzero = b.where(is_zero, 1, x)
     zeros = b.sum(b.cast(is_zero, dtype=x.dtype), axes=axes, keepdim=True)
@@ -232,11 +287,22 @@ def _prod_vjp(b, g, n, s):
     return (b.mul(b.expand_reduced(g, shape, axes, keepdim), others),)
 
 
-defop("sum", _as_array(np.sum), reduction_infer("sum"), vjp=_sum_vjp, kind="reduction")
-defop("amax", _as_array(np.max), reduction_infer("amax"), vjp=_extremum_vjp, saves=(0, -1),
-      kind="reduction")
-defop("amin", _as_array(np.min), reduction_infer("amin"), vjp=_extremum_vjp, saves=(0, -1),
-      kind="reduction")
+def _sum(x, axes, keepdim):
+    # float16 sums accumulate in float32, as PyTorch's do: in float16, 2048 + 1 is 2048.
+    if x.dtype == np.float16:
+        return np.asarray(np.sum(x, axis=axes, keepdims=keepdim, dtype=np.float32)).astype(np.float16)
+    return np.asarray(np.sum(x, axis=axes, keepdims=keepdim))
+
+
+defop("sum", _sum, reduction_infer("sum"), vjp=_sum_vjp, kind="reduction")
+def _extremum(fn):
+    def impl(x, axes, keepdim, nans_win):   # nans_win only changes the VJP
+        return np.asarray(fn(x, axis=axes, keepdims=keepdim))
+    return impl
+
+
+defop("amax", _extremum(np.max), reduction_infer("amax"), vjp=_extremum_vjp, saves=(0, -1), kind="reduction")
+defop("amin", _extremum(np.min), reduction_infer("amin"), vjp=_extremum_vjp, saves=(0, -1), kind="reduction")
 defop("prod", _as_array(np.prod), reduction_infer("prod"), vjp=_prod_vjp, saves=(0,), kind="reduction")
 defop("all", _as_array(np.all), reduction_infer("all", dtypes.bool_), kind="reduction")
 defop("any", _as_array(np.any), reduction_infer("any", dtypes.bool_), kind="reduction")
@@ -455,8 +521,30 @@ def _scatter_add_impl(src, idx, axis, shape):
     return out
 
 
-defop("gather", lambda x, idx, axis: x[_along_axis_key(idx, axis)],
-      lambda shapes, dts, a: (shapes[1], dts[0]),
+def check_index_range(name, idx, size, axis):
+    """Indices along an axis must lie in [0, size): NumPy would wrap -1 around to the last element."""
+    bad = idx[(idx < 0) | (idx >= size)]
+    if bad.size:
+        raise RuntimeError(f"{name}: index {bad.flat[0]} is out of bounds for dimension {axis} with size {size}")
+
+
+def _gather(x, idx, axis):
+    check_index_range("gather", idx, x.shape[axis], axis)
+    return x[_along_axis_key(idx, axis)]
+
+
+def _gather_infer(shapes, dts, a):
+    x, idx, axis = shapes[0], shapes[1], a["axis"]
+    if len(idx) != len(x) and len(x) > 0:
+        raise ShapeError(f"gather: index {_fmt(idx)} and input {_fmt(x)} must have the same number of dimensions")
+    for d, (n, m) in enumerate(zip(idx, x)):
+        if d != axis and n > m:
+            raise ShapeError(f"gather: size does not match at dimension {d}: expected index {_fmt(idx)} to be no "
+                             f"larger than input {_fmt(x)} apart from dimension {axis}")
+    return idx, dts[0]
+
+
+defop("gather", _gather, _gather_infer,
       vjp=lambda b, g, n, s: (b.scatter_add(g, s[0], axis=n.attrs["axis"], shape=in_shape(n, 0)), None),
       saves=(1,))
 defop("scatter_add", _scatter_add_impl, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
@@ -511,13 +599,15 @@ defop("matmul", lambda x, y: np.asarray(np.matmul(x, y)), _matmul_infer, vjp=_ma
       saves=(0, 1), grad_fn="MmBackward0")
 
 
+# initial=-inf: over an empty dimension the result is empty, not NumPy's error about a maximum
+# without identity
 def _softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def _log_softmax(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 

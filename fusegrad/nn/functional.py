@@ -5,7 +5,7 @@ import warnings
 
 import fusegrad as fg
 
-from ..tracer.functions import _named
+from ..tracer.functions import _binary_cross_entropy, _named
 from ..tracer.spatial import (adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d,  # noqa: F401
                               max_pool2d_with_indices)
 
@@ -87,6 +87,10 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, with PyTorch's grad_fn names (AddmmBackward0 for 2-D inputs)."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {input.dtype.scalar_name} and "
+                           f"{weight.dtype.scalar_name}: linear's input (shape {list(input.shape)}) and weight "
+                           f"(shape {list(weight.shape)}); convert the input with .to({weight.dtype})")
     out = fg.matmul(input, weight.t())
     if bias is not None:
         out = out + bias
@@ -103,6 +107,26 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input.mul_(0.0) if inplace else input * 0.0
     scale = (fg.rand_like(input) >= p).to(input.dtype) * (1.0 / (1.0 - p))
     return input.mul_(scale) if inplace else _named(input * scale, "MulBackward0")
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """`reduction` from the deprecated size_average / reduce arguments when either is given, with
+    PyTorch's warning; otherwise `reduction` itself."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "mean" if size_average and reduce else "sum" if reduce else "none"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+                  UserWarning, stacklevel=3)
+    return reduction
+
+
+def _weighted_mean(total, weight_sum):
+    """total / weight_sum; when every target is ignored (weight_sum == 0), NaN with a zero gradient,
+    as in PyTorch (the plain quotient's gradient would be 0 * inf = NaN)."""
+    none = weight_sum == 0
+    return fg.where(none, float("nan"), total / fg.where(none, 1.0, weight_sum))
 
 
 def _reduce(loss, reduction, name=None):
@@ -127,12 +151,14 @@ def _warn_if_broadcasting(input, target):
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _warn_if_broadcasting(input, target)
     diff = input - target
     return _reduce(diff * diff, reduction, "MseLossBackward0")
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     _warn_if_broadcasting(input, target)
     return _reduce(fg.abs(input - target), reduction)   # torch's grad_fn: AbsBackward0 under Mean/Sum
 
@@ -150,6 +176,7 @@ def _class_last(input, target):
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of class indices under log-probabilities `input` (N, C, ...)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     if target.dtype.name not in ("int64", "int32"):
         raise RuntimeError(f"nll_loss: expected target of dtype int64 (class indices), got {target.dtype}")
     out_shape = tuple(target.shape)
@@ -176,7 +203,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     # torch runs spatial inputs through nll_loss2d (a 4-D kernel: other ranks are viewed to 4-D and back)
     name = "NllLoss2DBackward0" if input.ndim > 2 else "NllLossBackward0"
     if reduction == "mean":
-        return _named(loss.sum() / w.sum(), name)
+        return _named(_weighted_mean(loss.sum(), w.sum()), name)
     if reduction == "none":
         return _named(loss.reshape(out_shape), name if input.ndim <= 2 or input.ndim == 4 else "ViewBackward0")
     return _reduce(loss, reduction, name)
@@ -186,6 +213,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                   reduction="mean", label_smoothing=0.0):
     """log_softmax over dim 1 (dim 0 for unbatched input) followed by nll_loss; `target` holds class
     indices or, as floats of the input's shape, class probabilities."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     class_dim = 0 if input.ndim == 1 else 1
     logp = fg.log_softmax(input, class_dim)
     if target.is_floating_point():
@@ -208,8 +236,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         valid = (labels != ignore_index).to(scores.dtype)
         per = -scores.sum(1) * valid if weight is None else -(scores * weight).sum(1) * valid
         if reduction == "mean":
-            smooth = per.sum() / (valid.sum() if weight is None else (weight[fg.where(labels != ignore_index,
-                                                                                        labels, 0)] * valid).sum())
+            smooth = _weighted_mean(per.sum(), valid.sum() if weight is None else (
+                weight[fg.where(labels != ignore_index, labels, 0)] * valid).sum())
         elif reduction == "sum":
             smooth = per.sum()
         else:
@@ -219,28 +247,32 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({target.shape}) that is different to the input size "
                          f"({input.shape}) is deprecated. Please ensure they have the same size.")
-    values = input.detach().numpy()
-    if ((values < 0) | (values > 1)).any():
-        raise RuntimeError("all elements of input should be between 0 and 1")
-    # torch clamps each log at -100 so that a confident wrong prediction costs 100, not inf
-    logs = fg.clamp(fg.log(input), min=-100) * target + fg.clamp(fg.log(1 - input), min=-100) * (1 - target)
-    loss = -logs if weight is None else -logs * weight
+    for name, values in (("input", input.detach().numpy()), ("target", target.detach().numpy())):
+        if not ((values >= 0) & (values <= 1)).all():   # NaN is out of range too
+            raise RuntimeError(f"all elements of {name} should be between 0 and 1")
+    loss = _binary_cross_entropy(input, target)
+    if weight is not None:
+        loss = loss * weight
     return _reduce(loss, reduction, "BinaryCrossEntropyBackward0")
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")
-    # log(1 + exp(-|x|)) + max(x, 0) - x * t: stable for large |x|
-    softplus = fg.log1p(fg.exp(-fg.abs(input))) + fg.relu(input)
-    if pos_weight is None:
-        loss = softplus - input * target
-    else:
-        loss = (1 - target) * input + (1 + (pos_weight - 1) * target) * (softplus - input)
+    # (1 - t) x + softplus(-x), softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0): no overflow for large
+    # |x|. |x| and max(-x, 0) are written with one mask so that their slopes at x = 0 (1 and 0) add
+    # up to softplus's own there: the gradient is sigmoid(x) - t everywhere.
+    positive = input >= 0
+    softplus_neg = fg.log1p(fg.exp(-fg.where(positive, input, -input))) + fg.where(positive, 0.0, -input)
+    if pos_weight is not None:
+        softplus_neg = (1 + (pos_weight - 1) * target) * softplus_neg
+    loss = (1 - target) * input + softplus_neg
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "BinaryCrossEntropyWithLogitsBackward0")

@@ -1,6 +1,7 @@
 """Tensor factories (tensor, zeros, randn, ...), the default dtype and device they use, and the global
 random number generator."""
 import math
+import operator
 
 import numpy as np
 
@@ -94,6 +95,8 @@ def _infer_dtype(data):
         elif isinstance(item, (int, np.integer)):
             seen = True
             kind = max(kind, 1)
+        elif item is None:   # NumPy would make it NaN
+            raise RuntimeError("Could not infer dtype of NoneType")
         else:
             seen = True
             kind = 2
@@ -156,10 +159,15 @@ def from_numpy(ndarray):
     return _new(ndarray)
 
 
-def _size(size):
+def _size(size, name):
+    """A shape from `*size` or `(size,)`: integers only (ones(2.5) is an error, not ones(2))."""
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
-    size = tuple(int(s) for s in size)
+    for i, s in enumerate(size):
+        if isinstance(s, bool) or not hasattr(s, "__index__"):
+            raise TypeError(f"{name}(): argument 'size' must be tuple of ints, but found element of type "
+                            f"{type(s).__name__} at pos {i}")
+    size = tuple(operator.index(s) for s in size)
     for s in size:
         if s < 0:
             raise RuntimeError(f"Trying to create tensor with negative dimension {s}: {list(size)}")
@@ -168,7 +176,7 @@ def _size(size):
 
 def _filled(value_fn, size, dtype, device, requires_grad):
     dtype = dtype or D.default_float
-    return _finish(value_fn(_size(size), dtype.np), requires_grad, device)
+    return _finish(value_fn(_size(size, value_fn.__name__), dtype.np), requires_grad, device)
 
 
 def zeros(*size, out=None, dtype=None, device=None, requires_grad=False):
@@ -186,7 +194,7 @@ def empty(*size, out=None, dtype=None, device=None, requires_grad=False, memory_
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = D.scalar_dtype(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
-    return _finish(np.full(_size((size,)), fill_value, dtype.np), requires_grad, device)
+    return _finish(np.full(_size((size,), "full"), fill_value, dtype.np), requires_grad, device)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
@@ -243,7 +251,7 @@ def normal_sample(shape):
 
 def _drawn(sample, generator, size, dtype, requires_grad, device):
     dtype = dtype or D.default_float
-    shape = _size(size)
+    shape = _size(size, "rand" if sample is uniform_sample else "randn")
     if generator is not None:
         method = generator.random if sample is uniform_sample else generator.standard_normal
         return _finish(method(shape, dtype=np.float64).astype(dtype.np), requires_grad, device)
@@ -266,17 +274,18 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, device=N
     if size is None:          # randint(high, size)
         low, high, size = 0, low, high
     dtype = dtype or D.int64
-    data = _generator(generator).integers(low, high, _size((size,))).astype(dtype.np)
+    data = _generator(generator).integers(low, high, _size((size,), "randint")).astype(dtype.np)
     return _finish(data, requires_grad, device)
 
 
 def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False):
+    n, = _size((n,), "randperm")
     return _finish(_generator(generator).permutation(n).astype((dtype or D.int64).np), requires_grad, device)
 
 
 def normal(mean, std, size=None, *, generator=None):
     if size is not None:
-        return _new((_generator(generator).normal(mean, std, _size((size,)))).astype(D.default_float.np))
+        return _new((_generator(generator).normal(mean, std, _size((size,), "normal"))).astype(D.default_float.np))
     m = mean._data if isinstance(mean, Tensor) else mean
     s = std._data if isinstance(std, Tensor) else std
     dtype = (mean if isinstance(mean, Tensor) else std)._data.dtype

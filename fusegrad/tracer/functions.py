@@ -5,12 +5,14 @@ scalars) and calls `dispatch.apply` with an IR op. Composites (relu, mean, var, 
 losses, ...) are written in terms of other functions, so their gradients come from the primitives;
 `_named` gives their output PyTorch's grad_fn name."""
 import builtins
+import functools
+import warnings
 from collections import namedtuple
 
 import numpy as np
 
 from ..ir import OPS, ShapeError
-from ..ir.ops import indexed
+from ..ir.ops import check_index_range, indexed
 from ..ir import dtypes as D
 from . import grad_mode
 from .capture import active as capturing
@@ -47,11 +49,28 @@ def _binary(op, a, b, label=None, float_result=False):
             return apply_binary(op, a, b, label)
     else:
         a, b = _tensor(a), _tensor(b)
+        if op in _ARITHMETIC and (a if isinstance(a, Tensor) else b)._data.dtype == np.float16:
+            return _float16_with_scalar(op, a, b, label)
     a, b = promote_operands(op.name, (a, b), float_result)
     return apply(op, (a, b), None, label)
 
 
+def _float16_with_scalar(op, a, b, label):
+    """Arithmetic of a float16 tensor and a Python scalar, computed in float32 and rounded once, as
+    PyTorch's CPU kernels do: NumPy would round the scalar to float16 first, so that x / 70000
+    divided by inf. (Comparisons do round the scalar, in PyTorch too.)"""
+    wide = tuple(cast(x, D.float32) if isinstance(x, Tensor) else x for x in (a, b))
+    return _rounded_to_float16(apply(op, wide, None, label))
+
+
+def _rounded_to_float16(out):
+    """`out`, computed in float32, rounded to float16 under its own grad_fn name."""
+    label = out._node.name() if out._node is not None else None
+    return _named(cast(out, D.float16), label)
+
+
 _ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
+_ARITHMETIC = frozenset((_ADD, _SUB, _MUL, _DIV, OPS["pow"], OPS["remainder"], OPS["floor_divide"]))
 
 
 def add(input, other, *, alpha=1):
@@ -93,9 +112,17 @@ def div(input, other, *, rounding_mode=None):
         if _integral(input) and _integral(other):   # integer operands keep their integer type
             (ax, sx), (ay, sy) = _magnitude_sign(input), _magnitude_sign(other)
             return _named(mul(floor_divide(ax, ay), mul(sx, sy)), "DivBackward2")
-        q = _binary(OPS["div"], input, other, float_result=True)
-        return _named(mul(sign(q), floor(abs(q))), "DivBackward2")
+        quotient = _binary(OPS["div"], _detached(input), _detached(other), float_result=True)
+        truncated = mul(sign(quotient), floor(abs(quotient)))
+        # A rounded quotient's gradient is zero (PyTorch's), NaN operands included; floor_divide's VJP
+        # is zero, so it links the result to the operands without dividing a zero cotangent by them.
+        link = floor_divide(*promote_operands("div", (input, other), float_result=True))
+        return _named(where(ones_like_bool(truncated), truncated, link), "DivBackward2")
     return _binary(_DIV, input, other, float_result=True)
+
+
+def _detached(v):
+    return v.detach() if isinstance(v, Tensor) else v
 
 
 def _integral(v):
@@ -254,17 +281,33 @@ def tensor_from_scalar(value):
 
 
 def relu(input):
-    return _named(where(gt(input, 0), input, 0), "ReluBackward0")
+    # zero where input <= 0, so NaN passes through with its gradient, as in PyTorch
+    return _named(where(le(input, 0), 0, input), "ReluBackward0")
+
+
+def _is_floating(x):
+    return x._data.dtype.kind == "f" if isinstance(x, Tensor) else isinstance(x, float)
 
 
 def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of 'min' or 'max' must not be None")
+    # Each bound keeps the values on its side and sets those beyond it; where neither comparison
+    # holds, the input or the bound is NaN, and so is the result, with a zero gradient (PyTorch's).
+    nan = _is_floating(input) or _is_floating(min) or _is_floating(max)
+    dtype = D.result_type([(x.dtype, x._data.ndim) if isinstance(x, Tensor) else x
+                           for x in (input, min, max) if x is not None])
+
+    def bound(out, keeps, cuts, limit):
+        if not isinstance(limit, Tensor):   # a scalar bound, as a 0-d tensor of the result's type
+            limit = _new(np.asarray(limit, dtype.np))
+        beyond = where(cuts(out, limit), limit, float("nan")) if nan else limit
+        return where(keeps(out, limit), out, beyond)
     out = input
     if min is not None:
-        out = where(lt(out, min), min, out)
+        out = bound(out, ge, lt, min)
     if max is not None:
-        out = where(gt(out, max), max, out)
+        out = bound(out, le, gt, max)
     return _named(out, "ClampBackward1")
 
 
@@ -330,15 +373,61 @@ def _axes(dim, ndim):
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, (tuple, list)):
-        axes = tuple(sorted({_dim(d, ndim) for d in dim}))
-        return axes if axes or ndim == 0 else tuple(range(ndim))
+        axes = [_dim(d, ndim) for d in dim]
+        for i, d in enumerate(axes):
+            if d in axes[:i]:
+                raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+        return tuple(sorted(axes)) if axes or ndim == 0 else tuple(range(ndim))
     return (_dim(dim, ndim),) if ndim else ()
 
 
-def _reduce(name, input, dim, keepdim, label0, label1):
+def _float16_in_float32(fn):
+    """fn computed in float32 for float16 inputs and rounded to float16 once, at the end, as
+    PyTorch accumulates reductions of float16: in float16 itself, 2048 + 1 is 2048 and an element
+    count above 65504 is inf."""
+    @functools.wraps(fn)
+    def reduce(input, *args, **kwargs):
+        if input._data.dtype != np.float16 or kwargs.get("dtype") is not None:
+            return fn(input, *args, **kwargs)
+        return _rounded_to_float16(fn(cast(input, D.float32), *args, **kwargs))
+    return reduce
+
+
+def _reduce(name, input, dim, keepdim, label0, label1, **attrs):
     axes = _axes(dim, input._data.ndim)
-    out = apply(OPS[name], (input,), {"axes": axes, "keepdim": bool(keepdim)})
+    out = apply(OPS[name], (input,), {"axes": axes, "keepdim": bool(keepdim), **attrs})
     return _named(out, label0 if dim is None else label1)
+
+
+def _require_elements(name, shape, dim, axes, no_dim_error=RuntimeError):
+    """An extremum of nothing is undefined: PyTorch's errors for reducing an empty dimension."""
+    if dim is None:
+        if 0 in shape:
+            advice = " Specify the reduction dim with the 'dim' argument." if no_dim_error is RuntimeError else ""
+            raise no_dim_error(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.{advice}")
+        return
+    for a in axes:
+        if shape[a] == 0:
+            raise IndexError(f"{name}(): Expected reduction dim {a} to have non-zero size.")
+
+
+def _peak(name, input, dim, keepdim, label0, label1):
+    """amax/amin for max(), min() and norm(p=inf): the NaNs of a slice share its gradient, where
+    amax/amin's own gradient is NaN everywhere (PyTorch's rules for each)."""
+    return _reduce(name, input, dim, keepdim, label0, label1, nans_win=True)
+
+
+def _infinity_norm(name, input, dim, keepdim):
+    axes = _axes(dim, input._data.ndim)
+    p = "inf" if name == "amax" else "-inf"
+    if dim is None and input._data.size == 0:
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {p} norm on an empty tensor because the "
+                           "operation does not have an identity")
+    for a in axes if dim is not None else ():
+        if input._data.shape[a] == 0:
+            raise RuntimeError(f"linalg.vector_norm cannot compute the {p} norm on the dimension {a} because "
+                               "this dimension is empty and the operation does not have an identity")
+    return _peak(name, abs(input), dim, keepdim, "", "")
 
 
 def sum(input, dim=None, keepdim=False, *, dtype=None):
@@ -353,6 +442,7 @@ def nansum(input, dim=None, keepdim=False):
     return _named(sum(where(isnan(input), 0.0, input), dim, keepdim), "NansumBackward0")
 
 
+@_float16_in_float32
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = cast(input, dtype)
@@ -389,16 +479,13 @@ def _extremum(name, arg, input, dim, keepdim, other):
     if other is not None:
         return (maximum if name == "amax" else minimum)(input, other)
     if dim is None:
-        if input._data.size == 0:
-            raise RuntimeError(f"{name[1:]}(): Expected reduction dim to be specified for input.numel() == 0. "
-                               "Specify the reduction dim with the 'dim' argument.")
-        return _reduce(name, input, None, False, name[1:].capitalize() + "Backward1", "")
+        _require_elements(name[1:], input._data.shape, None, ())
+        return _peak(name, input, None, False, name[1:].capitalize() + "Backward1", "")
     d = _dim(dim, input._data.ndim)
     if input._data.ndim == 0:   # a 0-d tensor is its own extremum, at index 0
         values = _named(apply(OPS["copy"], (input,)), name[1:].capitalize() + "Backward0")
         return _RETURN_TYPES[name](values, _new(np.zeros((), np.int64)))
-    if input._data.shape[d] == 0:
-        raise IndexError(f"{name[1:]}(): Expected reduction dim {d} to have non-zero size.")
+    _require_elements(name[1:], input._data.shape, d, (d,))
     indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
     values = apply(OPS["gather"], (input, indices), {"axis": d})
     if not keepdim:
@@ -414,22 +501,34 @@ def min(input, dim=None, keepdim=False, *, other=None):
     return _extremum("amin", "argmin", input, dim, keepdim, other)
 
 
+def _amax_amin(name, input, dim, keepdim):
+    dim = dim if dim != () else None
+    _require_elements(name, input._data.shape, dim, _axes(dim, input._data.ndim))
+    label = name.capitalize() + "Backward0"
+    return _reduce(name, input, dim, keepdim, label, label, nans_win=False)
+
+
 def amax(input, dim=(), keepdim=False):
-    return _reduce("amax", input, dim if dim != () else None, keepdim, "AmaxBackward0", "AmaxBackward0")
+    return _amax_amin("amax", input, dim, keepdim)
 
 
 def amin(input, dim=(), keepdim=False):
-    return _reduce("amin", input, dim if dim != () else None, keepdim, "AminBackward0", "AminBackward0")
+    return _amax_amin("amin", input, dim, keepdim)
+
+
+def _arg_extremum(name, input, dim, keepdim):
+    axis = None if dim is None else _dim(dim, input._data.ndim)
+    if input._data.ndim:
+        _require_elements(name, input._data.shape, axis, () if axis is None else (axis,), IndexError)
+    return apply(OPS[name], (input,), {"axis": axis, "keepdim": bool(keepdim)})
 
 
 def argmax(input, dim=None, keepdim=False):
-    return apply(OPS["argmax"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
-                                           "keepdim": bool(keepdim)})
+    return _arg_extremum("argmax", input, dim, keepdim)
 
 
 def argmin(input, dim=None, keepdim=False):
-    return apply(OPS["argmin"], (input,), {"axis": None if dim is None else _dim(dim, input._data.ndim),
-                                           "keepdim": bool(keepdim)})
+    return _arg_extremum("argmin", input, dim, keepdim)
 
 
 def all(input, dim=None, keepdim=False):
@@ -446,37 +545,56 @@ def _correction(unbiased, correction):
     return 1 if unbiased is None or unbiased else 0
 
 
-def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def _variance(name, input, dim, unbiased, keepdim, correction):
     if isinstance(dim, bool):   # var(input, unbiased)
         dim, unbiased = None, dim
     axes = _axes(dim, input._data.ndim)
     count = int(np.prod([input._data.shape[a] for a in axes])) if axes else 1
+    dof = count - _correction(unbiased, correction)
+    if dof <= 0:   # stacklevel: the caller of var, std, var_mean or std_mean
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the "
+                      "reduction factor (input numel divided by output numel).", UserWarning, stacklevel=5)
     centered = sub(input, mean(input, axes, keepdim=True))
     total = sum(mul(centered, centered), axes, keepdim=keepdim)
-    return _named(div(total, builtins.max(count - _correction(unbiased, correction), 0)), "VarBackward0")
+    return div(total, builtins.max(dof, 0))
 
 
 def _sqrt_zero_grad_at_zero(v):
-    """sqrt whose gradient is 0 where v == 0 (PyTorch's norm and std), not 0 * inf = nan."""
-    positive = gt(v, 0)
-    return where(positive, sqrt(where(positive, v, 1.0)), 0.0)
+    """sqrt whose gradient is 0 where v == 0 (PyTorch's norm and std), not 0 * inf = nan; NaN and
+    inf pass through."""
+    zero = eq(v, 0)
+    return where(zero, 0.0, sqrt(where(zero, 1.0, v)))
+
+
+@_float16_in_float32
+def _var(input, name, dim, unbiased, keepdim, correction):
+    return _named(_variance(name, input, dim, unbiased, keepdim, correction), "VarBackward0")
+
+
+@_float16_in_float32
+def _std(input, name, dim, unbiased, keepdim, correction):
+    return _named(_sqrt_zero_grad_at_zero(_variance(name, input, dim, unbiased, keepdim, correction)), "StdBackward0")
+
+
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return _var(input, "var", dim, unbiased, keepdim, correction)
 
 
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    variance = var(input, dim, unbiased, keepdim, correction=correction)
-    return _named(_sqrt_zero_grad_at_zero(variance), "StdBackward0")
+    return _std(input, "std", dim, unbiased, keepdim, correction)
 
 
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return (_named(var(input, dim, unbiased, keepdim, correction=correction), "VarMeanBackward0"),
+    return (_named(_var(input, "var_mean", dim, unbiased, keepdim, correction), "VarMeanBackward0"),
             _named(mean(input, dim, keepdim), "VarMeanBackward0"))
 
 
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    return (_named(std(input, dim, unbiased, keepdim, correction=correction), "StdMeanBackward0"),
+    return (_named(_std(input, "std_mean", dim, unbiased, keepdim, correction), "StdMeanBackward0"),
             _named(mean(input, dim, keepdim), "StdMeanBackward0"))
 
 
+@_float16_in_float32
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p == "fro" and isinstance(dim, (tuple, list)) and len(dim) > 2:
         # PyTorch takes the Frobenius norm as a matrix norm, over two dims at most
@@ -488,9 +606,9 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     if p in ("fro", 2, 2.0):
         out = _sqrt_zero_grad_at_zero(sum(mul(input, input), dim, keepdim))
     elif p in (float("inf"), "inf"):
-        out = amax(abs(input), dim if dim is not None else (), keepdim)
+        out = _infinity_norm("amax", input, dim, keepdim)
     elif p in (float("-inf"), "-inf"):
-        out = amin(abs(input), dim if dim is not None else (), keepdim)
+        out = _infinity_norm("amin", input, dim, keepdim)
     elif p == 1:
         out = sum(abs(input), dim, keepdim)
     elif p == 0:
@@ -502,9 +620,12 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def logsumexp(input, dim, keepdim=False):
     axes = _axes(dim, input._data.ndim)
-    peak = amax(input, axes, keepdim=True).detach()
-    peak = where(isfinite(peak), peak, 0.0)
-    out = add(log(sum(exp(sub(input, peak)), axes, keepdim=True)), peak)
+    if 0 in (input._data.shape[a] for a in axes):   # log of an empty sum: -inf, with no peak to shift by
+        out = log(sum(exp(input), axes, keepdim=True))
+    else:
+        peak = amax(input, axes, keepdim=True).detach()
+        peak = where(isfinite(peak), peak, 0.0)
+        out = add(log(sum(exp(sub(input, peak)), axes, keepdim=True)), peak)
     return _named(out if keepdim else squeeze(out, axes), "LogsumexpBackward0")
 
 
@@ -772,10 +893,19 @@ def gather(input, dim, index):
 
 def index_select(input, dim, index):
     d = _dim(dim, input._data.ndim)
+    check_index_range("index_select", index._data, input._data.shape[d] if input._data.ndim else 1, d)
     return _named(input[(slice(None),) * d + (index,)], "IndexSelectBackward0")
 
 
 def masked_fill(input, mask, value):
+    # the value takes the input's dtype (2.9 fills an int64 tensor with 2), as in PyTorch
+    if isinstance(value, Tensor):
+        if value._data.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value._data.ndim} dimension(s).")
+        value = cast(value, input.dtype)
+    else:
+        value = _new(np.asarray(value).astype(input._data.dtype))
     return _named(where(mask, value, input), "MaskedFillBackward0")
 
 
@@ -798,7 +928,7 @@ def triu(input, diagonal=0):
 
 
 def getitem(input, key):
-    spec, arrays = normalize_key(key, input._data.ndim)
+    spec, arrays = normalize_key(key, input._data.shape)
     label = None if arrays else _basic_index_label(key, spec, input._data.shape)
     return apply(OPS["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
 
@@ -825,7 +955,7 @@ def _basic_index_label(key, spec, shape):
 
 
 def setitem(input, key, value):
-    spec, arrays = normalize_key(key, input._data.ndim)
+    spec, arrays = normalize_key(key, input._data.shape)
     value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value))
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
@@ -855,8 +985,10 @@ def setitem(input, key, value):
 
 
 def matmul(input, other):
-    if input._data.dtype is not other._data.dtype:
-        input, other = promote_operands("matmul", (input, other))
+    if input._data.dtype != other._data.dtype:   # PyTorch does not promote here either
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {input.dtype.scalar_name} "
+                           f"and {other.dtype.scalar_name} (shapes {list(input._data.shape)} and "
+                           f"{list(other._data.shape)}); convert one with .to(dtype)")
     out = apply(OPS["matmul"], (input, other))
     nx, ny = input._data.ndim, other._data.ndim
     label = ("DotBackward0" if nx == ny == 1 else "MvBackward0" if ny == 1 and nx == 2 else
@@ -907,6 +1039,12 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     if alpha != 1:
         prod_ = mul(prod_, alpha)
     return _named(add(mul(input, beta) if beta != 1 else input, prod_), "AddmmBackward0")
+
+
+def _binary_cross_entropy(input, target):
+    """The elementwise loss of nn.functional.binary_cross_entropy (one op for its gradient)."""
+    input, target = promote_operands("binary_cross_entropy", (input, target))
+    return apply(OPS["binary_cross_entropy"], (input, target))
 
 
 def softmax(input, dim=None, dtype=None):

@@ -1,5 +1,6 @@
 """Grad modes: whether eager ops record nodes for autograd (no_grad, enable_grad, inference_mode)."""
 import functools
+import inspect
 import threading
 
 
@@ -19,6 +20,40 @@ def _set(value):
     state.enabled = bool(value)
 
 
+def _decorate(make_mode, fn):
+    """fn run under a fresh `make_mode()` context; for a generator function, each step of the
+    generator runs under it (the caller's mode holds between steps), as in PyTorch."""
+    if not inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with make_mode():
+                return fn(*args, **kwargs)
+        return wrapper
+
+    @functools.wraps(fn)
+    def generator(*args, **kwargs):
+        gen = fn(*args, **kwargs)
+        try:
+            with make_mode():
+                response = gen.send(None)
+            while True:
+                try:
+                    request = yield response
+                except GeneratorExit:
+                    with make_mode():
+                        gen.close()
+                    raise
+                except BaseException as error:   # thrown in by the caller: raise it inside
+                    with make_mode():
+                        response = gen.throw(error)
+                else:
+                    with make_mode():
+                        response = gen.send(request)
+        except StopIteration as stop:
+            return stop.value
+    return generator
+
+
 class _GradMode:
     """A context manager that also works as a decorator, like torch.no_grad."""
 
@@ -34,11 +69,7 @@ class _GradMode:
         return False
 
     def __call__(self, fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with self.__class__():
-                return fn(*args, **kwargs)
-        return wrapper
+        return _decorate(self.__class__, fn)
 
     def clone(self):
         return self.__class__()
@@ -69,13 +100,7 @@ class inference_mode(_GradMode):
         self._flag = mode
 
     def __call__(self, fn):
-        flag = self._flag
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with inference_mode(flag):
-                return fn(*args, **kwargs)
-        return wrapper
+        return _decorate(functools.partial(inference_mode, self._flag), fn)
 
 
 class set_grad_enabled(_GradMode):
@@ -91,10 +116,4 @@ class set_grad_enabled(_GradMode):
 
     def __call__(self, fn):
         _set(self._previous)
-        mode = self.mode
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):
-                return fn(*args, **kwargs)
-        return wrapper
+        return _decorate(functools.partial(set_grad_enabled, self.mode), fn)

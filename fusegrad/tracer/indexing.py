@@ -4,9 +4,10 @@ import numpy as np
 from .tensor import Tensor
 
 
-def normalize_key(key, ndim):
+def normalize_key(key, shape):
     """Returns (spec, arrays): basic items become spec tuples, integer arrays (and boolean masks,
     as the integer arrays of their nonzero positions) become inputs of the index op."""
+    ndim = len(shape)
     if not isinstance(key, tuple):
         key = (key,)
     spec, arrays = [], []
@@ -39,6 +40,7 @@ def normalize_key(key, ndim):
             dim += 1
         elif isinstance(k, np.ndarray):
             if k.dtype == np.bool_:
+                _check_mask(k.shape, shape, dim)
                 for idx in np.nonzero(k):
                     spec.append(("a",))
                     arrays.append(idx.astype(np.int64))
@@ -53,6 +55,15 @@ def normalize_key(key, ndim):
             raise IndexError(f"only integers, slices (`:`), ellipsis (`...`), None and long or byte Variables "
                              f"are valid indices (got {type(k).__name__})")
     return tuple(spec), arrays
+
+
+def _check_mask(mask_shape, shape, dim):
+    """A mask must match the dimensions it indexes: NumPy would read a shorter one as the positions
+    it holds, silently."""
+    for i, n in enumerate(mask_shape):
+        if n != shape[dim + i]:
+            raise IndexError(f"The shape of the mask {list(mask_shape)} at index {i} does not match the shape of "
+                             f"the indexed tensor {list(shape)} at index {dim + i}")
 
 
 def _dims_consumed(k):

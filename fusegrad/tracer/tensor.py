@@ -233,8 +233,16 @@ class Tensor:
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        """NumPy 2's protocol: `np.array(t)` asks for a copy (copy=True), `np.asarray(t)` takes the
+        tensor's own memory when it can (copy=None) and `copy=False` must never copy."""
         data = self.numpy()
-        return data if dtype is None else data.astype(dtype, copy=False)
+        converts = dtype is not None and np.dtype(dtype) != data.dtype
+        if copy is False and converts:
+            raise ValueError(f"Unable to avoid copy while creating an array as requested: the tensor holds "
+                             f"{data.dtype}, not {np.dtype(dtype)}")
+        if converts:
+            return data.astype(dtype)
+        return data.copy() if copy else data
 
     # Python values of tensor data: while a function is being captured for compilation, each one
     # is a decision (or an output) that a compiled replay must check or recompute.
