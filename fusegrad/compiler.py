@@ -518,6 +518,7 @@ class CompiledFunction:
         self.calls += 1
         if self.eager_reason is not None:
             return self.fn(*args, **kwargs)
+        failures = []
         for spec in self.specialisations:
             failed = spec.guard_fn(args, kwargs)
             if failed == -1:
@@ -537,8 +538,10 @@ class CompiledFunction:
                 log("guards", lambda: f"{self.name}: value guard failed: the traced call saw {kind} "
                                       f"{expected!r}, this call computes {np.asarray(actual).tolist()!r}")
                 break
-            log("guards", lambda: f"{self.name}: guard failed: "
-                                  f"{_describe_failure(spec.guards.checks, spec.guards.objects, failed, args, kwargs)}")
+            failures.append((spec, failed))
+        if failures:   # reported only when no specialisation matched: the first check each one failed
+            log("guards", lambda: f"{self.name}: no specialisation matches: " + "; ".join(
+                _describe_failure(s.guards.checks, s.guards.objects, f, args, kwargs) for s, f in failures))
         return self._capture(args, kwargs)
 
     def _capture(self, args, kwargs):
