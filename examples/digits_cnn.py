@@ -21,7 +21,6 @@ three quarters of the epochs: each value is a specialisation of its own (a plain
 the optimizer is guarded, not traced), and three of them compile once each.
 """
 import argparse
-import math
 import time
 
 import numpy as np

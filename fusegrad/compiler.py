@@ -380,10 +380,6 @@ class Specialisation:
         exec(builtins.compile(source, "<fusegrad replay>", "exec"), namespace)
         return source, namespace["replay"]
 
-    def run(self, args, kwargs):
-        """Replay; (None, mismatch) when a value guard fails (nothing has been committed then)."""
-        return self.replay(args, kwargs)
-
 
 def _fresh(value, held):
     """A gradient buffer of its own: never a view, nor an array the caller passed in."""
@@ -523,7 +519,7 @@ class CompiledFunction:
             failed = spec.guard_fn(args, kwargs)
             if failed == -1:
                 try:
-                    result, mismatch = spec.run(args, kwargs)
+                    result, mismatch = spec.replay(args, kwargs)
                 except Exception as error:   # a kernel that fails to compile at its first call:
                     if spec.plan_ran:         # the plan raised before committing anything
                         raise
