@@ -20,6 +20,7 @@ import builtins
 import functools
 import inspect
 import random
+import re
 import types
 import warnings
 
@@ -64,6 +65,7 @@ class _Guards:
         self.tensor_paths = {}
         self.visited_code = set()
         self.paths = {}   # id(module or optimizer) -> the expression it was first reached by
+        self.hoisted = []  # paths of tensors, modules and optimizers, read once into a local by the guard
 
     def hold(self, obj):
         name = self.held.get(id(obj))
@@ -102,6 +104,7 @@ class _Guards:
                 self.check(f"{expr} is {first}", True, f"{what}: the same object as {first}")
                 return
             self.paths[id(obj)] = expr
+            self.hoisted.append(expr)
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             (self.module if isinstance(obj, Module) else self.optimizer)(obj, expr, what)
         elif isinstance(obj, np.ndarray):
@@ -118,6 +121,7 @@ class _Guards:
             self.check(f"{expr} is {first}", True, f"{what}: the same tensor as {first}")
             return
         self.tensor_paths[id(t)] = expr
+        self.hoisted.append(expr)
         self.sources[id(t._data)] = f"{expr}._data"
         self.check(f"type({expr})", type(t), f"{what}: type", "is")
         self.check(f"{expr}._data.shape", t._data.shape, what)
@@ -199,11 +203,29 @@ class _Guards:
             self.walk(value, f"{self.hold(cell)}.cell_contents", f"closure variable {cell_name}", depth)
 
 
-def _generate_guard(checks, objects):
-    """def guard(A, K) -> index of the first failing check, or -1."""
+def _generate_guard(checks, objects, hoisted=()):
+    """def guard(A, K) -> index of the first failing check, or -1. Each path in `hoisted` (a
+    tensor's or module's) is read into a local before its first use, so the checks of one tensor
+    do not walk `A[0]._modules['layer1']._parameters['weight']` again each time."""
     namespace = dict(objects)
     lines = []
+    patterns = [(path, re.compile(re.escape(path) + r"(?=[.\[ )]|$)")) for path in hoisted
+                if "." in path or "[" in path]
+    aliases = {}
+
+    def rewrite(text):
+        for path, pattern in sorted(patterns, key=lambda item: -len(item[0])):
+            if path in aliases:
+                text = pattern.sub(aliases[path], text)
+        return text
+
     for i, (expr, expected, _, mode) in enumerate(checks):
+        for path, pattern in patterns:
+            if path not in aliases and pattern.search(expr):
+                value = rewrite(path)
+                aliases[path] = f"L{len(aliases)}"
+                lines.append(f"{aliases[path]} = {value}")
+        expr = rewrite(expr)
         if mode == "nan":
             lines.append(f"if ({expr}) == ({expr}): return {i}")
             continue
@@ -556,7 +578,7 @@ class CompiledFunction:
         elif isinstance(target, types.FunctionType):
             guards.code_of(target, 0)
         guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
-        guard_fn, guard_source = _generate_guard(guards.checks, guards.objects)
+        guard_fn, guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
         trace = Trace(guards.sources, guards.tensor_paths)
         rng = _rng_states()
         with recording(trace):
