@@ -353,3 +353,39 @@ def test_compiled_kernels_are_profiler_rows():
     assert kernels and kernels <= names
     assert "fusegrad::matmul" in names
     assert "fusegrad::train_step_1_k0" in prof.key_averages().table()
+
+
+def test_data_handed_to_numpy_runs_eagerly():
+    """A mask computed by NumPy from tensor data cannot be recorded; a replay would reuse the first
+    call's mask. Such a function runs eagerly, with the reason logged, and stays correct."""
+    def f(x):
+        mask = fg.from_numpy(x.numpy() > 0)
+        return fg.where(mask, x, 0.0)
+    cf = fg.compile(f)
+    for sign in (1.0, 1.0, -1.0, 1.0):
+        x = fg.tensor([sign, -sign])
+        np.testing.assert_array_equal(cf(x).numpy(), f(x).numpy())
+    assert cf.replays == 0 and "hands tensor data to NumPy" in cf.last_reason
+
+
+def test_ignored_targets_that_move_between_calls():
+    """cross_entropy's ignore_index mask is data: compiled, it is recomputed on each call, and a
+    target out of bounds still raises eager's IndexError with the parameters untouched."""
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=-1)
+    x = fg.randn(8, 20)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        labels = rng.integers(0, 4, 8)
+        labels[rng.integers(0, 8, 3)] = -1
+        y = fg.tensor(labels)
+        expected = train_step(model, opt, loss_fn, x, y)
+        got = step(twin, twin_opt, loss_fn, x, y)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+        _assert_close(_params(model), _params(twin))
+    assert step.replays >= 2
+    before = _params(twin)
+    with pytest.raises(IndexError, match="Target 7 is out of bounds."):
+        step(twin, twin_opt, loss_fn, x, fg.tensor([0, 1, 2, 3, 7, 0, 1, 2]))
+    _assert_close(before, _params(twin), rtol=0, atol=0)

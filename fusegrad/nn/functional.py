@@ -188,12 +188,11 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
                            f"got {list(target.shape)}")
     scores, labels = _class_last(input, target)
     classes = scores.shape[1]
-    labels_np = labels.numpy()
-    valid_np = labels_np != ignore_index
-    bad = labels_np[valid_np & ((labels_np < 0) | (labels_np >= classes))]
-    if bad.size:
-        raise IndexError(f"Target {int(bad[0])} is out of bounds.")
-    valid = fg.from_numpy(valid_np)
+    # tensor ops, not NumPy: a compiled step recomputes the mask, and checks the bounds as a guard
+    valid = fg.ne(labels, ignore_index)
+    out_of_bounds = valid & ((labels < 0) | (labels >= classes))
+    if out_of_bounds.any():
+        raise IndexError(f"Target {int(labels[out_of_bounds][0])} is out of bounds.")
     safe = fg.where(valid, labels, 0)
     picked = -fg.gather(scores, 1, safe.unsqueeze(1)).squeeze(1)
     w = valid.to(scores.dtype)
@@ -251,7 +250,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Using a target size ({target.shape}) that is different to the input size "
                          f"({input.shape}) is deprecated. Please ensure they have the same size.")
-    for name, values in (("input", input.detach().numpy()), ("target", target.detach().numpy())):
+    for name, values in (("input", input.detach()), ("target", target.detach())):
         if not ((values >= 0) & (values <= 1)).all():   # NaN is out of range too
             raise RuntimeError(f"all elements of {name} should be between 0 and 1")
     loss = _binary_cross_entropy(input, target)

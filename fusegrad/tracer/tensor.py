@@ -230,6 +230,9 @@ class Tensor:
         if self._rg and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
                                "instead.")
+        trace = capturing()
+        if trace is not None:   # what NumPy code computes from it, a replay could not recompute
+            trace.break_("it hands tensor data to NumPy (numpy(), np.asarray), where fusegrad cannot follow it")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
