@@ -25,6 +25,7 @@ import types
 import warnings
 
 import numpy as np
+from numba.core.errors import NumbaError
 
 from .ir import OPS, backward_graph, topological_order
 from .ir.dtypes import from_numpy_dtype
@@ -368,7 +369,6 @@ class Specialisation:
             output(trace.draws[-1])
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
         self.plan = Plan(self.graph, label=label)
-        self.plan_ran = False
         self.source, self.replay = self._generate(trace, objects)
 
     def _generate(self, trace, objects):
@@ -542,13 +542,14 @@ class CompiledFunction:
             if failed == -1:
                 try:
                     result, mismatch = spec.replay(args, kwargs)
-                except Exception as error:   # a kernel that fails to compile at its first call:
-                    if spec.plan_ran:         # the plan raised before committing anything
-                        raise
+                except NumbaError as error:   # a kernel that fails to compile: never use the plan
                     self.specialisations.remove(spec)
-                    self._stay_eager(f"its compiled plan failed ({type(error).__name__}: {error})")
+                    self._stay_eager(f"its compiled plan failed to compile ({type(error).__name__}: {error})")
                     return self.fn(*args, **kwargs)
-                spec.plan_ran = True
+                except Exception as error:   # raised before anything was committed: eager mode
+                    log("fallbacks", f"{self.name}: the compiled plan raised {type(error).__name__} ({error}); "
+                                     "this call runs eagerly, which raises its own error or computes the result")
+                    return self.fn(*args, **kwargs)
                 if mismatch is None:
                     self.replays += 1
                     return result
