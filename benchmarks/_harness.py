@@ -8,11 +8,14 @@ garbage collector disabled; whatever `fn` returns is kept alive until the clock 
 freeing the result (a recorded graph, for instance) is not charged to any implementation. The garbage
 collector runs between rounds, every `collect_every` rounds, outside the timed region."""
 import argparse
+import contextlib
 import gc
 import os
 import platform
 import sys
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,10 +109,171 @@ def cache_checked(backward_graphs, cold):
     return setup_hook, after
 
 
-def training_step_cases(step, setup, use_torch):
+def leaves(lib, arrays):
+    """Leaf tensors of `lib` (fusegrad or torch) requiring grad, one per array."""
+    return tuple(lib.tensor(a, requires_grad=True) for a in arrays)
+
+
+def fresh_leaves(lib, arrays, hook=None):
+    """Setup making new leaves from the arrays before each call (after running `hook`, if any)."""
+    def setup():
+        if hook is not None:
+            hook()
+        return leaves(lib, arrays)
+    return setup
+
+
+def interpreted():
+    """(setup hook, after) pair running a call with eager backward compilation off: the backward
+    graph runs through the interpreter, as it did before fusegrad compiled anything. (Eager
+    backward otherwise compiles a structure once it has run plan.COMPILE_AFTER times, and then
+    runs it as a plan whatever COMPILE_AFTER says, so the plans are set aside for the call.)"""
+    from fusegrad.runtime import plan
+    saved = {}
+
+    def setup_hook():
+        saved["plans"], saved["after"] = plan._eager_plans, plan.COMPILE_AFTER
+        plan._eager_plans, plan.COMPILE_AFTER = weakref.WeakKeyDictionary(), 0
+
+    def after(_):
+        plan._eager_plans, plan.COMPILE_AFTER = saved.pop("plans"), saved.pop("after")
+
+    return setup_hook, after
+
+
+def auto_compiled(backward_graphs):
+    """(setup hook, after) pair asserting that a warm call's backward ran as a compiled plan: the
+    graph it fetched from the structure cache (the most recently used entry) has one."""
+    from fusegrad.runtime import plan
+
+    def after(_):
+        graph = next(reversed(backward_graphs.entries.values())).graph
+        assert isinstance(plan._eager_plans.get(graph), plan.Plan), "eager backward did not run compiled"
+
+    return None, after
+
+
+def chained(*pairs):
+    """One (setup hook, after) pair running the given ones in order (None: nothing to run)."""
+    hooks = [h for h, _ in pairs if h is not None]
+    afters = [a for _, a in pairs if a is not None]
+
+    def setup_hook():
+        for hook in hooks:
+            hook()
+
+    def after(out):
+        for each in afters:
+            each(out)
+
+    return setup_hook, after
+
+
+def prime_eager_compilation(fn, setup):
+    """Run fn(*setup()) until eager backward has compiled its structure (plan.COMPILE_AFTER runs)."""
+    from fusegrad.runtime import plan
+    for _ in range(max(plan.COMPILE_AFTER, 1)):
+        fn(*setup())
+
+
+def replayed(compiled):
+    """(setup hook, after) pair asserting that a call of a fusegrad.compile'd function replayed its
+    compiled plan (rather than capturing again or running eagerly)."""
+    before = {}
+
+    def setup_hook():
+        before["replays"] = compiled.replays
+
+    def after(_):
+        why = compiled.eager_reason or getattr(compiled, "last_reason", None)
+        assert compiled.replays == before["replays"] + 1, \
+            f"{compiled.name}: the call did not replay a compiled plan ({why})"
+
+    return setup_hook, after
+
+
+def prime_compiled(compiled, setup, out, calls=4):
+    """Call a fusegrad.compile'd function until it replays; print what the first calls cost (capture
+    and compilation happen there). Returns the seconds of each priming call. Raises with fusegrad's
+    explanation when it does not replay within `calls` calls: a compiled row must measure replays."""
+    seconds = []
+    while compiled.replays == 0 and len(seconds) < calls:
+        args = setup()
+        start = time.perf_counter()
+        compiled(*args)
+        seconds.append(time.perf_counter() - start)
+    if compiled.replays == 0:
+        import fusegrad
+        raise AssertionError(f"{compiled.name} did not replay after {calls} calls: "
+                             f"{compiled.eager_reason or getattr(compiled, 'last_reason', None)}\n"
+                             f"{fusegrad.explain(compiled, *setup())}")
+    kernels = [len(s.plan.kernels) for s in compiled.specialisations]
+    out(f"fusegrad.compile {compiled.name}: capturing call(s) {', '.join(fmt_time(t) for t in seconds[:-1])} "
+        f"(trace, guards, plan); first replay {fmt_time(seconds[-1])} (Numba compiles, or loads from its disk cache, "
+        f"each kernel at its first call); {len(kernels)} specialisation(s), kernels per plan {kernels}")
+    return seconds
+
+
+def compiled_step_case(step, args, out):
+    """Case "fusegrad compiled": fusegrad.compile(step) called on the same arguments (a model of its
+    own, its optimizer, a batch), primed until it replays; each timed call is asserted to replay."""
+    import fusegrad
+    compiled = fusegrad.compile(step)
+    prime_compiled(compiled, lambda: args, out)
+    hook, after = replayed(compiled)
+
+    def setup():
+        hook()
+        return args
+
+    return Case("fusegrad compiled", compiled, setup, "fusegrad", after)
+
+
+@contextlib.contextmanager
+def empty_kernel_cache():
+    """FUSEGRAD_CACHE_DIR set to a new, empty directory for the block: the kernels generated there are
+    compiled by Numba, not loaded from its disk cache, as on a first run."""
+    before = os.environ.get("FUSEGRAD_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="fusegrad-bench-cache-") as directory:
+        os.environ["FUSEGRAD_CACHE_DIR"] = directory
+        try:
+            yield directory
+        finally:
+            if before is None:
+                del os.environ["FUSEGRAD_CACHE_DIR"]
+            else:
+                os.environ["FUSEGRAD_CACHE_DIR"] = before
+
+
+def torch_compiled(fn, args, quick, out):
+    """torch.compile(fn), compiled by a first call fn(*args()) that is timed and printed; None (and
+    the reason printed) when skipped (--quick: Inductor takes tens of seconds here) or when
+    torch.compile fails on this machine (no C++ compiler, for instance)."""
+    if quick:
+        out("torch.compile: skipped under --quick (compiling takes tens of seconds on this machine)")
+        return None
+    import torch
+    try:
+        compiled = torch.compile(fn)
+        start = time.perf_counter()
+        compiled(*args())
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        compiled(*args())
+        second = time.perf_counter() - start
+    except Exception as error:   # Inductor's failures are many; any of them means no row
+        text = str(error).strip().splitlines()
+        out(f"torch.compile: skipped, it failed here: {type(error).__name__}: {text[0] if text else ''}")
+        return None
+    out(f"torch.compile: first call (compilation) {fmt_time(seconds)}, second call {fmt_time(second)}")
+    return compiled
+
+
+def training_step_cases(step, setup, use_torch, auto=False):
     """Cases timing `step(*setup(lib))`, a training step: fusegrad warm (the backward graph from the
-    structure cache, each call asserted to be a hit), fusegrad cold (cache cleared before each call,
-    asserted to be a miss) and, when importable, PyTorch eager."""
+    structure cache, each call asserted to be a hit, run by the interpreter), fusegrad cold (cache
+    cleared before each call, asserted to be a miss), with `auto` fusegrad warm once eager backward
+    has compiled the graph (asserted to run as a plan) and, when importable, PyTorch eager."""
     import fusegrad
     from fusegrad.runtime import backward_graphs
 
@@ -120,10 +284,15 @@ def training_step_cases(step, setup, use_torch):
             return args
         return run_setup
 
-    warm_hook, warm_after = cache_checked(backward_graphs, cold=False)
-    cold_hook, cold_after = cache_checked(backward_graphs, cold=True)
+    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+    cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
     out = [Case("fusegrad (warm)", step, fixed(setup(fusegrad), warm_hook), "fusegrad", warm_after),
            Case("fusegrad (cold)", step, fixed(setup(fusegrad), cold_hook), "fusegrad", cold_after)]
+    if auto:
+        args = setup(fusegrad)
+        prime_eager_compilation(step, lambda: args)
+        auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
+        out.append(Case("fusegrad (auto-compiled backward)", step, fixed(args, auto_hook), "fusegrad", auto_after))
     if use_torch:
         import torch
         out.append(Case("torch eager", step, fixed(setup(torch)), "torch"))
@@ -180,6 +349,37 @@ def target_line(results, name, limit=1.5):
     ratio = mine.median / torch_ref.median
     verdict = "met" if ratio <= limit else "NOT met"
     return f"target: {name} / torch eager = {ratio:.2f}x (target <= {limit}x: {verdict})"
+
+
+def time_target_line(results, name, limit):
+    """'fusegrad compiled = 34.1 µs (target <= 20.0 µs: NOT met)': an absolute target."""
+    mine = next((r for r in results if r.name == name), None)
+    if mine is None:
+        return f"target: {name} <= {fmt_time(limit)}: not measured"
+    verdict = "met" if mine.median <= limit else "NOT met"
+    return f"target: {name} = {fmt_time(mine.median)} (target <= {fmt_time(limit)}: {verdict})"
+
+
+def speedup_target_line(results, name, reference, factor):
+    """'fusegrad (auto-compiled backward) is 1.62x faster than fusegrad (warm) (target >= 1.5x: met)'."""
+    mine = next((r for r in results if r.name == name), None)
+    ref = next((r for r in results if r.name == reference), None)
+    if mine is None or ref is None:
+        return f"target: {name} {factor}x faster than {reference}: not measured"
+    speedup = ref.median / mine.median
+    verdict = "met" if speedup >= factor else "NOT met"
+    return f"target: {name} is {speedup:.2f}x faster than {reference} (target >= {factor}x: {verdict})"
+
+
+def step_report(title, results, compiled_target, out):
+    """Print a training step's table and its targets (fusegrad (warm) within 1.5x of torch eager, the
+    compiled step within `compiled_target` seconds); return [(title, results, target)]."""
+    out("")
+    out(table(title, results))
+    target = "\n".join([target_line(results, "fusegrad (warm)"),
+                        time_target_line(results, "fusegrad compiled", compiled_target)])
+    out(target)
+    return [(title, results, target)]
 
 
 def machine_info():

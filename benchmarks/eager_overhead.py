@@ -21,6 +21,7 @@ workload. Before timing, the gradients of every implementation are checked again
 
     python benchmarks/eager_overhead.py [--repeats N] [--quick]
 """
+import functools
 import os
 import sys
 import warnings
@@ -33,13 +34,16 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, cache_checked, have, measure, standalone_main,  # noqa: E402
-                                print_flush, table, target_line)
+from benchmarks._harness import (Case, auto_compiled, cache_checked, chained, empty_kernel_cache,  # noqa: E402
+                                 fresh_leaves, have, interpreted, leaves, measure, prime_compiled,
+                                 prime_eager_compilation, print_flush, replayed, speedup_target_line,
+                                 standalone_main, table, target_line, time_target_line)
 
 STEPS = 1000
 REPEATS = 50        # timed rounds (each implementation once per round)
 WARMUP = 3
 QUICK_REPEATS, QUICK_WARMUP = 5, 1
+COMPILED_TARGET, COMPILE_LIMIT = 100e-6, 2.0   # issue 5: the compiled loop's replay and its compilation
 
 
 def inputs(seed=0):
@@ -51,10 +55,6 @@ def inputs(seed=0):
 
 
 # ---------------------------------------------------------------- autograd libraries (fusegrad, torch)
-
-def lib_leaves(lib, arrays):
-    return tuple(lib.tensor(a, requires_grad=True) for a in arrays)
-
 
 def lib_forward(x, y, z, steps=STEPS):
     for _ in range(steps):
@@ -70,7 +70,7 @@ def lib_forward_backward(x, y, z, steps=STEPS):
 
 
 def lib_gradients(lib, arrays, steps):
-    x, y, z = lib_leaves(lib, arrays)
+    x, y, z = leaves(lib, arrays)
     loss = lib_forward_backward(x, y, z, steps)
     return float(loss.item()), [t.grad.detach().numpy().copy() for t in (x, y, z)]
 
@@ -186,26 +186,25 @@ def cases(arrays, use_torch, use_jax):
     import fusegrad
     from fusegrad.runtime import backward_graphs
 
-    def leaves(lib, hook=None):
-        def setup():
-            if hook is not None:
-                hook()
-            return lib_leaves(lib, arrays)
-        return setup
-
     def np_setup():
         return tuple(a.copy() for a in arrays)
 
-    forward = [Case("fusegrad", lib_forward, leaves(fusegrad), "fusegrad")]
+    forward = [Case("fusegrad", lib_forward, fresh_leaves(fusegrad, arrays), "fusegrad")]
     full = []
-    warm_hook, warm_after = cache_checked(backward_graphs, cold=False)
-    cold_hook, cold_after = cache_checked(backward_graphs, cold=True)
-    full.append(Case("fusegrad (warm)", lib_forward_backward, leaves(fusegrad, warm_hook), "fusegrad", warm_after))
-    full.append(Case("fusegrad (cold)", lib_forward_backward, leaves(fusegrad, cold_hook), "fusegrad", cold_after))
+    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+    cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
+    full.append(Case("fusegrad (warm)", lib_forward_backward, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad",
+                     warm_after))
+    full.append(Case("fusegrad (cold)", lib_forward_backward, fresh_leaves(fusegrad, arrays, cold_hook), "fusegrad",
+                     cold_after))
+    prime_eager_compilation(lib_forward_backward, fresh_leaves(fusegrad, arrays))
+    auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
+    full.append(Case("fusegrad (auto-compiled backward)", lib_forward_backward,
+                     fresh_leaves(fusegrad, arrays, auto_hook), "fusegrad", auto_after))
     if use_torch:
         import torch
-        forward.append(Case("torch eager", lib_forward, leaves(torch), "torch"))
-        full.append(Case("torch eager", lib_forward_backward, leaves(torch), "torch"))
+        forward.append(Case("torch eager", lib_forward, fresh_leaves(torch, arrays), "torch"))
+        full.append(Case("torch eager", lib_forward_backward, fresh_leaves(torch, arrays), "torch"))
     forward.append(Case("numpy (hand-written)", np_forward, np_setup, "numpy"))
     full.append(Case("numpy (hand-written)", np_forward_backward, np_setup, "numpy"))
     if use_jax:
@@ -224,15 +223,64 @@ def cases(arrays, use_torch, use_jax):
     return forward, full
 
 
-def run(repeats=None, quick=False, out=print_flush):
+# ---------------------------------------------------------------- the loop as one compiled function
+
+def compiled_loop(x, y, z):
+    loss = lib_forward_backward(x, y, z)
+    return loss, x.grad, y.grad, z.grad
+
+
+def overflowing(run_workload):
+    """run_workload with this module's thread settings and without warnings: the loop overflows to inf
+    and underflows to 0, as in the tutorial."""
+    @functools.wraps(run_workload)
+    def run_quietly(repeats=None, quick=False, out=print_flush):
+        _threads.apply_to_torch(THREADS)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            return run_workload(repeats, quick, out)
+    return run_quietly
+
+
+@overflowing
+def run_profiler_loop(repeats, quick, out):
+    """The loop and its backward as one fusegrad.compile'd function: compile time and replay time."""
+    import fusegrad
+    from fusegrad.runtime import backward_graphs
+    use_torch = have("torch")
+    arrays = inputs()
+
+    compiled = fusegrad.compile(compiled_loop)
+    with empty_kernel_cache():   # the target is a first run's compilation
+        seconds = prime_compiled(compiled, fresh_leaves(fusegrad, arrays), out)
+    loss, *grads = compiled(*fresh_leaves(fusegrad, arrays)())
+    _same("fusegrad compiled", np_gradients(arrays, STEPS), (float(loss.item()), [g.numpy() for g in grads]))
+    out("profiler_loop: fusegrad compiled's loss and gradients agree with the NumPy reference")
+    hook, after = replayed(compiled)
+    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+    rows = [Case("fusegrad compiled", compiled, fresh_leaves(fusegrad, arrays, hook), "fusegrad", after),
+            Case("fusegrad eager (warm)", lib_forward_backward, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad",
+                 warm_after)]
+    if use_torch:
+        import torch
+        rows.append(Case("torch eager", lib_forward_backward, fresh_leaves(torch, arrays), "torch"))
+    rows.append(Case("numpy (hand-written)", np_forward_backward, lambda: tuple(a.copy() for a in arrays), "numpy"))
+    results = measure(rows, repeats or (QUICK_REPEATS if quick else REPEATS), QUICK_WARMUP if quick else WARMUP)
+    title = f"profiler_loop: {STEPS} x z = (z / x) * y; z.sum().backward(), one fusegrad.compile'd function"
+    out("")
+    out(table(title, results))
+    compile_seconds = sum(seconds)
+    target = "\n".join([time_target_line(results, "fusegrad compiled", COMPILED_TARGET),
+                        f"target: fusegrad compiled's compilation (its calls up to the first replay, empty "
+                        f"kernel cache) = {compile_seconds:.2f} s (target < {COMPILE_LIMIT:.0f} s: "
+                        f"{'met' if compile_seconds < COMPILE_LIMIT else 'NOT met'})"])
+    out(target)
+    return [(title, results, target)]
+
+
+@overflowing
+def run(repeats, quick, out):
     """Check, then time both workloads; print and return [(title, results, target)]."""
-    _threads.apply_to_torch(THREADS)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):   # the loop overflows, as in the tutorial
-        warnings.filterwarnings("ignore", category=RuntimeWarning)
-        return _run(repeats, quick, out)
-
-
-def _run(repeats, quick, out):
     use_torch, use_jax = have("torch"), have("jax")
     arrays = inputs()
     check(arrays, use_torch, use_jax)
@@ -247,7 +295,9 @@ def _run(repeats, quick, out):
         results = measure(group, repeats, warmup)
         out("")
         out(table(title, results))
-        target = target_line(results, "fusegrad (warm)") if group is full else None
+        target = None if group is not full else "\n".join(
+            [target_line(results, "fusegrad (warm)"),
+             speedup_target_line(results, "fusegrad (auto-compiled backward)", "fusegrad (warm)", 1.5)])
         if target:
             out(target)
         reports.append((title, results, target))
@@ -255,7 +305,8 @@ def _run(repeats, quick, out):
 
 
 def main(argv=None):
-    standalone_main(__doc__, run, REPEATS, "rounds", argv)
+    standalone_main(__doc__, lambda repeats, quick: run(repeats, quick) + run_profiler_loop(repeats, quick),
+                    REPEATS, "rounds", argv)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ from benchmarks import _threads  # noqa: E402
 
 _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
-from benchmarks import cnn_step, eager_overhead, tiny_step  # noqa: E402
+from benchmarks import cnn_step, doubling, eager_overhead, elementwise, first_step, mlp_step, tiny_step  # noqa: E402
 from benchmarks._harness import load, machine_info, print_flush  # noqa: E402
 
 WORKLOADS = {"eager_overhead": eager_overhead.run, "tiny_step": tiny_step.run, "cnn_step": cnn_step.run,
-             "resnet_step": cnn_step.run_resnet}
+             "resnet_step": cnn_step.run_resnet, "elementwise": elementwise.run, "mlp_step": mlp_step.run,
+             "profiler_loop": eager_overhead.run_profiler_loop, "doubling": doubling.run, "first_step": first_step.run}
 
 # PyTorch eager, measured on this machine in an earlier session (see README.md).
 EARLIER_TORCH = {"eager_overhead": "~21.7 ms (loop incl. backward)", "tiny_step": "~509 µs per step",
@@ -54,11 +55,12 @@ def main(argv=None):
     for name in args.only or list(WORKLOADS):
         print_flush("")
         for title, results, target in WORKLOADS[name](args.repeats, args.quick):
-            if target:
-                summary.append(f"{name}: {target.removeprefix('target: ')}  "
-                               f"[torch eager earlier: {EARLIER_TORCH[name]}]")
+            for line in (target or "").splitlines():
+                earlier = EARLIER_TORCH.get(name) if "torch eager =" in line else None
+                earlier = f"  [torch eager earlier: {earlier}]" if earlier else ""
+                summary.append(f"{name}: {line.removeprefix('target: ')}{earlier}")
     print_flush("")
-    print_flush("summary (target: fusegrad within 1.5x of PyTorch eager, before any compilation)")
+    print_flush("summary (targets: fusegrad eager within 1.5x of PyTorch eager; the compiled times of issue 5)")
     for line in summary:
         print_flush("  " + line)
     print_flush(f"load average at end: {load()}; total {time.perf_counter() - start:.1f} s")

@@ -27,14 +27,15 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, have, measure, standalone_main, print_flush, table,  # noqa: E402
-                                target_line, training_step_cases)
+from benchmarks._harness import (Case, compiled_step_case, have, measure, print_flush,  # noqa: E402
+                                standalone_main, step_report, training_step_cases)
 
 BATCH_SIZE, DIM_IN, HIDDEN_SIZE, DIM_OUT = 16, 1000, 100, 10
 LR = 0.001
 REPEATS = 500       # timed steps per implementation
 WARMUP = 20
 QUICK_REPEATS, QUICK_WARMUP = 30, 5
+COMPILED_TARGET = 120e-6   # issue 5: a compiled step in at most 120 µs
 NAMES = ("layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias")
 
 
@@ -157,6 +158,24 @@ def _same(name, ref, got, rtol=1e-4, atol=1e-5):
         np.testing.assert_allclose(params[k], ref_params[k], rtol=rtol, atol=1e-7, err_msg=f"{name}: {k} after step")
 
 
+def check_compiled(state, steps=4):
+    """fusegrad.compile(lib_step) trains like the NumPy reference, step after step (the first calls
+    capture, the later ones replay), and really replays."""
+    import fusegrad
+    model, optimizer, x, target = lib_setup(fusegrad, state)
+    compiled = fusegrad.compile(lib_step)
+    reference = NumpyTiny(state)
+    named = dict(model.named_parameters())
+    for i in range(steps):
+        loss = compiled(model, optimizer, x, target)
+        ref_loss = reference.step()
+        _same(f"fusegrad compiled, step {i + 1}", (float(ref_loss), dict(zip(NAMES, reference.grads)),
+                                                   reference.params()),
+              (float(loss.item()), {k: named[k].grad.numpy() for k in NAMES},
+               {k: named[k].detach().numpy() for k in NAMES}))
+    assert compiled.replays > 0, f"fusegrad compiled: no replay in {steps} steps ({compiled.last_reason})"
+
+
 def check(state, use_torch):
     import fusegrad
     from fusegrad.runtime import backward_graphs
@@ -169,6 +188,7 @@ def check(state, use_torch):
     _same("fusegrad (warm)", ref, warm)
     for k in NAMES:
         np.testing.assert_array_equal(cold[1][k], warm[1][k], err_msg="fusegrad: cached backward differs")
+    check_compiled(state)
     if use_torch:
         import torch
         _same("torch", ref, lib_one_step(torch, state))
@@ -176,8 +196,10 @@ def check(state, use_torch):
 
 # ---------------------------------------------------------------- cases
 
-def cases(state, use_torch):
-    return (training_step_cases(lib_step, lambda lib: lib_setup(lib, state), use_torch)
+def cases(state, use_torch, out):
+    import fusegrad
+    return ([compiled_step_case(lib_step, lib_setup(fusegrad, state), out)]
+            + training_step_cases(lib_step, lambda lib: lib_setup(lib, state), use_torch, auto=True)
             + [Case("numpy (hand-written)", NumpyTiny(state).step, None, "numpy")])
 
 
@@ -187,17 +209,14 @@ def run(repeats=None, quick=False, out=print_flush):
     use_torch = have("torch")
     state = initial_state()
     check(state, use_torch)
-    out("tiny_step: loss, gradients and updated parameters agree with the NumPy reference")
+    out("tiny_step: loss, gradients and updated parameters agree with the NumPy reference "
+        "(fusegrad compiled: over its first 4 steps)")
     warmup = QUICK_WARMUP if quick else WARMUP
     repeats = repeats or (QUICK_REPEATS if quick else REPEATS)
     title = (f"tiny_step: TinyModel SGD step (zero_grad, forward, backward, step), batch {BATCH_SIZE}, "
              f"{DIM_IN}->{HIDDEN_SIZE}->{DIM_OUT}")
-    results = measure(cases(state, use_torch), repeats, warmup, collect_every=20)
-    out("")
-    out(table(title, results))
-    target = target_line(results, "fusegrad (warm)")
-    out(target)
-    return [(title, results, target)]
+    results = measure(cases(state, use_torch, out), repeats, warmup, collect_every=20)
+    return step_report(title, results, COMPILED_TARGET, out)
 
 
 def main(argv=None):
