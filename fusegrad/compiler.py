@@ -537,7 +537,7 @@ class CompiledFunction:
         if self.eager_reason is not None:
             return self.fn(*args, **kwargs)
         failures = []
-        for spec in self.specialisations:
+        for spec in list(self.specialisations):   # most recently used first
             failed = spec.guard_fn(args, kwargs)
             if failed == -1:
                 try:
@@ -552,15 +552,19 @@ class CompiledFunction:
                     return self.fn(*args, **kwargs)
                 if mismatch is None:
                     self.replays += 1
+                    if spec is not self.specialisations[0]:
+                        self.specialisations.remove(spec)
+                        self.specialisations.insert(0, spec)
                     return result
-                kind, expected, actual = mismatch
-                log("guards", lambda: f"{self.name}: value guard failed: the traced call saw {kind} "
-                                      f"{expected!r}, this call computes {np.asarray(actual).tolist()!r}")
-                break
+                kind, expected, actual = mismatch   # another specialisation may have taken this path
+                failures.append((spec, f"value guard: the traced call saw {kind} {expected!r}, this call "
+                                       f"computes {np.asarray(actual).tolist()!r}"))
+                continue
             failures.append((spec, failed))
         if failures:   # reported only when no specialisation matched: the first check each one failed
             log("guards", lambda: f"{self.name}: no specialisation matches: " + "; ".join(
-                _describe_failure(s.guards.checks, s.guards.objects, f, args, kwargs) for s, f in failures))
+                f if isinstance(f, str) else _describe_failure(s.guards.checks, s.guards.objects, f, args, kwargs)
+                for s, f in failures))
         return self._capture(args, kwargs)
 
     def _capture(self, args, kwargs):
