@@ -389,3 +389,50 @@ def test_ignored_targets_that_move_between_calls():
     with pytest.raises(IndexError, match="Target 7 is out of bounds."):
         step(twin, twin_opt, loss_fn, x, fg.tensor([0, 1, 2, 3, 7, 0, 1, 2]))
     _assert_close(before, _params(twin), rtol=0, atol=0)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 8, 3, padding=1)
+        self.drop = nn.Dropout(0.25)
+        self.fc = nn.Linear(8 * 2 * 2, 3)
+
+    def forward(self, x):
+        x = self.pool(fg.relu(self.bn1(self.conv1(x))))
+        x = self.pool(fg.relu(self.conv2(x)))
+        return self.fc(self.drop(x.flatten(1)))
+
+
+def test_convolutional_training_matches_eager_in_train_and_eval_mode():
+    """Conv2d, BatchNorm (its running statistics are state the plan writes), max pooling and dropout
+    compiled: parameters and running statistics equal eager's step for step; eval mode is a
+    specialisation of its own."""
+    fg.manual_seed(0)
+    model = SmallCNN()
+    twin = copy.deepcopy(model)
+    opt, twin_opt = (fg.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in (model, twin))
+    step = fg.compile(train_step)
+    rng = np.random.default_rng(0)
+    x = fg.tensor(rng.standard_normal((6, 1, 8, 8)).astype(np.float32))
+    y = fg.tensor(rng.integers(0, 3, 6))
+    for seed in range(5):
+        for m in (model, twin):
+            m.train()
+        fg.manual_seed(seed)
+        expected = train_step(model, opt, nn.CrossEntropyLoss(), x, y)
+        fg.manual_seed(seed)
+        got = step(twin, twin_opt, nn.CrossEntropyLoss(), x, y)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+        _assert_close([v.numpy() for v in model.state_dict().values()],
+                      [v.numpy() for v in twin.state_dict().values()], rtol=1e-4, atol=1e-6)
+    forward = fg.compile(lambda m, x: m(x))
+    for m in (model, twin):
+        m.eval()
+    with fg.no_grad():
+        for _ in range(3):
+            np.testing.assert_allclose(forward(twin, x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert step.replays >= 2 and forward.replays >= 1
