@@ -4,8 +4,8 @@ The first call of a compiled function runs it eagerly with the tracer capturing 
 backward, optimizer update: one joint graph; see tracer/capture.py). Before it runs, a walk over
 everything the function can see (arguments, modules, optimizers, the globals and closure
 variables its code names) writes the *guards* of that call: a generated straight-line Python
-function checking shapes, dtypes, requires_grad, Python scalars, object identities, module
-attributes and optimizer hyper-parameters and state. After the call the same guards are checked
+function checking shapes, dtypes, requires_grad, Python scalars, module and optimizer types,
+attributes, hyper-parameters and state, and grad mode. After the call the same guards are checked
 again: if the call changed any of that Python state (created optimizer state, counted steps in
 Python, drew random numbers), replaying the trace could not reproduce it, so the trace is not
 reused. Otherwise it becomes a specialisation: an optimised plan of fused kernels.
@@ -357,9 +357,13 @@ class Specialisation:
             after = tensor._grad
             if after is before:
                 continue
-            path = guards.tensor_paths[id(tensor)]
-            if after is None:
+            path = guards.tensor_paths.get(id(tensor))
+            if path is None:
+                trace.break_("it sets the gradient of a tensor made inside the call, which a replay cannot find")
+            elif after is None:
                 self.commits.append(("grad_none", path, None, None))
+            elif id(after._data) not in trace.values:
+                trace.break_(f"it assigns {path}.grad a tensor the trace did not compute")
             else:
                 self.commits.append(("grad", path, None, output(trace.values[id(after._data)][0])))
         self.result = _template(result, trace, guards, output)

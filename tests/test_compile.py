@@ -436,3 +436,16 @@ def test_convolutional_training_matches_eager_in_train_and_eval_mode():
         for _ in range(3):
             np.testing.assert_allclose(forward(twin, x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
     assert step.replays >= 2 and forward.replays >= 1
+
+
+def test_gradient_of_a_tensor_made_inside_the_call():
+    """A leaf created inside the function gets a .grad the caller cannot name again: the call
+    runs eagerly, says why, and returns eager's gradient."""
+    def f(x):
+        w = fg.ones(3, requires_grad=True)
+        (w * x).sum().backward()
+        return w.grad
+    cf = fg.compile(f)
+    for v in (1.0, 2.0, 3.0):
+        np.testing.assert_array_equal(cf(fg.full((3,), v)).numpy(), [v, v, v])
+    assert cf.replays == 0 and "a tensor made inside the call" in cf.last_reason
