@@ -89,7 +89,10 @@ def test_float32_kernels_compute_in_float32():
     plan(bindings)
     for kernel in plan.kernels:
         for signature, ir in kernel.fn.inspect_llvm().items():
-            assert "double" not in ir, kernel.source
+            # the kernel's own functions; the CPython wrapper unboxes a float32 scalar argument
+            # through PyFloat_AsDouble, which is exact, and is not kernel arithmetic
+            bodies = [f for f in ir.split("\ndefine ")[1:] if "cpython" not in f.split("\n")[0]]
+            assert bodies and not any("double" in body for body in bodies), kernel.source
 
 
 def test_fusion_keeps_groups_convex():

@@ -153,8 +153,9 @@ def can_fuse(node):
 
 class Kernel:
     """A compiled fusion group: call fn(*sizes, *args, *outs[, flags]). `args` are the values the
-    driver passes (nodes), `outs` the members it allocates outputs for, with each output's buffer
-    shape and dtype (reductions accumulate in a keepdim buffer, float32 sums in float64).
+    driver passes (nodes; 0-d ones as scalars, `a[()]`), `outs` the members it allocates outputs
+    for, with each output's buffer shape and dtype (reductions accumulate in a keepdim buffer,
+    float32 sums in float64).
 
     A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
@@ -218,6 +219,8 @@ class _Emitter:
         if name is None:
             name = self.arg_names[v] = f"x{len(self.args)}"
             self.args.append(v)
+        if not v.shape:   # a 0-d value is passed in as a scalar of its dtype, not loaded per element
+            return name
         index = ", ".join(pattern) if pattern else "()"
         key = (name, index)
         local = self.loads.get(key)

@@ -141,7 +141,8 @@ def _driver(graph, steps, kernels, profiled):
                     allocations.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             lines += allocations
-            args = [repr(n) for n in step.shape] + [names[a] for a in kernel.args] + outs
+            args = [repr(n) for n in step.shape] + [names[a] + ("[()]" if not a.shape else "")
+                                                    for a in kernel.args] + outs
             if kernel.flagged:
                 lines.append("flags = np.zeros(1, np.int64)")
                 args.append("flags")
