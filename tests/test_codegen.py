@@ -177,3 +177,28 @@ def test_fast_sin_cos_stay_on_the_fast_path_within_range():
     x[3] = 1e30
     np.testing.assert_allclose(plan([x])[0], np.sin(x), atol=2e-7)
     assert kernel._exact is not None
+
+
+def test_large_groups_run_in_parallel_and_agree():
+    """Groups of at least PARALLEL_MIN_ELEMENTS run their outer loop with prange, full sums as
+    parallel reductions; a partial reduction (shared output memory) keeps a group serial."""
+    n = cpu.PARALLEL_MIN_ELEMENTS
+    x = np.random.default_rng(0).standard_normal((n // 64, 64)).astype(np.float32)
+
+    def plan_of(emit):
+        b = Builder()
+        return Plan(b.graph(emit(b, b.placeholder(None, x.shape, D.float32))))
+
+    def elementwise_and_total(b, p):
+        e = b.mul(b.tanh(p), b.sin(p))
+        return [e, b.sum(e, axes=(0, 1), keepdim=False)]
+
+    def column_sums(b, p):
+        return [b.sum(b.exp(p), axes=(0,), keepdim=False)]
+
+    for emit, parallel in ((elementwise_and_total, True), (column_sums, False)):
+        plan = plan_of(emit)
+        (kernel,) = plan.kernels
+        assert ("prange(n0)" in kernel.source) == parallel, kernel.source
+        for got, want in zip(plan([x]), run_graph(plan.graph, [x])):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -124,6 +124,10 @@ def cos32(q, s, c):
 '''
 FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({0})"}
 TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger ones take the exact kernel
+# Groups at least this large run their outermost loop with prange on every core (W2 at 4M elements:
+# 13.4 -> 6.9 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
+# and waking threads costs more than a small loop.
+PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
 def _dtype(v):
@@ -353,17 +357,26 @@ def emit(group, name, exact_trig=False):
         limit = e.literal(TRIG_LIMIT, D.float32)
         beyond = " | ".join(f"(abs({a}) > {limit})" for a in e.trig_args)
         body.append(f"nbig += np.int64({beyond})")
+    numel = 1
+    for n in group.shape:
+        numel *= n
+    # prange only where every reduction is a full sum into a register (`acc += v`, a reduction
+    # Numba's parfors know); partial ones write shared memory and max/min are conditional updates
+    parallel = (numel >= PARALLEL_MIN_ELEMENTS and e.ndim >= 1
+                and all(o.op.name == "sum" and len(o.attrs["axes"]) == e.ndim
+                        for o, b in zip(outs, buffers) if b[2] is not None))
     sizes = [f"n{k}" for k in range(e.ndim)]
     params = sizes + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
     if e.trig_args:
         params.append("flags")
     lines = [f"# fusion group {group.index}: {len(group.nodes)} ops over {list(group.shape)}",
-             "import numpy as np", "from numba import njit", ""]
+             "import numpy as np", "from numba import njit, prange", ""]
     if e.fast_math:
         lines.append(FAST_MATH_PRELUDE)
     lines += [f"{g} = {np_name}({text})" for (np_name, text), g in e.constants.items()]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    lines += ["", "", f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})",
+    lines += ["", "", f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}"
+              f"{', parallel=True' if parallel else ''})",
               f"def {name}({', '.join(params)}):"]
     indent = "    "
     for acc, _, init in full_reductions:
@@ -371,7 +384,8 @@ def emit(group, name, exact_trig=False):
     if e.trig_args:
         lines.append(f"{indent}nbig = 0")
     for k in range(e.ndim):
-        lines.append(f"{indent}for i{k} in range(n{k}):")
+        loop = "prange" if parallel and k == 0 else "range"
+        lines.append(f"{indent}for i{k} in {loop}(n{k}):")
         indent += "    "
     for line in e.load_lines + body + stores:
         lines.append(indent + line)
