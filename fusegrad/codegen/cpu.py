@@ -20,11 +20,10 @@ import sys
 import numpy as np
 
 from ..ir import dtypes as D
-from ..ir.fusion import REDUCTIONS, FusionGroup, is_broadcast_view
+from ..ir.fusion import REDUCTIONS, is_broadcast_view
 from ..ir.graph import Node
 from . import cache_dir
 
-TARGET = "cpu"
 KERNEL_DTYPES = {D.bool_, D.int32, D.int64, D.float32, D.float64}
 # Ops whose scalar expression means the same for integers as NumPy's impl (no division, no overflow
 # checks that differ); everything else is fused for floating point (and bool results) only.
@@ -426,4 +425,4 @@ def _import(source, module_name):
     return module
 
 
-__all__ = ["TARGET", "can_fuse", "build", "emit", "Kernel", "FusionGroup"]
+__all__ = ["can_fuse", "build", "emit", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

@@ -60,10 +60,6 @@ class Plan:
         self._profiled = None
         self.compile_seconds = time.perf_counter() - started
 
-    @property
-    def groups(self):
-        return [k.group for k in self.kernels]
-
     def __call__(self, bindings):
         if observers:
             if self._profiled is None:
