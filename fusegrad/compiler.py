@@ -35,7 +35,7 @@ from .optim.optimizer import Optimizer
 from .runtime.log import _listeners, log
 from .runtime.plan import Plan
 from .tracer import Tensor, grad_mode
-from .tracer.capture import ScalarProxy, Trace, recording
+from .tracer.capture import ScalarProxy, Trace, active as capturing, recording
 from .tracer.dispatch import edge
 from .tracer.node import FREED, RecordedNode
 from .tracer.factories import default_generator
@@ -108,6 +108,9 @@ class _Guards:
             self.hoisted.append(expr)
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             (self.module if isinstance(obj, Module) else self.optimizer)(obj, expr, what)
+        elif isinstance(obj, CompiledModule):   # a compiled model passed to a compiled step: its module
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            self.walk(obj.fn, f"{expr}.fn", what, depth)
         elif isinstance(obj, np.ndarray):
             self.check(expr, obj, f"{what}: the same array", "is")
         elif isinstance(obj, types.FunctionType) and depth < 3:
@@ -538,7 +541,8 @@ class CompiledFunction:
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
-        if self.eager_reason is not None:
+        if self.eager_reason is not None or capturing() is not None:
+            # inside another compiled function's capture, run the ops so that its trace records them
             return self.fn(*args, **kwargs)
         failures = []
         for spec in list(self.specialisations):   # most recently used first

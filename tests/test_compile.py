@@ -449,3 +449,23 @@ def test_gradient_of_a_tensor_made_inside_the_call():
     for v in (1.0, 2.0, 3.0):
         np.testing.assert_array_equal(cf(fg.full((3,), v)).numpy(), [v, v, v])
     assert cf.replays == 0 and "a tensor made inside the call" in cf.last_reason
+
+
+def test_compiled_module_inside_a_compiled_step():
+    """A compiled model called by a compiled training step: while the step captures, the model
+    runs its ops (a replay of its own plan would be invisible to the step's trace, and the step
+    would bake in the first batch's activations)."""
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    compiled_twin = fg.compile(twin)
+    for _ in range(3):   # the model alone has compiled and replays by now
+        compiled_twin(fg.randn(8, 20))
+    step = fg.compile(train_step)
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        x = fg.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+        y = fg.tensor(rng.standard_normal((8, 4)).astype(np.float32))
+        expected = train_step(model, opt, nn.MSELoss(), x, y)
+        got = step(compiled_twin, twin_opt, nn.MSELoss(), x, y)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+        _assert_close(_params(model), _params(twin))
+    assert step.replays >= 2
