@@ -469,3 +469,28 @@ def test_compiled_module_inside_a_compiled_step():
         assert got.item() == pytest.approx(expected.item(), rel=1e-5)
         _assert_close(_params(model), _params(twin))
     assert step.replays >= 2
+
+
+class _Exp(fg.autograd.Function):
+    @staticmethod
+    def forward(ctx, i):
+        result = i.exp()
+        ctx.save_for_backward(result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        result, = ctx.saved_tensors
+        return grad_output * result
+
+
+def test_custom_function_backward_runs_eagerly():
+    """A custom Function's backward is bound to its call's ctx: a step using one runs eagerly,
+    says why, and gives eager's gradients on every call."""
+    def f(x):
+        _Exp.apply(x).sum().backward()
+        return x.grad
+    cf = fg.compile(f)
+    for v in (0.5, 1.0, 2.0):
+        np.testing.assert_allclose(cf(fg.full((3,), v, requires_grad=True)).numpy(), np.exp([v] * 3), rtol=1e-6)
+    assert cf.replays == 0 and "custom autograd Function" in cf.last_reason

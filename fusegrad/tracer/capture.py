@@ -141,6 +141,9 @@ class Trace:
 
     def apply_node(self, node, values):
         """run_graph's `apply` while capturing: evaluate a backward-graph node and record it."""
+        if node.op.kind == "opaque":   # bound to this call's objects (a custom Function's ctx, hooks)
+            self.break_("its backward runs Python bound to this call (a custom autograd Function or a "
+                        "tensor hook), which a replay cannot call again")
         out = node.op.impl(*values, **node.attrs) if node.attrs else node.op.impl(*values)
         out = out if type(out) is np.ndarray else np.asarray(out)
         self.record(node.op, values, node.attrs, out)
