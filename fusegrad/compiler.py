@@ -111,13 +111,19 @@ class _Guards:
         elif isinstance(obj, CompiledModule):   # a compiled model passed to a compiled step: its module
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.walk(obj.fn, f"{expr}.fn", what, depth)
-        elif isinstance(obj, np.ndarray):
-            self.check(expr, obj, f"{what}: the same array", "is")
+        elif isinstance(obj, (np.ndarray, CompiledFunction)):
+            self.check(expr, obj, f"{what}: the same object", "is")
         elif isinstance(obj, types.FunctionType) and depth < 3:
             self.check(expr, obj, f"{what}: the same function", "is")
             self.code_of(obj, depth + 1)
         elif not isinstance(obj, (types.ModuleType, type, types.BuiltinFunctionType)):
             self.check(expr, obj, f"{what}: the same object", "is")
+            if depth < 2 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
+                # a plain object (a trainer holding a model, a config): what it holds is read too
+                self.paths[id(obj)] = expr
+                for key, value in vars(obj).items():
+                    if key.isidentifier():
+                        self.walk(value, f"{expr}.{key}", f"{what}.{key}", depth + 1)
 
     def tensor(self, t, expr, what):
         first = self.tensor_paths.get(id(t))

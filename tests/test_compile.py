@@ -494,3 +494,27 @@ def test_custom_function_backward_runs_eagerly():
     for v in (0.5, 1.0, 2.0):
         np.testing.assert_allclose(cf(fg.full((3,), v, requires_grad=True)).numpy(), np.exp([v] * 3), rtol=1e-6)
     assert cf.replays == 0 and "custom autograd Function" in cf.last_reason
+
+
+class Trainer:
+    """@fusegrad.compile on a method: each instance gets its own specialisations."""
+
+    def __init__(self, seed):
+        fg.manual_seed(seed)
+        self.model = TinyModel()
+        self.optimizer = fg.optim.SGD(self.model.parameters(), lr=0.1)
+
+    @fg.compile
+    def step(self, x, y):
+        return train_step(self.model, self.optimizer, nn.MSELoss(), x, y)
+
+
+def test_compiled_method():
+    a, b, reference = Trainer(0), Trainer(1), Trainer(0)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(4):
+        expected = train_step(reference.model, reference.optimizer, nn.MSELoss(), x, y)
+        assert a.step(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
+        b.step(x, y)
+    _assert_close(_params(a.model), _params(reference.model))
+    assert a.step.replays >= 2 and a.step is not b.step
