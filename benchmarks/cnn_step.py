@@ -26,8 +26,8 @@ THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (have, measure, standalone_main, print_flush, table, target_line,  # noqa: E402
-                                training_step_cases)
+from benchmarks._harness import (compiled_step_case, have, measure, standalone_main, print_flush,  # noqa: E402
+                                table, target_line, training_step_cases)
 
 LR, MOMENTUM = 0.01, 0.9
 REPEATS = {"cnn_step": 200, "resnet_step": 30}
@@ -135,6 +135,24 @@ def check(name, state, use_torch):
                                        err_msg=f"{name}: {what} of {k}")
 
 
+COMPILED_TARGET = {"cnn_step": 4.5e-3}   # issue 8: the compiled small-CNN step in at most 4.5 ms
+
+
+def check_compiled(name, state, steps=4):
+    """fusegrad.compile(lib_step) over a few steps equals the eager step on a model of its own, and
+    replays: parameters after each step agree to float32 rounding."""
+    import fusegrad
+    compiled = fusegrad.compile(lib_step)
+    eager_args, compiled_args = lib_setup(fusegrad, name, state), lib_setup(fusegrad, name, state)
+    for i in range(steps):
+        want, got = lib_step(*eager_args).item(), compiled(*compiled_args).item()
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name}: compiled loss, step {i + 1}")
+        for (k, p), q in zip(eager_args[0].named_parameters(), compiled_args[0].parameters()):
+            np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-6,
+                                       err_msg=f"{name}: compiled {k} after step {i + 1}")
+    assert compiled.replays > 0, f"{name}: fusegrad compiled: no replay in {steps} steps ({compiled.last_reason})"
+
+
 def run_workload(name, repeats=None, quick=False, out=print_flush):
     """Check, then time one workload; print and return [(title, results, target)]."""
     _threads.apply_to_torch(THREADS)
@@ -148,11 +166,20 @@ def run_workload(name, repeats=None, quick=False, out=print_flush):
     repeats = repeats or (QUICK_REPEATS if quick else REPEATS[name])
     title = f"{name}: {WORKLOADS[name][4]}"
     cases = training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), use_torch)
+    if name in COMPILED_TARGET:
+        import fusegrad
+        check_compiled(name, state)
+        out(f"{name}: the compiled step agrees with the eager one over its first 4 steps")
+        cases = [compiled_step_case(lib_step, lib_setup(fusegrad, name, state), out)] + cases
     results = measure(cases, repeats, warmup, collect_every=10)
     out("")
     out(table(title, results))
     target = target_line(results, "fusegrad (warm)")
     out(target)
+    if name in COMPILED_TARGET:
+        compiled = next(r for r in results if r.name == "fusegrad compiled")
+        out(f"target: fusegrad compiled = {compiled.median * 1e3:.2f} ms (target <= "
+            f"{COMPILED_TARGET[name] * 1e3:.1f} ms: {'met' if compiled.median <= COMPILED_TARGET[name] else 'NOT met'})")
     return [(title, results, target)]
 
 
