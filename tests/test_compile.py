@@ -11,6 +11,8 @@ import pytest
 import fusegrad as fg
 from fusegrad import nn
 
+from test_custom_function import function_classes
+
 SCALE = 2.0
 
 
@@ -471,24 +473,13 @@ def test_compiled_module_inside_a_compiled_step():
     assert step.replays >= 2
 
 
-class _Exp(fg.autograd.Function):
-    @staticmethod
-    def forward(ctx, i):
-        result = i.exp()
-        ctx.save_for_backward(result)
-        return result
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        result, = ctx.saved_tensors
-        return grad_output * result
-
-
 def test_custom_function_backward_runs_eagerly():
     """A custom Function's backward is bound to its call's ctx: a step using one runs eagerly,
     says why, and gives eager's gradients on every call."""
+    exp = function_classes(fg)[0]   # the docs' Exp, as tests/test_custom_function.py writes it
+
     def f(x):
-        _Exp.apply(x).sum().backward()
+        exp.apply(x).sum().backward()
         return x.grad
     cf = fg.compile(f)
     for v in (0.5, 1.0, 2.0):
