@@ -290,11 +290,9 @@ class DifferentiableForward:
     def __init__(self, trace, output):
         self.output = output
         self.inputs = list(trace.inputs)
-        self.owners = []   # per trace input: expression of the tensor whose data it is, or None
-        for source in trace.input_sources:
-            owner = source[:-len("._data")] if isinstance(source, str) and source.endswith("._data") \
-                and "._grad" not in source else None
-            self.owners.append(owner)
+        # per trace input: the tensor whose data it is (not a gradient's), or None for constants
+        self.owners = [None if not isinstance(source, str) or "._grad" in source else _owner(source)
+                       for source in trace.input_sources]
         self.order = topological_order([output])
 
     def attach(self, result, tensors, bindings):
@@ -338,6 +336,11 @@ class DifferentiableForward:
         return tuple(cotangents.get(p) for p in self.inputs)
 
 
+def _owner(source):
+    """`X` for a data path `X._data` (the tensor whose version counter a write bumps), else None."""
+    return source[:-len("._data")] if source.endswith("._data") else None
+
+
 def _saved_nodes(node):
     """What a trace node's VJP reads, as nodes of the trace (or Python scalars)."""
     return [node.inputs[i] if i >= 0 else node for i in node.op.saved_slots(len(node.inputs))]
@@ -359,9 +362,7 @@ class Specialisation:
             if expr is None:
                 expr = f"H{len(objects)}"
                 objects[expr] = array
-            node = trace.values[id(array)][0]
-            owner = expr[:-len("._data")] if expr.endswith("._data") else None
-            self.commits.append(("write", expr, owner, output(node)))
+            self.commits.append(("write", expr, _owner(expr), output(trace.values[id(array)][0])))
         for tensor, before in trace.grads.values():
             after = tensor._grad
             if after is before:
@@ -434,11 +435,20 @@ def _result_code(template, namespace):
         return f"V[{data}].item()"
     if kind == "path":
         return data
-    if kind in ("list", "tuple"):
+    if kind in ("list", "tuple", "namedtuple"):
         items = ", ".join(_result_code(t, namespace) for t in data)
+        if kind == "namedtuple":
+            name = f"R{len(namespace)}"
+            namespace[name] = template[2]
+            return f"{name}({items})"
         return f"[{items}]" if kind == "list" else f"({items}{',' if len(data) == 1 else ''})"
-    if kind == "dict":
-        return "{" + ", ".join(f"{k!r}: {_result_code(t, namespace)}" for k, t in data.items()) + "}"
+    if kind == "dict":   # keys as constants of the namespace: any hashable key works
+        entries = []
+        for key, t in data.items():
+            name = f"R{len(namespace)}"
+            namespace[name] = key
+            entries.append(f"{name}: {_result_code(t, namespace)}")
+        return "{" + ", ".join(entries) + "}"
     name = f"R{len(namespace)}"
     namespace[name] = data
     return name
@@ -454,8 +464,10 @@ def _value_matches(value, kind, expected):
 
 
 def _template(obj, trace, guards, output):
-    """How to rebuild the return value on a replay: ('tensor', k), ('float', k), ('arg', expr),
-    containers of those, or ('const', value)."""
+    """How to rebuild the return value on a replay: ('tensor', k), ('differentiable', k, forward),
+    ('float', k), ('path', expr), lists, tuples, named tuples and dicts of those, or ('const',
+    value) for plain Python values. Anything else could hold this call's tensors, which a replay
+    would hand back stale: it breaks the trace."""
     if isinstance(obj, ScalarProxy):
         return ("const", obj.value()) if obj.used else ("float", output(obj.node))
     if isinstance(obj, Tensor):
@@ -468,10 +480,14 @@ def _template(obj, trace, guards, output):
             # backward of the captured forward
             return ("differentiable", output(node), DifferentiableForward(trace, node))
         return ("tensor", output(node))
-    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+    if type(obj) in (list, tuple):
         return (type(obj).__name__, [_template(x, trace, guards, output) for x in obj])
-    if isinstance(obj, dict):
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):   # a named tuple (torch.return_types too)
+        return ("namedtuple", [_template(x, trace, guards, output) for x in obj], type(obj))
+    if type(obj) is dict:
         return ("dict", {k: _template(v, trace, guards, output) for k, v in obj.items()})
+    if obj is not None and not isinstance(obj, _SIMPLE):
+        trace.break_(f"it returns a {type(obj).__name__}, which a replay cannot rebuild")
     return ("const", obj)
 
 
@@ -481,6 +497,8 @@ def _plain(obj):
         return obj.value()
     if type(obj) in (list, tuple):
         return type(obj)(_plain(x) for x in obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_plain(x) for x in obj))
     if type(obj) is dict:
         return {k: _plain(v) for k, v in obj.items()}
     return obj

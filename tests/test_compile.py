@@ -509,3 +509,28 @@ def test_compiled_method():
         b.step(x, y)
     _assert_close(_params(a.model), _params(reference.model))
     assert a.step.replays >= 2 and a.step is not b.step
+
+
+def test_return_values_are_rebuilt_fresh_or_refused():
+    """Named tuples (torch.return_types.max too) and dicts are rebuilt from this call's values; a
+    returned object the replay cannot rebuild makes the call run eagerly instead of handing back
+    the first call's tensors."""
+    from collections import namedtuple
+    Stats = namedtuple("Stats", "total peak")
+
+    def stats(x):
+        return Stats(x.sum(), x.max(0)), {("scaled", 2): x * 2}
+
+    class Box:
+        def __init__(self, value):
+            self.value = value
+
+    cs, cb = fg.compile(stats), fg.compile(lambda x: Box(x * 3))
+    for v in (1.0, 2.0, 3.0):
+        x = fg.full((2, 3), v)
+        (total, peak), scaled = cs(x)
+        assert isinstance(total, fg.Tensor) and total.item() == 6 * v
+        assert type(peak).__name__ == "max" and peak.values.tolist() == [v] * 3
+        assert scaled[("scaled", 2)].tolist() == [[2 * v] * 3] * 2
+        assert cb(x).value.tolist() == [[3 * v] * 3] * 2
+    assert cs.replays == 2 and cb.replays == 0 and "returns a Box" in cb.last_reason
