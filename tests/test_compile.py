@@ -534,3 +534,24 @@ def test_return_values_are_rebuilt_fresh_or_refused():
         assert scaled[("scaled", 2)].tolist() == [[2 * v] * 3] * 2
         assert cb(x).value.tolist() == [[3 * v] * 3] * 2
     assert cs.replays == 2 and cb.replays == 0 and "returns a Box" in cb.last_reason
+
+
+def test_gradients_accumulated_in_place():
+    """zero_grad(set_to_none=False) keeps each .grad and backward adds into it: compiled, the same
+    gradient tensors are written in place and equal eager's, step after step."""
+    def step(model, opt, x, y):
+        opt.zero_grad(set_to_none=False)
+        nn.MSELoss()(model(x), y).backward()
+        opt.step()
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    cstep = fg.compile(step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(5):
+        step(model, opt, x, y)
+        grads = [p.grad for p in twin.parameters()]
+        cstep(twin, twin_opt, x, y)
+        if grads[0] is not None:
+            assert all(g is p.grad for g, p in zip(grads, twin.parameters()))
+        _assert_close([p.grad.numpy() for p in model.parameters()], [p.grad.numpy() for p in twin.parameters()])
+        _assert_close(_params(model), _params(twin))
+    assert cstep.replays >= 2

@@ -14,12 +14,12 @@ from ..runtime import backward_graphs, run_graph
 from ..runtime.plan import eager_plan_run
 from . import grad_mode
 from .capture import active as capturing
-from .dispatch import apply, cast, edge
+from .dispatch import _compute, apply, cast, edge, write_into
 from .node import FREED, AccumulateGrad
 from .tensor import Tensor
 
 _new = Tensor._make
-_COPY = OPS["copy"]
+_COPY, _ADD = OPS["copy"], OPS["add"]
 
 
 def _freed_error():
@@ -261,25 +261,16 @@ def _accumulate(target, value, create_graph, given):
     trace = capturing()
     if trace is not None:
         trace.note_grad(target)
+    # _compute and write_into record into a trace being captured, as every eager op does
     if target._grad is None:
         if id(value) in given or value.base is not None or not value.flags.writeable:
-            copied = value.copy()
-            if trace is not None:
-                trace.record(OPS["copy"], (value,), None, copied)
-            value = copied
+            value = _compute(_COPY, (value,), (value,), None)
         given.add(id(value))
         target._grad = _new(value)
     elif target._grad._rg:
-        total = target._grad._data + value
-        if trace is not None:
-            trace.record(OPS["add"], (target._grad._data, value), None, total)
-        target._grad = _new(total)
-    elif trace is not None:
-        total = np.add(target._grad._data, value)
-        trace.record(OPS["add"], (target._grad._data, value), None, total)
-        trace.write(target._grad._data, total)
-        np.copyto(target._grad._data, total)
-        target._grad._vc[0] += 1
+        target._grad = _new(_compute(_ADD, (target._grad, value), (target._grad._data, value), None))
+    elif trace is not None:   # in place, as below, but through the recorded write
+        write_into(target._grad, _compute(_ADD, (target._grad, value), (target._grad._data, value), None))
     else:
         np.add(target._grad._data, value, out=target._grad._data)
         target._grad._vc[0] += 1
