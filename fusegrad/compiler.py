@@ -349,7 +349,7 @@ def _saved_nodes(node):
 class Specialisation:
     """One captured path: guards, the plan of its joint graph, and how to commit its effects."""
 
-    def __init__(self, guards, guard_fn, guard_source, trace, result, label):
+    def __init__(self, guards, guard_fn, guard_source, trace, result, label, compiled):
         self.guards, self.guard_fn, self.guard_source = guards, guard_fn, guard_source
         outputs, self.commits, self.value_guards = [], [], []
         objects = dict(guards.objects)
@@ -382,7 +382,8 @@ class Specialisation:
         if trace.draws:   # every draw runs, used or not, so the generator advances as in eager mode
             output(trace.draws[-1])
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
-        self.plan = Plan(self.graph, label=label)
+        self.plan = Plan(self.graph, label=label, info=dict(compiled.cache_info, guards=guard_source),
+                         cache_dir=compiled.cache_dir)
         self.source, self.replay = self._generate(trace, objects)
 
     def _generate(self, trace, objects):
@@ -537,11 +538,12 @@ def _unrecorded_draws(before, trace):
 class CompiledFunction:
     """What `fusegrad.compile(fn)` returns; call it like fn."""
 
-    def __init__(self, fn, fullgraph=False, dynamic=False, mode=None):
+    def __init__(self, fn, fullgraph=False, dynamic=False, mode=None, cache_dir=None):
         self.fn = fn
         self.fullgraph = fullgraph
         self.dynamic = dynamic
         self.mode = mode
+        self.cache_dir = cache_dir
         self.specialisations = []
         self.eager_reason = None
         self.attempts = 0
@@ -552,6 +554,8 @@ class CompiledFunction:
         except (TypeError, ValueError):
             self.parameter_names = []
         functools.update_wrapper(self, fn, updated=())
+        code = getattr(inspect.unwrap(getattr(fn, "forward", fn)), "__code__", None)
+        self.cache_info = {"name": self.name, "source_file": code.co_filename if code else None}
 
     def __get__(self, instance, owner):   # a compiled method binds like a function
         if instance is None:
@@ -560,7 +564,8 @@ class CompiledFunction:
         compiled = bound.get(id(instance))
         if compiled is None:
             compiled = bound[id(instance)] = CompiledFunction(types.MethodType(self.fn, instance),
-                                                              self.fullgraph, self.dynamic, self.mode)
+                                                              self.fullgraph, self.dynamic, self.mode,
+                                                              self.cache_dir)
         return compiled
 
     def __call__(self, *args, **kwargs):
@@ -634,7 +639,7 @@ class CompiledFunction:
         if reason is None:
             try:
                 spec = Specialisation(guards, guard_fn, guard_source, trace, result,
-                                      f"{_identifier(self.name)}_{len(self.specialisations)}")
+                                      f"{_identifier(self.name)}_{len(self.specialisations)}", self)
                 reason = trace.broken
             except Exception as error:   # a trace the backend cannot compile runs eagerly, correctly
                 reason = f"compilation failed ({type(error).__name__}: {error})"
@@ -674,19 +679,20 @@ class CompiledModule(CompiledFunction):
         return getattr(self.__dict__["fn"], name)
 
 
-def compile(fn=None, *, fullgraph=False, dynamic=False, mode=None):  # noqa: A001 (torch.compile)
+def compile(fn=None, *, fullgraph=False, dynamic=False, mode=None, cache_dir=None):  # noqa: A001 (torch.compile)
     """Compile a function, method or nn.Module: `@fusegrad.compile` or `fusegrad.compile(model)`.
 
     fullgraph=True raises CompileError where the function cannot be one replayable graph, instead
     of running it eagerly. dynamic and mode are accepted for PyTorch compatibility; every new
-    input shape is a specialisation of its own."""
+    input shape is a specialisation of its own. cache_dir overrides where compiled kernels are
+    kept (default: FUSEGRAD_CACHE_DIR, else the user cache directory; see `fusegrad cache dir`)."""
     if fn is None:
-        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, mode=mode)
+        return lambda f: compile(f, fullgraph=fullgraph, dynamic=dynamic, mode=mode, cache_dir=cache_dir)
     if isinstance(fn, Module):
-        return CompiledModule(fn, fullgraph, dynamic, mode)
+        return CompiledModule(fn, fullgraph, dynamic, mode, cache_dir)
     if not callable(fn):
         raise TypeError(f"fusegrad.compile: expected a function, method or nn.Module, got {type(fn).__name__}")
-    return CompiledFunction(fn, fullgraph, dynamic, mode)
+    return CompiledFunction(fn, fullgraph, dynamic, mode, cache_dir)
 
 
 class Explanation:

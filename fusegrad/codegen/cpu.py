@@ -12,17 +12,14 @@ semantics. The source is written as a module file named by its hash and imported
 Numba's own on-disk cache works; `NUMBA_DISABLE_JIT=1` runs the same source as plain Python.
 """
 import hashlib
-import importlib.util
-import os
 import re
-import sys
 
 import numpy as np
 
 from ..ir import dtypes as D
 from ..ir.fusion import REDUCTIONS, is_broadcast_view
 from ..ir.graph import Node
-from . import cache_dir
+from .store import store
 
 KERNEL_DTYPES = {D.bool_, D.int32, D.int64, D.float32, D.float64}
 # Ops whose scalar expression means the same for integers as NumPy's impl (no division, no overflow
@@ -127,6 +124,8 @@ TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger 
 # 13.4 -> 6.9 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
 # and waking threads costs more than a small loop.
 PARALLEL_MIN_ELEMENTS = 1 << 18
+# what changes the generated code besides the graph: part of a plan's cache key
+CONFIG = {"TRIG_LIMIT": TRIG_LIMIT, "PARALLEL_MIN_ELEMENTS": PARALLEL_MIN_ELEMENTS}
 
 
 def _dtype(v):
@@ -163,16 +162,16 @@ class Kernel:
     A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
     the first time it is needed) on fresh output buffers."""
-    __slots__ = ("name", "source", "fn", "args", "outs", "buffers", "group", "flagged", "_exact")
+    __slots__ = ("name", "source", "fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "_exact")
 
-    def __init__(self, name, source, fn, args, outs, buffers, group, flagged):
+    def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir):
         self.name, self.source, self.fn, self.args, self.outs = name, source, fn, args, outs
-        self.buffers, self.group, self.flagged, self._exact = buffers, group, flagged, None
+        self.buffers, self.group, self.flagged, self.cache_dir, self._exact = buffers, group, flagged, cache_dir, None
 
     def exact(self, *args):
         """Same arguments as fn (the flags last, which the exact kernel has no use for)."""
         if self._exact is None:
-            self._exact = build(self.group, self.name, exact_trig=True).fn
+            self._exact = build(self.group, self.name, exact_trig=True, cache_dir=self.cache_dir).fn
         return self._exact(*args[:-1])
 
 
@@ -315,9 +314,11 @@ def _accumulate(op_name, acc, x):
     return f"{x} if ({x} {sym} {acc} or {x} != {x}) else {acc}"
 
 
-def emit(group, name, exact_trig=False):
-    """Python source of the kernel for `group`, plus what the driver must pass and allocate, and
-    whether it reports out-of-range trigonometric arguments (see Kernel)."""
+def emit(group, exact_trig=False):
+    """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
+    must pass and allocate, and whether it reports out-of-range trigonometric arguments (see
+    Kernel). Sizes are arguments and names are not part of it, so every group of the same
+    computation, in any plan and of any size, shares one module and one compilation."""
     e = _Emitter(group, exact_trig)
     body = []
     stores, outs, buffers = [], [], []
@@ -368,7 +369,7 @@ def emit(group, name, exact_trig=False):
     params = sizes + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
     if e.trig_args:
         params.append("flags")
-    lines = [f"# fusion group {group.index}: {len(group.nodes)} ops over {list(group.shape)}",
+    lines = [f"# a fusion group of {len(group.nodes)} ops over {e.ndim} dimensions",
              "import numpy as np", "from numba import njit, prange", ""]
     if e.fast_math:
         lines.append(FAST_MATH_PRELUDE)
@@ -376,7 +377,7 @@ def emit(group, name, exact_trig=False):
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
     lines += ["", "", f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags}"
               f"{', parallel=True' if parallel else ''})",
-              f"def {name}({', '.join(params)}):"]
+              f"def kernel({', '.join(params)}):"]
     indent = "    "
     for acc, _, init in full_reductions:
         lines.append(f"{indent}{acc} = {init}")
@@ -395,34 +396,22 @@ def emit(group, name, exact_trig=False):
     return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args)
 
 
-_loaded = {}
+_loaded = {}   # (cache directory, source hash) -> kernel function
 
 
-def build(group, name="kernel", exact_trig=False):
-    """Emit, write and import the kernel of `group`; the module is shared by every group with
-    the same source (in this process and, through Numba's cache, across processes)."""
-    source, args, outs, buffers, flagged = emit(group, name, exact_trig)
-    digest = hashlib.sha1(source.encode()).hexdigest()[:20]
-    fn = _loaded.get(digest)
+def build(group, name="kernel", exact_trig=False, cache_dir=None):
+    """Emit the kernel of `group` and load it from its module file in the cache (`cache_dir`, or
+    the default): one module per distinct source, shared by every group that emits it, in this
+    process and, through Numba's cache, across processes."""
+    source, args, outs, buffers, flagged = emit(group, exact_trig)
+    kernels = store(cache_dir)
+    key = (kernels.root, hashlib.sha1(source.encode()).hexdigest()[:20])
+    fn = _loaded.get(key)
     if fn is None:
-        fn = _loaded[digest] = getattr(_import(source, f"fusegrad_k_{digest}"), name)
-    return Kernel(name, source, fn, args, outs, buffers, group, flagged)
-
-
-def _import(source, module_name):
-    directory = os.path.join(cache_dir(), "kernels")
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, module_name + ".py")
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)   # atomic: another process never sees half a file
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module   # before exec: Numba's cache pickles the module by name
-    spec.loader.exec_module(module)
-    return module
+        module_name = f"fusegrad_k_{key[1]}"
+        fn = _loaded[key] = kernels.load(source, module_name).kernel
+        kernels.guard(fn, module_name)
+    return Kernel(name, source, fn, args, outs, buffers, group, flagged, kernels.root)
 
 
 __all__ = ["can_fuse", "build", "emit", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

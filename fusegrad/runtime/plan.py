@@ -22,6 +22,7 @@ from ..codegen.cpu import python_literal
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
+from . import cache
 from .events import notify, now, observers
 from .log import log
 from .quiet import quiet, restore
@@ -38,10 +39,13 @@ class Plan:
     """A graph compiled for one target. Call it with the graph's input values (in the order of
     `graph.inputs`); it returns the output values in the order of `graph.outputs`."""
 
-    def __init__(self, graph, target="cpu", label="plan"):
+    def __init__(self, graph, target="cpu", label="plan", info=None, cache_dir=None):
         started = time.perf_counter()
         backend = BACKENDS[target]
-        self.label = label
+        self.label, self.target, self.cache_dir = label, target, cache_dir
+        self.info = info or {"name": label}   # for the cache index: name, source_file, guards
+        self.components, self.structure = cache.components(graph, target, dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS))
+        self.key = cache.key_of(self.components)
         self.graph = optimize(graph)
         self.steps = []
         for step in partition(self.graph, backend.can_fuse):
@@ -54,13 +58,16 @@ class Plan:
         self.kernels = []
         for step in self.steps:
             if isinstance(step, FusionGroup):
-                self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}"))
+                self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
         self.source, namespace = _driver(self.graph, self.steps, self.kernels, profiled=False)
         self._run = namespace["run"]
         self._profiled = None
+        self._recorded = False
         self.compile_seconds = time.perf_counter() - started
 
     def __call__(self, bindings):
+        if not self._recorded:
+            return self._first_call(bindings)
         if observers:
             if self._profiled is None:
                 self._profiled = _driver(self.graph, self.steps, self.kernels, profiled=True)[1]["run"]
@@ -73,11 +80,28 @@ class Plan:
         finally:
             restore(token)
 
+    def _first_call(self, bindings):
+        """Numba compiles (or loads from its cache) each kernel at its first call: time that, count
+        the compilations, and record the lookup in the cache index."""
+        compiled_before = self._compilations()
+        started = time.perf_counter()
+        self._recorded = True
+        try:
+            values = self(bindings)
+        except BaseException:
+            self._recorded = False
+            raise
+        cache.record(self, time.perf_counter() - started, self._compilations() - compiled_before)
+        return values
+
+    def _compilations(self):
+        return sum(sum(k.fn.stats.cache_misses.values()) for k in self.kernels if hasattr(k.fn, "stats"))
+
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
         parts = [format_nodes(self.graph.nodes, self.graph.inputs, self.graph.outputs, name=self.label), ""]
         parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
-        parts += [k.source for k in self.kernels]
+        parts += [f"# {k.name}: module {k.fn.__module__}\n{k.source}" for k in self.kernels]
         parts += ["# driver", self.source]
         return "\n".join(parts)
 
@@ -208,7 +232,7 @@ def eager_plan_run(graph, bindings):
         _eager_plans[graph] = state
         return None
     try:
-        plan = Plan(graph, label="backward")
+        plan = Plan(graph, label="backward", info={"name": "eager backward"})
         values = plan(bindings)   # Numba compiles each kernel at its first call
     except Exception as error:   # never fail a backward because compilation did: interpret instead
         _eager_plans[graph] = _FAILED

@@ -1,0 +1,214 @@
+"""Where generated kernel modules live, and how they are written and imported safely.
+
+A kernel is a real module file, `<cache>/kernels/fusegrad_k_<sha of its source>.py`, imported from
+there so that Numba's own cache (`kernels/__pycache__/*.nbi` index and `*.nbc` code) serves it in
+later processes. Importing a file runs it, and Numba's cache has sharp edges (NUMBA_NOTES §3), so:
+
+- A cache directory is checked once per process. One that other users can write to, or that
+  another user owns, is refused: importing from it would run their code. One this process cannot
+  write to (read-only, disk full) is not used either. Either way kernels are compiled in memory,
+  with one warning that says why.
+- A module file is written atomically (temporary file, then rename) and compared with the source
+  before it is imported, so a truncated or edited file is rewritten, never run.
+- Numba reads and writes a module's cache files under a lock file of that module: Numba updates
+  its index by an unlocked read-modify-write, which loses entries when processes compile at once.
+  A cache file Numba cannot load (truncated, garbage) is deleted, with one warning, and the
+  kernel is compiled again instead of failing every call.
+"""
+import contextlib
+import glob
+import importlib.util
+import os
+import stat
+import sys
+import warnings
+
+from numba.core.caching import FunctionCache
+
+try:
+    import fcntl
+except ImportError:   # Windows: no advisory locks; Numba's own temporary-file writes remain
+    fcntl = None
+
+
+def default_dir():
+    """FUSEGRAD_CACHE_DIR when set, else the platform's user cache directory for fusegrad."""
+    root = os.environ.get("FUSEGRAD_CACHE_DIR")
+    if root:
+        return os.path.abspath(os.path.expanduser(root))
+    try:
+        import platformdirs
+        return platformdirs.user_cache_dir("fusegrad", appauthor=False)
+    except ImportError:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "fusegrad")
+
+
+def warn(message):
+    warnings.warn(f"fusegrad cache: {message}", RuntimeWarning, stacklevel=2)
+
+
+def unsafe_reason(path):
+    """Why `path` (an existing directory) must not be imported from, or None."""
+    if not hasattr(os, "getuid"):
+        return None
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        return f"{path} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by other users (mode {stat.S_IMODE(info.st_mode):#o}; `chmod go-w` it)"
+    return None
+
+
+class Store:
+    """The kernel modules of one cache directory. `reason` is None while the directory is used;
+    otherwise it says why kernels are compiled in memory instead."""
+
+    def __init__(self, root):
+        self.root = root
+        self.kernels = os.path.join(root, "kernels")
+        self.locks = os.path.join(root, "locks")
+        self.reason = None
+        try:
+            for path in (root, self.kernels, self.locks):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                unsafe = unsafe_reason(path)
+                if unsafe is not None:
+                    self.reason = f"refused: {unsafe}; loading kernels from it would run code others wrote"
+                    break
+                if not os.access(path, os.W_OK):
+                    self.reason = f"{path} is not writable"
+                    break
+        except OSError as error:
+            self.reason = f"cannot create {error.filename or root} ({error.strerror or error})"
+        if self.reason is not None:
+            warn(f"{self.reason}. Kernels are compiled in memory for this process; set FUSEGRAD_CACHE_DIR "
+                 "to a directory of your own to cache them.")
+
+    @property
+    def usable(self):
+        return self.reason is None
+
+    def degrade(self, why):
+        """Stop using the directory for this process (a write failed: disk full, permissions)."""
+        if self.reason is None:
+            self.reason = why
+            warn(f"{why}. Kernels are compiled in memory from now on in this process.")
+
+    def load(self, source, module_name):
+        """The module of `source`: imported from its file in the cache, or built in memory."""
+        if self.reason is None:
+            path = os.path.join(self.kernels, module_name + ".py")
+            try:
+                self._write(path, source)
+                module = _import_file(path, module_name)
+            except OSError as error:
+                self.degrade(f"writing {path} failed ({error.strerror or error})")
+            else:
+                return module
+        return _in_memory(source, module_name)
+
+    def guard(self, dispatcher, module_name):
+        """Make `dispatcher` (a kernel's njit function) read and write Numba's cache under this
+        module's lock, and recover from corrupt cache files."""
+        if self.reason is None and isinstance(getattr(dispatcher, "_cache", None), FunctionCache):
+            dispatcher._cache = _LockedCache(dispatcher.py_func, os.path.join(self.locks, module_name + ".lock"),
+                                             self)
+
+    def _write(self, path, source):
+        try:
+            with open(path, encoding="utf-8") as f:
+                if f.read() == source:
+                    return
+            warn(f"{path} did not match its kernel's source (truncated or edited); it is rewritten")
+        except FileNotFoundError:
+            pass
+        except (UnicodeDecodeError, ValueError):
+            warn(f"{path} was not a readable kernel file; it is rewritten")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(source)
+            os.replace(tmp, path)   # atomic: another process never sees half a file
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+
+
+def _import_file(path, module_name):
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module   # before exec: Numba's cache pickles the module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+CACHED = "@njit(cache=True"
+
+
+def _in_memory(source, module_name):
+    """Run the kernel source as a module that Numba does not cache (it has no file to key on)."""
+    module = type(sys)(module_name)
+    code = compile(source.replace(CACHED, "@njit(cache=False", 1), f"<fusegrad kernel {module_name}>", "exec")
+    exec(code, module.__dict__)
+    return module
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """An exclusive advisory lock on `path` (created if missing) for the duration of the block."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class _LockedCache(FunctionCache):
+    """Numba's function cache, locked per module, that treats an unloadable entry as a miss."""
+
+    def __init__(self, py_func, lock_path, store):
+        super().__init__(py_func)
+        self._lock_path = lock_path
+        self._store = store
+
+    def load_overload(self, sig, target_context):
+        with file_lock(self._lock_path):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception as error:   # truncated, garbage or foreign files: discard, recompile
+                self._discard(error)
+                return None
+
+    def save_overload(self, sig, data):
+        try:
+            with file_lock(self._lock_path):
+                super().save_overload(sig, data)
+        except OSError as error:   # full disk, permissions changed: keep the compiled code in memory
+            self._store.degrade(f"saving a compiled kernel to {self.cache_path} failed ({error.strerror or error})")
+
+    def _discard(self, error):
+        cache_file = self._cache_file
+        stem = os.path.join(cache_file._cache_path, cache_file._index_name[:-len(".nbi")])
+        for path in [stem + ".nbi"] + glob.glob(glob.escape(stem) + ".*.nbc"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        warn(f"discarded the unreadable Numba cache of {self._py_func.__module__}.{self._py_func.__name__} "
+             f"({type(error).__name__}: {error}); the kernel is compiled again")
+
+
+_stores = {}
+
+
+def store(root=None):
+    """The Store of `root` (default_dir() when None), checked once per process."""
+    root = os.path.abspath(root) if root else default_dir()
+    found = _stores.get(root)
+    if found is None:
+        found = _stores[root] = Store(root)
+    return found
