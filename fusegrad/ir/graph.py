@@ -58,31 +58,43 @@ class Graph:
 
 def format_nodes(nodes, inputs=(), outputs=(), name="graph"):
     """Render nodes as Python-like text: `%3 = mul(%1, %2)  # f32[2,3]`."""
-    names = {}
-    for i, node in enumerate(inputs):
-        names[id(node)] = f"%{i}"
-
-    def ref(v):
-        if isinstance(v, Node):
-            if v.op.name == "const":
-                return repr(v.attrs["value"])
-            return names.get(id(v), "%?")
-        if isinstance(v, np.ndarray):
-            return f"const({format_type(from_numpy_dtype(v.dtype), v.shape)})"
-        return repr(v)
-
+    names, statements = name_values(nodes, inputs)
     lines = [f"def {name}({', '.join(f'{names[id(n)]}: {format_type(n.dtype, n.shape)}' for n in inputs)}):"]
-    for node in nodes:
-        if id(node) in names or node.op.name == "const":   # constants print inline
-            continue
-        names[id(node)] = f"%{len(names)}"
-        args = [ref(v) for v in node.inputs]
-        if node.attrs:
-            args += [f"{k}={format_attr(v)}" for k, v in node.attrs.items()]
-        lines.append(f"    {names[id(node)]} = {node.op.name}({', '.join(args)})"
-                     f"  # {format_type(node.dtype, node.shape)}")
-    lines.append(f"    return {', '.join(ref(o) for o in outputs)}")
+    for node in statements:
+        lines.append(f"    {names[id(node)]} = {format_call(node, names)}  # {format_type(node.dtype, node.shape)}")
+    lines.append(f"    return {', '.join(format_value(o, names) for o in outputs)}")
     return "\n".join(lines)
+
+
+def name_values(nodes, inputs):
+    """The names of the text form, {id(node): "%i"}: the inputs first, then the nodes in order,
+    and the nodes that are statements (neither inputs nor constants, which print inline)."""
+    names = {id(node): f"%{i}" for i, node in enumerate(inputs)}
+    statements = []
+    for node in nodes:
+        if id(node) not in names and node.op.name != "const":
+            names[id(node)] = f"%{len(names)}"
+            statements.append(node)
+    return names, statements
+
+
+def format_value(v, names):
+    """How a node's input prints: its name, or a constant inline."""
+    if isinstance(v, Node):
+        if v.op.name == "const":
+            return repr(v.attrs["value"])
+        return names.get(id(v), "%?")
+    if isinstance(v, np.ndarray):
+        return f"const({format_type(from_numpy_dtype(v.dtype), v.shape)})"
+    return repr(v)
+
+
+def format_call(node, names):
+    """`mul(%1, 2)`: the op applied to its inputs and attributes."""
+    args = [format_value(v, names) for v in node.inputs]
+    if node.attrs:
+        args += [f"{k}={format_attr(v)}" for k, v in node.attrs.items()]
+    return f"{node.op.name}({', '.join(args)})"
 
 
 class Builder:

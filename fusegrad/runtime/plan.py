@@ -105,6 +105,11 @@ class Plan:
         parts += ["# driver", self.source]
         return "\n".join(parts)
 
+    def to_dot(self):
+        """The optimised graph in Graphviz DOT, each fusion group a cluster named after its kernel."""
+        from .dot import plan_dot
+        return plan_dot(self)
+
 
 def _driver(graph, steps, kernels, profiled):
     """Generate the driver: def run(*inputs) -> [outputs]."""
