@@ -299,6 +299,9 @@ def test_cli_list_show_stats_explain(warm):
     for expected in (f"key          {entry['key']}", "function     step", "# key components", "numba ",
                      "# guards", "def guard(A, K):", "# plan", "@njit(cache=True", "# driver", "def run("):
         assert expected in shown.stdout
+    dot = cli("show", key, "--dot", cache_dir=root)
+    assert dot.returncode == 0 and dot.stdout.startswith('digraph "step_0" {')
+    assert dot.stdout.count("subgraph cluster_") == entry["summary"]["kernels"]
     stats = cli("stats", cache_dir=root).stdout
     assert "entries             1\n" in stats and "lookups             2 (1 hits, 1 misses)" in stats
     assert "hit rate            50.0%" in stats

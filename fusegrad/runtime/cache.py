@@ -306,7 +306,7 @@ def _record(index, plan, seconds, compiled):
             db.execute("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (plan.key, info["name"], info.get("source_file"), plan.target, json.dumps(plan.components),
                         json.dumps(summary), json.dumps(modules), info.get("guards"), plan.structure,
-                        plan.describe(), None, size, now, now, 0,
+                        plan.describe(), plan.to_dot(), size, now, now, 0,
                         plan.compile_seconds + seconds))
         db.execute("INSERT INTO lookups (time, name, key, hit, compiled, seconds, reason) VALUES (?,?,?,?,?,?,?)",
                    (now, info["name"], plan.key, int(hit), compiled, plan.compile_seconds + seconds, reason))

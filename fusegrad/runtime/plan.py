@@ -23,6 +23,7 @@ from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
 from . import cache
+from .dot import plan_dot
 from .events import notify, now, observers
 from .log import log
 from .quiet import quiet, restore
@@ -107,7 +108,6 @@ class Plan:
 
     def to_dot(self):
         """The optimised graph in Graphviz DOT, each fusion group a cluster named after its kernel."""
-        from .dot import plan_dot
         return plan_dot(self)
 
 
