@@ -21,11 +21,11 @@ import functools
 import inspect
 import random
 import re
+import sys
 import types
 import warnings
 
 import numpy as np
-from numba.core.errors import NumbaError
 
 from .ir import OPS, backward_graph, topological_order
 from .ir.dtypes import from_numpy_dtype
@@ -579,11 +579,12 @@ class CompiledFunction:
             if failed == -1:
                 try:
                     result, mismatch = spec.replay(args, kwargs)
-                except NumbaError as error:   # a kernel that fails to compile: never use the plan
-                    self.specialisations.remove(spec)
-                    self._stay_eager(f"its compiled plan failed to compile ({type(error).__name__}: {error})")
-                    return self.fn(*args, **kwargs)
-                except Exception as error:   # raised before anything was committed: eager mode
+                except Exception as error:
+                    if _numba_error(error):   # a kernel that fails to compile: never use the plan
+                        self.specialisations.remove(spec)
+                        self._stay_eager(f"its compiled plan failed to compile ({type(error).__name__}: {error})")
+                        return self.fn(*args, **kwargs)
+                    # raised before anything was committed: eager mode
                     log("fallbacks", f"{self.name}: the compiled plan raised {type(error).__name__} ({error}); "
                                      "this call runs eagerly, which raises its own error or computes the result")
                     return self.fn(*args, **kwargs)
@@ -666,6 +667,12 @@ class CompiledFunction:
         self.eager_reason = why
         warnings.warn(f"fusegrad.compile: {self.name} runs eagerly from now on: {why}", RuntimeWarning,
                       stacklevel=4)
+
+
+def _numba_error(error):
+    """Whether `error` is Numba's (numba is imported only once a kernel is compiled or loaded)."""
+    errors = sys.modules.get("numba.core.errors")
+    return errors is not None and isinstance(error, errors.NumbaError)
 
 
 def _identifier(name):

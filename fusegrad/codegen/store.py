@@ -16,14 +16,13 @@ later processes. Importing a file runs it, and Numba's cache has sharp edges (NU
   kernel is compiled again instead of failing every call.
 """
 import contextlib
+import functools
 import glob
 import importlib.util
 import os
 import stat
 import sys
 import warnings
-
-from numba.core.caching import FunctionCache
 
 try:
     import fcntl
@@ -111,9 +110,10 @@ class Store:
     def guard(self, dispatcher, module_name):
         """Make `dispatcher` (a kernel's njit function) read and write Numba's cache under this
         module's lock, and recover from corrupt cache files."""
+        from numba.core.caching import FunctionCache   # imported with the kernel module already
         if self.reason is None and isinstance(getattr(dispatcher, "_cache", None), FunctionCache):
-            dispatcher._cache = _LockedCache(dispatcher.py_func, os.path.join(self.locks, module_name + ".lock"),
-                                             self)
+            dispatcher._cache = _locked_cache_class()(dispatcher.py_func,
+                                                      os.path.join(self.locks, module_name + ".lock"), self)
 
     def _write(self, path, source):
         try:
@@ -169,37 +169,43 @@ def file_lock(path):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-class _LockedCache(FunctionCache):
-    """Numba's function cache, locked per module, that treats an unloadable entry as a miss."""
+@functools.lru_cache(maxsize=None)
+def _locked_cache_class():
+    """Numba's function cache, locked per module, treating an unloadable entry as a miss (a
+    class made on first use, so that importing fusegrad does not import Numba)."""
+    from numba.core.caching import FunctionCache
 
-    def __init__(self, py_func, lock_path, store):
-        super().__init__(py_func)
-        self._lock_path = lock_path
-        self._store = store
+    class LockedCache(FunctionCache):
+        def __init__(self, py_func, lock_path, store):
+            super().__init__(py_func)
+            self._lock_path = lock_path
+            self._store = store
 
-    def load_overload(self, sig, target_context):
-        with file_lock(self._lock_path):
-            try:
-                return super().load_overload(sig, target_context)
-            except Exception as error:   # truncated, garbage or foreign files: discard, recompile
-                self._discard(error)
-                return None
-
-    def save_overload(self, sig, data):
-        try:
+        def load_overload(self, sig, target_context):
             with file_lock(self._lock_path):
-                super().save_overload(sig, data)
-        except OSError as error:   # full disk, permissions changed: keep the compiled code in memory
-            self._store.degrade(f"saving a compiled kernel to {self.cache_path} failed ({error.strerror or error})")
+                try:
+                    return super().load_overload(sig, target_context)
+                except Exception as error:   # truncated, garbage or foreign files: discard, recompile
+                    self._discard(error)
+                    return None
 
-    def _discard(self, error):
-        cache_file = self._cache_file
-        stem = os.path.join(cache_file._cache_path, cache_file._index_name[:-len(".nbi")])
-        for path in [stem + ".nbi"] + glob.glob(glob.escape(stem) + ".*.nbc"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        warn(f"discarded the unreadable Numba cache of {self._py_func.__module__}.{self._py_func.__name__} "
-             f"({type(error).__name__}: {error}); the kernel is compiled again")
+        def save_overload(self, sig, data):
+            try:
+                with file_lock(self._lock_path):
+                    super().save_overload(sig, data)
+            except OSError as error:   # full disk, permissions changed: keep the compiled code in memory
+                self._store.degrade(f"saving a compiled kernel to {self.cache_path} failed ({error.strerror or error})")
+
+        def _discard(self, error):
+            cache_file = self._cache_file
+            stem = os.path.join(cache_file._cache_path, cache_file._index_name[:-len(".nbi")])
+            for path in [stem + ".nbi"] + glob.glob(glob.escape(stem) + ".*.nbc"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            warn(f"discarded the unreadable Numba cache of {self._py_func.__module__}.{self._py_func.__name__} "
+                 f"({type(error).__name__}: {error}); the kernel is compiled again")
+
+    return LockedCache
 
 
 _stores = {}

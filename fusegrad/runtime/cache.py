@@ -84,9 +84,9 @@ def structure_text(graph):
 @functools.lru_cache(maxsize=None)
 def _environment():
     """The components that do not depend on the graph, computed once per process."""
-    import llvmlite
+    from importlib.metadata import version   # numba's version without importing numba
+
     import llvmlite.binding as llvm
-    import numba
 
     from .. import __version__
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +97,7 @@ def _environment():
             sources.update(f.read())
     features = llvm.get_host_cpu_features().flatten()
     return {"fusegrad": (f"{__version__} (compiler source {sources.hexdigest()[:12]})", sources.hexdigest()),
-            "numba": (numba.__version__, None), "llvmlite": (llvmlite.__version__, None),
+            "numba": (version("numba"), None), "llvmlite": (version("llvmlite"), None),
             "numpy": (np.__version__, None),
             "cpu": (f"{llvm.get_host_cpu_name()} ({len(features.split(','))} features)", _digest(features))}
 
