@@ -35,7 +35,7 @@ from .optim.optimizer import Optimizer
 from .runtime.log import _listeners, log
 from .runtime.plan import Plan
 from .tracer import Tensor, grad_mode
-from .tracer.capture import ScalarProxy, Trace, active as capturing, recording
+from .tracer.capture import HyperParameter, ScalarProxy, Trace, active as capturing, recording
 from .tracer.dispatch import edge
 from .tracer.node import FREED, RecordedNode
 from .tracer.factories import default_generator
@@ -67,6 +67,7 @@ class _Guards:
         self.visited_code = set()
         self.paths = {}   # id(module or optimizer) -> the expression it was first reached by
         self.hoisted = []  # paths of tensors, modules and optimizers, read once into a local by the guard
+        self.groups = []   # (optimizer parameter group, its expression)
 
     def hold(self, obj):
         name = self.held.get(id(obj))
@@ -166,6 +167,7 @@ class _Guards:
         self.check(f"len({name}.param_groups)", len(opt.param_groups), f"{what}: parameter groups")
         for g, group in enumerate(opt.param_groups):
             gexpr = f"{name}.param_groups[{g}]"
+            self.groups.append((group, gexpr))
             self.check(f"tuple({gexpr})", tuple(group), f"{what}.param_groups[{g}]: keys")
             for key, value in group.items():
                 where = f"{what}.param_groups[{g}][{key!r}]"
@@ -389,7 +391,7 @@ class Specialisation:
     def _generate(self, trace, objects):
         """def replay(A, K) -> (result, None), or (None, mismatch) when a value guard fails: run
         the plan, check the value guards, then commit, in straight-line code."""
-        namespace = dict(objects, plan=self.plan, make=_new, copyto=np.copyto, matches=_value_matches,
+        namespace = dict(objects, plan=self.plan, make=_new, copyto=np.copyto, matches=_value_matches, hyper=_float64,
                          fresh=_fresh)
         bindings = []
         for k, source in enumerate(trace.input_sources):
@@ -621,11 +623,16 @@ class CompiledFunction:
         elif isinstance(target, types.FunctionType):
             guards.code_of(target, 0)
         guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
-        guard_fn, guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
         trace = Trace(guards.sources, guards.tensor_paths)
         rng = _rng_states()
-        with recording(trace):
-            result = self.fn(*args, **kwargs)
+        hypers = _trace_hyper_parameters(guards.groups, trace)
+        try:
+            with recording(trace):
+                result = self.fn(*args, **kwargs)
+        finally:
+            for group, key, value, proxy in hypers:
+                if dict.get(group, key) is proxy:
+                    group[key] = value
         reason = trace.broken
         if reason is None and _unrecorded_draws(rng, trace):
             reason = "it draws random numbers a replay would not redraw (Python's random, NumPy's, or fusegrad's " \
@@ -638,6 +645,9 @@ class CompiledFunction:
                         "expected", "before the call", 1).replace("got", "after it", 1)
         spec = None
         if reason is None:
+            traced = {p.path for _, _, _, p in hypers if p.array is not None and not p.used}
+            guards.checks = [c for c in guards.checks if c[0] not in traced]   # read afresh instead
+            guard_fn, guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
             try:
                 spec = Specialisation(guards, guard_fn, guard_source, trace, result,
                                       f"{_identifier(self.name)}_{len(self.specialisations)}", self)
@@ -667,6 +677,29 @@ class CompiledFunction:
         self.eager_reason = why
         warnings.warn(f"fusegrad.compile: {self.name} runs eagerly from now on: {why}", RuntimeWarning,
                       stacklevel=4)
+
+
+# Optimizer hyper-parameters that replays read afresh, so that a schedule does not recompile
+TRACED_HYPER_PARAMETERS = ("lr",)
+
+
+def _trace_hyper_parameters(groups, trace):
+    """Put a HyperParameter in place of each float learning rate of the optimizers the guards
+    reached; returns (group, key, original value, proxy) to restore after the call."""
+    installed = []
+    for group, path in groups:
+        for key in TRACED_HYPER_PARAMETERS:
+            value = dict.get(group, key)
+            if type(value) is float:
+                proxy = HyperParameter(value)
+                proxy.trace, proxy.path, proxy.used, proxy.array = trace, f"{path}[{key!r}]", False, None
+                group[key] = proxy
+                installed.append((group, key, value, proxy))
+    return installed
+
+
+def _float64(value):
+    return np.array(value, np.float64)
 
 
 def _numba_error(error):

@@ -164,6 +164,51 @@ def test_learning_rate_change_and_frozen_parameters():
         _assert_close(_params(model), _params(twin))
 
 
+OPTIMIZERS = {"sgd_momentum": lambda m: fg.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3),
+              "adam": lambda m: fg.optim.Adam(m.parameters(), lr=0.01),
+              "adamw": lambda m: fg.optim.AdamW(m.parameters(), lr=0.01, weight_decay=0.1),
+              "rmsprop": lambda m: fg.optim.RMSprop(m.parameters(), lr=0.01, momentum=0.5),
+              "adagrad": lambda m: fg.optim.Adagrad(m.parameters(), lr=0.05, lr_decay=0.01)}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_learning_rate_schedule_replays_one_specialisation(optimizer):
+    """The learning rate is read afresh by each replay: a schedule changing it every step neither
+    recompiles nor replays a stale value."""
+    (model, opt), (twin, twin_opt) = _twins(OPTIMIZERS[optimizer])
+    schedules = [fg.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10) for o in (opt, twin_opt)]
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(10):
+        expected = train_step(model, opt, nn.MSELoss(), x, y)
+        got = step(twin, twin_opt, nn.MSELoss(), x, y)
+        for schedule in schedules:
+            schedule.step()
+        np.testing.assert_allclose(got.item(), expected.item(), rtol=1e-5)
+        _assert_close(_params(model), _params(twin))
+        assert type(twin_opt.param_groups[0]["lr"]) is float
+    # one specialisation before the parameters have gradients, one after: none per learning rate
+    assert len(step.specialisations) <= 2 and step.replays >= 8
+    assert all("param_groups[0]['lr']) !=" not in s.guard_source for s in step.specialisations)
+
+
+def test_learning_rate_used_in_python_stays_guarded():
+    """A step that computes with the learning rate in Python (here: returns a scaled copy) keeps
+    it a guarded constant: a new value is a new specialisation, never a stale replay."""
+    (model, opt), _ = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+
+    @fg.compile
+    def step(x, y):
+        loss = train_step(model, opt, nn.MSELoss(), x, y)
+        return loss, opt.param_groups[0]["lr"] * 2
+
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for lr in (0.1, 0.1, 0.1, 0.05, 0.05, 0.02):
+        opt.param_groups[0]["lr"] = lr
+        assert step(x, y)[1] == lr * 2
+    assert step.replays >= 2 and len(step.specialisations) >= 2
+
+
 def test_list_of_tensors_whose_length_changes():
     def f(xs):
         total = xs[0]

@@ -2,7 +2,7 @@
 learning rate decays as lr / (1 + (step - 1) * lr_decay)."""
 import fusegrad as fg
 
-from .optimizer import Optimizer, check_flags
+from .optimizer import Optimizer, check_flags, hyper
 
 
 class Adagrad(Optimizer):
@@ -23,17 +23,18 @@ class Adagrad(Optimizer):
                 self._init_state(p, self.state[p])
 
     def _init_state(self, param, state):
-        state["step"] = 0
+        state["step"] = fg.tensor(0.0)   # a tensor, as in PyTorch: a compiled step reads it as data
         state["sum"] = fg.full_like(param, self.defaults["initial_accumulator_value"])
 
     def _update(self, param, grad, group, state):
         if not state:
             self._init_state(param, state)
-        state["step"] += 1
+        state["step"].add_(1)
         if group["maximize"]:
             grad = -grad
         if group["weight_decay"]:
             grad = grad + param * group["weight_decay"]
-        decayed_lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        # in float64, as PyTorch computes it from Python numbers
+        decayed_lr = hyper(group, "lr") / (1 + (state["step"].to(fg.float64) - 1) * group["lr_decay"])
         state["sum"].add_(grad * grad)
-        param.add_(grad / (state["sum"].sqrt() + group["eps"]), alpha=-decayed_lr)
+        param.sub_(grad / (state["sum"].sqrt() + group["eps"]) * decayed_lr)

@@ -1,7 +1,7 @@
 """Adam and AdamW (decoupled weight decay), with PyTorch's bias-corrected update and amsgrad."""
 import fusegrad as fg
 
-from .optimizer import Optimizer, check_flags
+from .optimizer import Optimizer, check_flags, hyper, like
 
 
 class Adam(Optimizer):
@@ -24,7 +24,7 @@ class Adam(Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay))
 
     def _update(self, param, grad, group, state):
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        lr, (beta1, beta2), eps, wd = hyper(group, "lr"), group["betas"], group["eps"], group["weight_decay"]
         if group["maximize"]:
             grad = -grad
         if not state:
@@ -50,7 +50,7 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"].copy_(fg.maximum(state["max_exp_avg_sq"], exp_avg_sq))
             exp_avg_sq = state["max_exp_avg_sq"]
         denom = exp_avg_sq.sqrt() / bias_correction2.sqrt() + eps
-        param.add_(exp_avg / denom * (-lr / bias_correction1))
+        param.add_(exp_avg / denom * (-like(lr, bias_correction1) / bias_correction1))
 
 
 class AdamW(Adam):

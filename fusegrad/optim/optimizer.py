@@ -3,8 +3,12 @@ import warnings
 from collections import defaultdict
 from copy import deepcopy
 
+import numpy as np
+
 from .. import tracer
 from ..tracer import Tensor
+from ..tracer.capture import traced_scalar
+from ..tracer.factories import from_numpy
 
 
 class _Required:
@@ -13,6 +17,21 @@ class _Required:
 
 
 required = _Required()
+
+
+def hyper(group, key):
+    """group[key] as an update uses it: the Python number, or, while fusegrad.compile captures a
+    step, a 0-d float64 tensor that every replay reads afresh from the group, so that a learning
+    rate schedule replays one compiled plan instead of compiling each value. Updates combine it
+    with tensors as they would the number (a 0-d float64 tensor takes a float32 tensor's dtype,
+    as a Python float does); `like` below does the same where both sides are 0-d."""
+    value = traced_scalar(group[key])
+    return from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def like(value, tensor):
+    """A hyper-parameter as a Python float would combine with the 0-d `tensor`."""
+    return value.to(tensor.dtype) if isinstance(value, Tensor) else value
 
 
 def _typename(obj):

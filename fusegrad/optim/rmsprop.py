@@ -2,7 +2,7 @@
 optionally centered (minus the squared running mean) and with momentum."""
 import fusegrad as fg
 
-from .optimizer import Optimizer, check_flags
+from .optimizer import Optimizer, check_flags, hyper
 
 
 class RMSprop(Optimizer):
@@ -20,7 +20,7 @@ class RMSprop(Optimizer):
     def _update(self, param, grad, group, state):
         alpha, momentum = group["alpha"], group["momentum"]
         if not state:
-            state["step"] = 0
+            state["step"] = fg.tensor(0.0)   # a tensor, as in PyTorch: a compiled step reads it as data
             state["square_avg"] = fg.zeros_like(param)
             if momentum > 0:
                 state["momentum_buffer"] = fg.zeros_like(param)
@@ -28,7 +28,7 @@ class RMSprop(Optimizer):
                 state["grad_avg"] = fg.zeros_like(param)
         if group["maximize"]:
             grad = -grad
-        state["step"] += 1
+        state["step"].add_(1)
         if group["weight_decay"]:
             grad = grad + param * group["weight_decay"]
         square_avg = state["square_avg"]
@@ -43,6 +43,6 @@ class RMSprop(Optimizer):
         if momentum > 0:
             buf = state["momentum_buffer"]
             buf.mul_(momentum).add_(grad / avg)
-            param.add_(buf, alpha=-group["lr"])
+            param.sub_(buf * hyper(group, "lr"))
         else:
-            param.add_(grad / avg, alpha=-group["lr"])
+            param.sub_(grad / avg * hyper(group, "lr"))

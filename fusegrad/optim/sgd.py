@@ -1,5 +1,5 @@
 """SGD with momentum, dampening, Nesterov momentum and weight decay (PyTorch's update rule)."""
-from .optimizer import Optimizer, check_flags, required
+from .optimizer import Optimizer, check_flags, hyper, required
 
 
 class SGD(Optimizer):
@@ -31,4 +31,4 @@ class SGD(Optimizer):
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad + buf * momentum if group["nesterov"] else buf
-        param.add_(grad, alpha=-group["lr"])
+        param.sub_(grad * hyper(group, "lr"))

@@ -91,8 +91,9 @@ def _environment():
     from .. import __version__
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sources = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(package, "codegen", "*.py")) + glob.glob(os.path.join(package, "ir", "*.py"))
-                       + [os.path.join(package, "runtime", "plan.py")]):
+    compiler_files = (glob.glob(os.path.join(package, "codegen", "*.py")) + glob.glob(os.path.join(package, "ir", "*.py"))
+                      + [os.path.join(package, "runtime", "plan.py")])
+    for path in sorted(compiler_files):
         with open(path, "rb") as f:
             sources.update(f.read())
     features = llvm.get_host_cpu_features().flatten()

@@ -126,7 +126,8 @@ def cmd_explain(index, args, out):
 def cmd_clear(index, args, out):
     rows = index.rows()
     if not args.yes:
-        print(f"Remove all {len(rows)} entries and every kernel from {index.root}? [y/N] ", end="", file=out, flush=True)
+        print(f"Remove all {len(rows)} entries and every kernel from {index.root}? [y/N] ", end="", file=out,
+              flush=True)
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             raise NotFound("nothing removed (answer y, or pass --yes)")
@@ -151,7 +152,8 @@ def parser():
     commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
     cache = commands.add_parser("cache", help="inspect and manage the compile cache",
                                 description="Inspect and manage the compile cache.")
-    cache.add_argument("--cache-dir", help="the cache directory (default: $FUSEGRAD_CACHE_DIR, else the user cache dir)")
+    cache.add_argument("--cache-dir",
+                       help="the cache directory (default: $FUSEGRAD_CACHE_DIR, else the user cache directory)")
     sub = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
     sub.add_parser("dir", help="print the cache directory").set_defaults(run=cmd_dir)
     p = sub.add_parser("list", help="the entries, newest first")

@@ -35,19 +35,37 @@ def _root(array):
     return array
 
 
-class ScalarProxy(float):
+class _FloatProxy(float):
+    """A float that notices when Python code uses it (arithmetic, comparison, bool, formatting):
+    the trace then needs its value as a guard. Subclasses say what `_use` does."""
+    __slots__ = ()
+
+    def value(self):
+        return float.__float__(self)
+
+
+class ScalarProxy(_FloatProxy):
     """What `t.item()` returns while capturing a floating tensor: a float that remembers its trace
     value. Returned from the function untouched, it is an output (fresh on every replay); any
     Python-level use (comparison, arithmetic, bool, formatting) turns it into a value guard."""
     __slots__ = ("trace", "node", "used")
 
-    def value(self):
-        return float.__float__(self)
-
     def _use(self):
         if not self.used:
             self.used = True
             self.trace.guard(self.node, "item", self.value())
+        return self.value()
+
+
+class HyperParameter(_FloatProxy):
+    """An optimizer hyper-parameter (`param_groups[i]["lr"]`) while capturing. The optimizer's
+    update reads it through `traced_scalar`, which makes it an input of the trace, read afresh on
+    every replay, so a learning-rate schedule replays one plan. Any other use of it in Python
+    marks it `used`, and the compiler then guards its value as for any Python float."""
+    __slots__ = ("trace", "path", "used", "array")
+
+    def _use(self):
+        self.used = True
         return self.value()
 
 
@@ -63,8 +81,20 @@ for _name in ("__bool__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__n
               "__rfloordiv__", "__mod__", "__rmod__", "__pow__", "__rpow__", "__neg__", "__pos__", "__abs__",
               "__int__", "__float__", "__round__", "__trunc__", "__floor__", "__ceil__", "__format__",
               "__repr__", "__str__", "__hash__", "__divmod__", "__rdivmod__", "is_integer", "as_integer_ratio",
-              "hex", "conjugate"):
-    setattr(ScalarProxy, _name, _proxy_method(_name))
+              "hex", "conjugate", "__reduce__", "__reduce_ex__"):
+    setattr(_FloatProxy, _name, _proxy_method(_name))
+
+
+def traced_scalar(value):
+    """`value` itself, or, for a hyper-parameter being captured, a 0-d float64 array that is an
+    input of the trace bound to where the value lives (see HyperParameter)."""
+    if type(value) is not HyperParameter or value.trace is not active() or value.trace.broken is not None:
+        return value
+    if value.array is None:
+        value.array = np.array(value.value(), np.float64)
+        value.trace.sources[id(value.array)] = f"hyper({value.path})"
+        value.trace.scalars.append(value.array)   # alive while the trace is, so its id stays its own
+    return value.array
 
 
 class Trace:
@@ -85,6 +115,7 @@ class Trace:
         self.guards = []          # (node, kind, expected): value-dependent decisions
         self.grads = {}           # id(tensor) -> (tensor, its .grad before the call)
         self.proxies = []
+        self.scalars = []         # arrays standing for hyper-parameters (traced_scalar)
         self.draws = []           # random nodes, in the order eager mode drew them
         self.generator_state = None   # the default generator's state after the last recorded draw
         self.broken = None        # why this trace cannot be replayed, if it cannot
