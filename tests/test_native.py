@@ -288,6 +288,17 @@ def test_libm_functions_are_not_foreign(tmp_path, monkeypatch):
         assert native._foreign_symbols(module) == []
 
 
+def test_kernels_run_as_python_are_not_built(tmp_path, monkeypatch):
+    """Under NUMBA_DISABLE_JIT=1 a kernel's fn is its Python function: nothing to build from."""
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    kernel = _kernels("int64")[0]
+    as_python = cpu.Kernel(kernel.name, kernel.source, kernel.fn.py_func, kernel.args, kernel.outs, kernel.buffers,
+                           kernel.group, kernel.flagged)
+    lines = []
+    assert native.build(as_python, log=lines.append) is None
+    assert lines == [f"native: {kernel.name} not built: it is not compiled (NUMBA_DISABLE_JIT)"]
+
+
 def test_parallel_kernels_are_not_built(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
     b = Builder()
@@ -353,3 +364,27 @@ def test_kernels_loaded_from_numbas_cache_build_too(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", _BUILD_IN_A_FRESH_PROCESS], env=env, capture_output=True, text=True,
                            timeout=300) for _ in range(2)]
     assert [r.stdout.strip() for r in runs] == ["miss", "hit"], [r.stderr for r in runs]
+
+
+def test_builds_in_threads_beside_numba_compiles(tmp_path, monkeypatch):
+    """Libraries built from worker threads while the main thread compiles other kernels with Numba
+    (how a caller keeps building off the critical path): all built, all right."""
+    from concurrent.futures import ThreadPoolExecutor
+    monkeypatch.setenv("FUSEGRAD_CACHE_DIR", str(tmp_path))
+    kernels = _kernels("transcendentals_f32") + _kernels("partial_reductions_f32")
+    for kernel in kernels:
+        kernel.fn(*_call_args(kernel)[0])
+    with ThreadPoolExecutor(4) as pool:
+        first = [pool.submit(native.build, k) for k in kernels * 2]   # twice: one library built twice at once
+        more = _kernels("int64") + _kernels("bool")   # Numba compiles these meanwhile
+        for kernel in more:
+            kernel.fn(*_call_args(kernel)[0])
+        second = [pool.submit(native.build, k) for k in more]
+        built = [(kernel, future.result()) for kernel, future in zip(kernels * 2 + more, first + second)]
+    for kernel, path in built:
+        args, outs = _call_args(kernel, seed=1)
+        want, got = _fresh_outputs(args, outs), _fresh_outputs(args, outs)
+        kernel.fn(*want)
+        native.load(path)(*got)
+        for k in outs:
+            np.testing.assert_array_equal(_bits(got[k]), _bits(want[k]))

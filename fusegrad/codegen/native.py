@@ -27,7 +27,11 @@ CPU model (its instructions are the host's) and one Python ABI: the file name ca
 
 Not built (build returns None, with one log line under `cache`): parallel kernels (prange needs
 Numba's threading layer), kernels whose code calls into Numba's runtime (any symbol it needs
-outside libc and libm), and machines without a C compiler or Python's headers.
+outside libc and libm), and systems other than Linux or without a C compiler or Python's headers.
+
+Use: `build(kernel)` after the kernel's first call (it may run in another thread: it takes Numba's
+compiler lock for its LLVM work only); later, `load(library_path(module_file), fallback=kernel_fn)`
+raises NativeUnavailable or returns the callable. Nothing on the load side imports Numba.
 """
 import functools
 import hashlib
@@ -367,6 +371,9 @@ def build(kernel, log=None):
     import tempfile
 
     log = log or _log
+    if not hasattr(kernel.fn, "overloads"):   # NUMBA_DISABLE_JIT=1: the kernel is its Python source
+        log(f"native: {kernel.name} not built: it is not compiled (NUMBA_DISABLE_JIT)")
+        return None
     path = library_path(kernel.fn.py_func.__code__.co_filename)
     if platform.system() != "Linux":
         log(f"native: {kernel.name} not built: native kernels are built on Linux only (ELF, GNU ld)")
@@ -382,9 +389,15 @@ def build(kernel, log=None):
     if not os.path.exists(os.path.join(include, "Python.h")):
         log(f"native: {kernel.name} not built: no Python.h in {include} (install Python's development headers)")
         return None
+    from numba.core.compiler_lock import global_compiler_lock
+
     args = _arguments(kernel)
-    module, machine = _kernel_module(kernel, args)
-    foreign = _foreign_symbols(module)
+    # Numba's LLVM context and target context are not thread-safe: a build running in another
+    # thread than Numba's compiles takes their lock for its LLVM work (the C compiler runs outside)
+    with global_compiler_lock:
+        module, machine = _kernel_module(kernel, args)
+        foreign = _foreign_symbols(module)
+        kernel_code = None if foreign else machine.emit_object(module)
     if foreign:
         log(f"native: {kernel.name} not built: its code needs symbols only Numba's runtime provides: "
             f"{', '.join(foreign)}")
@@ -396,7 +409,7 @@ def build(kernel, log=None):
     with tempfile.TemporaryDirectory(prefix="fusegrad-native-") as work:
         kernel_object = os.path.join(work, "kernel.o")
         with open(kernel_object, "wb") as f:
-            f.write(machine.emit_object(module))
+            f.write(kernel_code)
         exports = os.path.join(work, "exports.map")
         with open(exports, "w") as f:
             f.write(f"{{ global: PyInit_{MODULE_NAME}; local: *; }};\n")
