@@ -3,7 +3,7 @@
 - One compiled-kernel cache directory shared by every test of the session: Numba compiles a
   kernel in 80-250 ms; kernels with the same source are built once per session and then loaded
   from this directory. A fresh directory per session keeps runs independent of whatever a
-  user's own cache holds.
+  user's own cache holds. Native kernel libraries are off unless a test turns them on.
 - PyTorch is the oracle that many tests compare against; where it is not installed they skip.
   FUSEGRAD_REQUIRE_TORCH=1 (set by .ci/run) says it was meant to be installed: a missing PyTorch
   then stops the run with an error instead of passing with half the tests skipped."""
@@ -14,6 +14,9 @@ import pytest
 
 if "FUSEGRAD_CACHE_DIR" not in os.environ:
     os.environ["FUSEGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="fusegrad-test-cache-")
+# Native kernel libraries are built in a background thread after a plan's first call; the tests
+# that are about them turn them on (tests/test_cache.py, tests/test_native.py)
+os.environ.setdefault("FUSEGRAD_NATIVE_KERNELS", "0")
 
 
 def pytest_configure(config):

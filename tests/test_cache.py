@@ -44,6 +44,7 @@ losses = [step(x, y).item() for _ in range(4)]
 assert step.replays >= 1, step.last_reason
 print(json.dumps({"losses": losses, "params": [float(p.detach().numpy().astype(np.float64).sum())
                                                 for p in model.parameters()]}))
+print("numba imported:", "numba" in sys.modules, file=sys.stderr)
 """
 
 
@@ -93,6 +94,26 @@ def test_second_process_loads_without_compiling(warm):
     assert entry["name"] == "step" and entry["hits"] == 1 and entry["source_file"] == "<string>"
     assert json.loads(entry["summary"])["kernels"] >= 1 and entry["size"] > 0
     assert "warning" not in stderr.lower(), stderr
+
+
+def test_warm_process_runs_native_kernels_without_numba(warm, tmp_path):
+    """With native libraries (built in the background after a plan's first run, finished before the
+    process exits), a later process runs the same step without importing Numba at all."""
+    native = {"FUSEGRAD_NATIVE_KERNELS": "1"}
+    cold, stderr = run_step(tmp_path, extra_env=native)
+    assert cold == warm[1] and "numba imported: True" in stderr
+    libraries = sorted((tmp_path / "kernels").glob("fusegrad_k_*.so"))
+    assert libraries, sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    result, stderr = run_step(tmp_path, extra_env=native)
+    assert result == cold
+    assert "numba imported: False" in stderr, stderr
+    assert Index(str(tmp_path)).lookups("step", 1)[0]["hit"] == 1
+    libraries[0].write_bytes(libraries[0].read_bytes()[:1000])   # truncated: unusable, never fatal
+    result, stderr = run_step(tmp_path, extra_env=native)
+    assert result == cold and "numba imported: True" in stderr
+    assert sorted((tmp_path / "kernels").glob("fusegrad_k_*.so")) == libraries   # and built again
+    result, stderr = run_step(tmp_path, extra_env=native)
+    assert result == cold and "numba imported: False" in stderr
 
 
 def test_four_processes_compiling_at_once_lose_nothing(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import fusegrad as fg
 from fusegrad.ir import Builder, dtypes as D
 from fusegrad.ir.fusion import FusionGroup, partition
-from fusegrad.codegen import cpu
+from fusegrad.codegen import cpu, interpreter
 from fusegrad.runtime.interpreter import run_graph
 from fusegrad.runtime import plan as plans
 from fusegrad.runtime.plan import Plan
@@ -202,3 +202,42 @@ def test_large_groups_run_in_parallel_and_agree():
         assert ("prange(n0)" in kernel.source) == parallel, kernel.source
         for got, want in zip(plan([x]), run_graph(plan.graph, [x])):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
+    """A group of thousands of ops over few elements (an unrolled loop) runs on the interpreter:
+    every instruction, broadcast inputs, constants and reductions agree with the graph interpreter."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (2, 3)).astype(dtype.np)
+    row = rng.uniform(0.5, 1.5, (1, 3)).astype(dtype.np)
+    b = Builder()
+    p, r = b.placeholder(None, x.shape, dtype), b.placeholder(None, row.shape, dtype)
+    rb = b.expand(r, shape=(2, 3))
+    z = p
+    unary = ("neg", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "sqrt", "abs", "copy")
+    for k in range(150):   # each round: every instruction once, values kept near 1
+        z = b.add(b.mul(z, 0.5), rb)
+        for name in unary:
+            w = getattr(b, name)(b.abs(z) if name in ("log", "sqrt") else z)
+            z = b.add(b.mul(z, 0.999), b.mul(w, 0.001))
+        z = b.div(b.maximum(z, rb), b.add(b.minimum(b.pow(b.abs(z), 1.5), 2.0), 1.0))
+        z = b.sub(z, b.mul(rb, 0.01))
+    graph = b.graph([z, b.sum(z, axes=(0, 1), keepdim=False), b.amax(z, axes=(1,), keepdim=False, nans_win=True)])
+    plan = Plan(graph)
+    [step] = [s for s in plan.steps if isinstance(s, interpreter.Interpreted)]
+    assert len(step.group.nodes) > plans.MAX_KERNEL_OPS and plan.kernels == []
+    expected = run_graph(graph, [x, row])
+    got = plan([x, row])
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4 if dtype is D.float32 else 1e-12)
+
+
+def test_interpreter_instructions_are_every_op_it_claims():
+    """The interpreter's instruction set is generated from the ops' own expressions, typed to the
+    interpreter's dtype: no float64 literal in the float32 interpreter."""
+    source = interpreter._source(D.float32)
+    for name, k in interpreter.OPCODE.items():
+        assert f"op == {k}:" in source
+    assert "np.float64" not in source and "np.float32(1.0)" in source

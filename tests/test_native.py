@@ -118,7 +118,7 @@ def test_native_results_equal_numba_bit_for_bit(name, tmp_path, monkeypatch):
     assert kernels
     for kernel in kernels:
         path = native.build(kernel)
-        assert path == native.library_path(kernel.fn.py_func.__code__.co_filename) and os.path.exists(path)
+        assert path == native.library_path(kernel.fn.py_func.__code__.co_filename, kernel) and os.path.exists(path)
         run = native.load(path)
         for seed in range(3):
             args, outs = _call_args(kernel, seed)
@@ -258,7 +258,7 @@ def test_symbols_only_numba_provides_give_none(tmp_path, monkeypatch):
     the kernel's module) gets no library: None, the symbol named, no file written."""
     import llvmlite.binding as llvm
     kernel = _one_library(tmp_path, monkeypatch)[0]
-    path = native.library_path(kernel.fn.py_func.__code__.co_filename)
+    path = native.library_path(kernel.fn.py_func.__code__.co_filename, kernel)
     os.remove(path)
     kernel_module = native._kernel_module
 

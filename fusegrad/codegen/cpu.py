@@ -162,11 +162,21 @@ class Kernel:
     A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
     the first time it is needed) on fresh output buffers."""
-    __slots__ = ("name", "source", "fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "_exact")
+    __slots__ = ("name", "source", "_fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "module",
+                 "_exact")
 
-    def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir):
-        self.name, self.source, self.fn, self.args, self.outs = name, source, fn, args, outs
-        self.buffers, self.group, self.flagged, self.cache_dir, self._exact = buffers, group, flagged, cache_dir, None
+    def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir=None, module=None):
+        self.name, self.source, self._fn, self.args, self.outs = name, source, fn, args, outs
+        self.buffers, self.group, self.flagged, self.cache_dir = buffers, group, flagged, cache_dir
+        self.module, self._exact = module, None   # module: the name of the kernel's module file
+
+    @property
+    def fn(self):
+        """The compiled kernel, loaded at first use: a plan that never runs loads nothing (and a
+        process whose kernels all have native libraries never imports Numba)."""
+        if self._fn is None:
+            self._fn = store(self.cache_dir).kernel(self)
+        return self._fn
 
     def exact(self, *args):
         """Same arguments as fn (the flags last, which the exact kernel has no use for)."""
@@ -396,22 +406,14 @@ def emit(group, exact_trig=False):
     return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args)
 
 
-_loaded = {}   # (cache directory, source hash) -> kernel function
-
-
 def build(group, name="kernel", exact_trig=False, cache_dir=None):
-    """Emit the kernel of `group` and load it from its module file in the cache (`cache_dir`, or
-    the default): one module per distinct source, shared by every group that emits it, in this
-    process and, through Numba's cache, across processes."""
+    """The kernel of `group`, loaded at its first use from its module file in the cache
+    (`cache_dir`, or the default): one module per distinct source, shared by every group that
+    emits it, in this process and, through Numba's cache (or the kernel's native library), across
+    processes."""
     source, args, outs, buffers, flagged = emit(group, exact_trig)
-    kernels = store(cache_dir)
-    key = (kernels.root, hashlib.sha1(source.encode()).hexdigest()[:20])
-    fn = _loaded.get(key)
-    if fn is None:
-        module_name = f"fusegrad_k_{key[1]}"
-        fn = _loaded[key] = kernels.load(source, module_name).kernel
-        kernels.guard(fn, module_name)
-    return Kernel(name, source, fn, args, outs, buffers, group, flagged, kernels.root)
+    module_name = f"fusegrad_k_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
+    return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name)
 
 
 __all__ = ["can_fuse", "build", "emit", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

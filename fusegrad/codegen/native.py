@@ -30,7 +30,7 @@ Numba's threading layer), kernels whose code calls into Numba's runtime (any sym
 outside libc and libm), and systems other than Linux or without a C compiler or Python's headers.
 
 Use: `build(kernel)` after the kernel's first call (it may run in another thread: it takes Numba's
-compiler lock for its LLVM work only); later, `load(library_path(module_file), fallback=kernel_fn)`
+compiler lock for its LLVM work only); later, `load(library_path(module_file, kernel), fallback=kernel_fn)`
 raises NativeUnavailable or returns the callable. Nothing on the load side imports Numba.
 """
 import functools
@@ -222,9 +222,12 @@ def host_cpu_key():
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def library_path(module_path):
-    """Where the library of the kernel module at `module_path` lives, for this CPU and Python."""
-    return f"{os.path.splitext(module_path)[0]}.{host_cpu_key()}{sysconfig.get_config_var('EXT_SUFFIX')}"
+def library_path(module_path, kernel):
+    """Where the library of `kernel` (whose module file is at `module_path`) lives, for this CPU and
+    Python. A module serves groups of any size; a library is built for one kernel's shapes, so
+    its name carries a hash of them."""
+    shapes = hashlib.sha1(repr(_table(_arguments(kernel))).encode()).hexdigest()[:8]
+    return f"{os.path.splitext(module_path)[0]}.{shapes}.{host_cpu_key()}{sysconfig.get_config_var('EXT_SUFFIX')}"
 
 
 class _Arg:
@@ -374,7 +377,7 @@ def build(kernel, log=None):
     if not hasattr(kernel.fn, "overloads"):   # NUMBA_DISABLE_JIT=1: the kernel is its Python source
         log(f"native: {kernel.name} not built: it is not compiled (NUMBA_DISABLE_JIT)")
         return None
-    path = library_path(kernel.fn.py_func.__code__.co_filename)
+    path = library_path(kernel.fn.py_func.__code__.co_filename, kernel)
     if platform.system() != "Linux":
         log(f"native: {kernel.name} not built: native kernels are built on Linux only (ELF, GNU ld)")
         return None

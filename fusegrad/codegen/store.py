@@ -22,12 +22,20 @@ import importlib.util
 import os
 import stat
 import sys
+import threading
 import warnings
+
+from ..runtime.log import log
+from . import native
 
 try:
     import fcntl
 except ImportError:   # Windows: no advisory locks; Numba's own temporary-file writes remain
     fcntl = None
+
+
+# FUSEGRAD_NATIVE_KERNELS=0 neither builds nor loads native kernel libraries
+NATIVE = os.environ.get("FUSEGRAD_NATIVE_KERNELS", "1") != "0"
 
 
 def default_dir():
@@ -68,6 +76,7 @@ class Store:
         self.kernels = os.path.join(root, "kernels")
         self.locks = os.path.join(root, "locks")
         self.reason = None
+        self._numba = {}   # module name -> its Numba kernel
         try:
             for path in (root, self.kernels, self.locks):
                 os.makedirs(path, mode=0o700, exist_ok=True)
@@ -106,6 +115,42 @@ class Store:
             else:
                 return module
         return _in_memory(source, module_name)
+
+    def kernel(self, kernel):
+        """The compiled function of `kernel` (a codegen.cpu.Kernel): its native library when one
+        was built for its shapes on this machine (see codegen.native: no Numba in the process until
+        a call needs the Numba kernel, for other arguments), else the Numba kernel of its module."""
+        if self.reason is None and NATIVE:
+            path = os.path.join(self.kernels, kernel.module + ".py")
+            library = native.library_path(path, kernel)
+            if os.path.exists(library):
+                try:
+                    self._write(path, kernel.source)   # the fallback's file, checked as every kernel file is
+                    return native.load(library, fallback=_Deferred(self.numba_kernel, kernel.source, kernel.module))
+                except native.NativeUnavailable as error:   # truncated, another build format: built again
+                    log("cache", f"native library not used ({error}); the Numba kernel runs, and it is rebuilt")
+                    with contextlib.suppress(OSError):
+                        os.remove(library)
+                except OSError as error:
+                    self.degrade(f"writing {path} failed ({error.strerror or error})")
+        return self.numba_kernel(kernel.source, kernel.module)
+
+    def numba_kernel(self, source, module_name):
+        """The Numba kernel of a module (one per module and process: it serves every shape)."""
+        fn = self._numba.get(module_name)
+        if fn is None:
+            fn = self._numba[module_name] = self.load(source, module_name).kernel
+            self.guard(fn, module_name)
+        return fn
+
+    def build_native(self, kernels):
+        """Build, in a background thread, the native library of each of these kernels (after their
+        first call) that has none yet, so that later processes can run them without Numba."""
+        if self.reason is None and NATIVE:
+            todo = [k for k in kernels if hasattr(k.fn, "overloads")
+                    and not os.path.exists(native.library_path(k.fn.py_func.__code__.co_filename, k))]
+            if todo:
+                _builds.submit(todo)
 
     def guard(self, dispatcher, module_name):
         """Make `dispatcher` (a kernel's njit function) read and write Numba's cache under this
@@ -208,6 +253,56 @@ def _locked_cache_class():
     return LockedCache
 
 
+class _Deferred:
+    """`make(*how)`, made at its first call (the Numba kernel behind a native library: importing
+    it imports Numba, which a process whose calls all match the library never needs)."""
+
+    def __init__(self, make, *how):
+        self.make, self.how, self.fn = make, how, None
+
+    def __call__(self, *args):
+        if self.fn is None:
+            self.fn = self.make(*self.how)
+        return self.fn(*args)
+
+
+class _Builds:
+    """One background thread at a time building native libraries, in order. It is not a daemon:
+    the interpreter waits for it at exit, so a short script still leaves its libraries behind."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.queue = []
+        self.worker = None
+
+    def submit(self, kernels):
+        with self.lock:
+            self.queue.extend(kernels)
+            if self.worker is None:
+                self.worker = threading.Thread(target=self._work, name="fusegrad native builds")
+                self.worker.start()
+
+    def _work(self):
+        while True:
+            with self.lock:
+                if not self.queue:
+                    self.worker = None
+                    return
+                kernel = self.queue.pop(0)
+            try:
+                native.build(kernel)
+            except Exception as error:   # a library is an optimisation: never fail the program for one
+                log("cache", f"native: {kernel.name} not built ({type(error).__name__}: {error})")
+
+    def wait(self):
+        """Block until every submitted build has finished (tests, benchmarks)."""
+        worker = self.worker
+        while worker is not None:
+            worker.join()
+            worker = self.worker
+
+
+_builds = _Builds()
 _stores = {}
 
 

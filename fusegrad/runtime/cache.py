@@ -9,7 +9,7 @@ compiled plan is an entry, keyed by the hash of its components:
     config    the codegen settings that change the generated code
     fusegrad  fusegrad's version and a hash of the compiler's own source
     numba, llvmlite, numpy   their versions
-    cpu       the host CPU's name and features
+    cpu       the host CPU's model and instruction sets
     target    the backend ("cpu")
 
 Each component's text and hash are stored, so a miss says what changed ("numba version changed
@@ -23,12 +23,14 @@ import glob
 import hashlib
 import json
 import os
+import platform
 import re
 import sqlite3
 import time
 
 import numpy as np
 
+from ..codegen.native import host_cpu_key
 from ..codegen.store import store, warn
 from ..ir.graph import format_nodes, format_type
 from .log import log
@@ -86,8 +88,6 @@ def _environment():
     """The components that do not depend on the graph, computed once per process."""
     from importlib.metadata import version   # numba's version without importing numba
 
-    import llvmlite.binding as llvm
-
     from .. import __version__
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sources = hashlib.sha256()
@@ -96,11 +96,20 @@ def _environment():
     for path in sorted(compiler_files):
         with open(path, "rb") as f:
             sources.update(f.read())
-    features = llvm.get_host_cpu_features().flatten()
     return {"fusegrad": (f"{__version__} (compiler source {sources.hexdigest()[:12]})", sources.hexdigest()),
             "numba": (version("numba"), None), "llvmlite": (version("llvmlite"), None),
-            "numpy": (np.__version__, None),
-            "cpu": (f"{llvm.get_host_cpu_name()} ({len(features.split(','))} features)", _digest(features))}
+            "numpy": (np.__version__, None), "cpu": (f"{_cpu_name()} ({host_cpu_key()})", host_cpu_key())}
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def components(graph, target, config):
@@ -265,9 +274,9 @@ class Index:
 
 
 def module_files(root, module):
-    """A kernel module's files: its source, Numba's index and code files, its lock."""
+    """A kernel module's files: its source and native libraries, Numba's index and code files, its lock."""
     kernels = os.path.join(root, "kernels")
-    return ([os.path.join(kernels, module + ".py"), os.path.join(root, "locks", module + ".lock")]
+    return ([os.path.join(root, "locks", module + ".lock")] + glob.glob(os.path.join(kernels, glob.escape(module) + ".*"))
             + glob.glob(os.path.join(kernels, "__pycache__", glob.escape(module) + ".*")))
 
 
@@ -300,7 +309,7 @@ def _record(index, plan, seconds, compiled):
             previous = db.execute("SELECT components, structure FROM entries WHERE name = ? AND target = ? "
                                   "ORDER BY last_used DESC LIMIT 1", (info["name"], plan.target)).fetchone()
             reason = why_missed(plan.components, plan.structure, previous and dict(previous))
-            modules = sorted({k.fn.__module__ for k in plan.kernels})
+            modules = sorted({k.module for k in plan.kernels})
             size = sum(os.path.getsize(p) for m in modules for p in module_files(index.root, m) if os.path.exists(p))
             summary = {"nodes": len(plan.graph.nodes), "kernels": len(plan.kernels),
                        "steps": len(plan.steps), "kernel_ops": sum(len(k.group.nodes) for k in plan.kernels)}

@@ -17,8 +17,10 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu
+from ..codegen import cpu, interpreter
+from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
+from ..codegen.store import store
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
@@ -29,10 +31,12 @@ from .log import log
 from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu}
+INTERPRETERS = {"cpu": interpreter}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
-# than this runs its ops as NumPy calls instead, so a long straight-line trace (a Python loop
-# unrolled by capture) never stalls its first call for minutes. Re-rolling such traces into loops
-# is what would make them both fast to compile and fast to run.
+# than this, from a long straight-line trace (a Python loop unrolled by capture), runs on the
+# backend's interpreter when it has one for the group (small iteration spaces), else as NumPy calls,
+# so that its first call never stalls for minutes. Re-rolling such traces into loops is what would
+# make large iteration spaces fast to compile and run too.
 MAX_KERNEL_OPS = 1000
 
 
@@ -51,17 +55,23 @@ class Plan:
         self.steps = []
         for step in partition(self.graph, backend.can_fuse):
             if isinstance(step, FusionGroup) and len(step.nodes) > MAX_KERNEL_OPS:
-                log("fusion", f"{label}: a fusion group of {len(step.nodes)} ops exceeds {MAX_KERNEL_OPS}; "
-                              "its ops run as NumPy calls")
-                self.steps.extend(step.nodes)
+                machine = INTERPRETERS.get(target)
+                if machine is not None and machine.can_interpret(step):
+                    log("fusion", f"{label}: a fusion group of {len(step.nodes)} ops exceeds {MAX_KERNEL_OPS}; "
+                                  "it runs on the interpreter")
+                    self.steps.append(machine.Interpreted(step, f"{label}_i{len(self.steps)}", cache_dir))
+                else:
+                    log("fusion", f"{label}: a fusion group of {len(step.nodes)} ops exceeds {MAX_KERNEL_OPS}; "
+                                  "its ops run as NumPy calls")
+                    self.steps.extend(step.nodes)
             else:
                 self.steps.append(step)
         self.kernels = []
         for step in self.steps:
             if isinstance(step, FusionGroup):
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
-        self.source, namespace = _driver(self.graph, self.steps, self.kernels, profiled=False)
-        self._run = namespace["run"]
+        self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, profiled=False)
+        self._run = self._namespace["run"]
         self._profiled = None
         self._recorded = False
         self.compile_seconds = time.perf_counter() - started
@@ -71,7 +81,9 @@ class Plan:
             return self._first_call(bindings)
         if observers:
             if self._profiled is None:
-                self._profiled = _driver(self.graph, self.steps, self.kernels, profiled=True)[1]["run"]
+                _, namespace, late = _driver(self.graph, self.steps, self.kernels, profiled=True)
+                namespace.update((name, kernel.fn) for name, kernel in late.items())
+                self._profiled = namespace["run"]
             run = self._profiled
         else:
             run = self._run
@@ -84,8 +96,9 @@ class Plan:
     def _first_call(self, bindings):
         """Numba compiles (or loads from its cache) each kernel at its first call: time that, count
         the compilations, and record the lookup in the cache index."""
-        compiled_before = self._compilations()
         started = time.perf_counter()
+        self._namespace.update((name, kernel.fn) for name, kernel in self._late.items())   # loads them
+        compiled_before = self._compilations()
         self._recorded = True
         try:
             values = self(bindings)
@@ -93,16 +106,17 @@ class Plan:
             self._recorded = False
             raise
         cache.record(self, time.perf_counter() - started, self._compilations() - compiled_before)
+        store(self.cache_dir).build_native(list(self._late.values()))
         return values
 
     def _compilations(self):
-        return sum(sum(k.fn.stats.cache_misses.values()) for k in self.kernels if hasattr(k.fn, "stats"))
+        return sum(sum(k.fn.stats.cache_misses.values()) for k in self._late.values() if hasattr(k.fn, "stats"))
 
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
         parts = [format_nodes(self.graph.nodes, self.graph.inputs, self.graph.outputs, name=self.label), ""]
         parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
-        parts += [f"# {k.name}: module {k.fn.__module__}\n{k.source}" for k in self.kernels]
+        parts += [f"# {k.name}: module {k.module}\n{k.source}" for k in self.kernels]
         parts += ["# driver", self.source]
         return "\n".join(parts)
 
@@ -112,13 +126,14 @@ class Plan:
 
 
 def _driver(graph, steps, kernels, profiled):
-    """Generate the driver: def run(*inputs) -> [outputs]."""
+    """Generate the driver: def run(*inputs) -> [outputs]. Returns its source, its namespace, and
+    {global name: kernel} for the kernels, which the caller binds (kernel.fn) before the first run."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
     emitted = []
     for step in reversed(steps):
-        if isinstance(step, FusionGroup):
-            kernel = kernel_of[id(step)]
+        if isinstance(step, (FusionGroup, Interpreted)):
+            kernel = kernel_of[id(step)] if isinstance(step, FusionGroup) else step
             if any(n in needed for n in kernel.outs):
                 emitted.append(step)
                 needed.update(kernel.args)
@@ -131,6 +146,7 @@ def _driver(graph, steps, kernels, profiled):
     for i, p in enumerate(graph.inputs):
         names[p] = f"a{i}"
     namespace = {"np": np, "notify": notify, "now": now}
+    late = {}
     lines = []
 
     def name_of(v):
@@ -142,8 +158,8 @@ def _driver(graph, steps, kernels, profiled):
 
     last_read = {}   # value -> index of the last emitted step reading it
     for i, step in enumerate(emitted):
-        reads = kernel_of[id(step)].args if isinstance(step, FusionGroup) else \
-            [v for v in step.inputs if isinstance(v, Node)]
+        reads = kernel_of[id(step)].args if isinstance(step, FusionGroup) else step.args \
+            if isinstance(step, Interpreted) else [v for v in step.inputs if isinstance(v, Node)]
         for v in reads:
             last_read[v] = i
     freed_after = {}
@@ -155,7 +171,8 @@ def _driver(graph, steps, kernels, profiled):
         if isinstance(step, FusionGroup):
             kernel = kernel_of[id(step)]
             kname = f"K{len(namespace)}"
-            namespace[kname] = kernel.fn
+            namespace[kname] = None
+            late[kname] = kernel
             outs = []
             allocations = []
             for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
@@ -186,6 +203,16 @@ def _driver(graph, steps, kernels, profiled):
                     if fix or reshape:
                         lines.append(f"{buf} = {buf}{reshape}{fix}")
             written = kernel.outs
+        elif isinstance(step, Interpreted):
+            iname = f"I{len(namespace)}"
+            namespace[iname] = step
+            outs = []
+            for node in step.outs:
+                names[node] = f"v{len(names)}"
+                outs.append(names[node])
+            call = f"{', '.join(outs)}, = {iname}({', '.join(names[a] for a in step.args)})"
+            lines += ["t0 = now()", call, f"notify({step.name!r}, t0, ())"] if profiled else [call]
+            written = step.outs
         else:
             node = step
             if node.op.name == "const":
@@ -209,7 +236,7 @@ def _driver(graph, steps, kernels, profiled):
     lines.append(f"return [{', '.join(name_of(o) for o in graph.outputs)}]")
     source = f"def run({', '.join(names[p] for p in graph.inputs)}):\n" + "\n".join("    " + ln for ln in lines) + "\n"
     exec(compile(source, "<fusegrad driver>", "exec"), namespace)
-    return source, namespace
+    return source, namespace, late
 
 
 __all__ = ["Plan"]

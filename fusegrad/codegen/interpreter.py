@@ -1,0 +1,161 @@
+"""Fusion groups too large to compile, over small iteration spaces, run by one compiled interpreter.
+
+Numba compiles about 4 ms per kernel statement, so a group of thousands of ops (a Python loop that
+capture unrolled, as in the tutorial's profiler loop) cannot become a kernel of its own. When such
+a group computes in one float dtype over few elements, its ops become an instruction list over a
+register file (a row per value, a column per element), run by an interpreter that is compiled once
+per dtype and then loaded from Numba's cache. It runs instruction by instruction, each a short loop
+over the elements; the instruction set is generated from the ops' own `expr` templates, so an op
+computes exactly what its kernel form computes (libm's functions, not the fast float32 forms).
+
+Reductions end a group: the interpreter leaves the reduced value's row, and the driver reduces it
+with NumPy (float32 sums accumulate in float64, as kernels do).
+"""
+import hashlib
+
+import numpy as np
+
+from ..ir import OPS
+from ..ir import dtypes as D
+from ..ir.fusion import REDUCTIONS, is_broadcast_view
+from ..ir.graph import Node
+from .cpu import _LITERAL, _source_pattern, python_literal
+from .store import store
+
+# the interpreter tests opcodes in this order: the arithmetic that unrolled loops are made of first
+INSTRUCTIONS = ("mul", "div", "add", "sub", "neg", "pow", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid",
+                "sqrt", "abs", "copy", "maximum", "minimum")
+OPCODE = {name: k for k, name in enumerate(INSTRUCTIONS)}
+MAX_ELEMENTS = 4096   # above this, NumPy's whole-array calls per op beat interpreting element columns
+LANES = 8             # register rows are padded to a multiple of this (the padding computes on ones)
+_NP_TYPE = {D.float32: "np.float32", D.float64: "np.float64"}
+
+
+def can_interpret(group):
+    dtype = group.nodes[0].dtype
+    if dtype not in _NP_TYPE or int(np.prod(group.shape)) > MAX_ELEMENTS:
+        return False
+    reductions = {n for n in group.nodes if n.op.name in REDUCTIONS}
+    for node in group.nodes:
+        if node.dtype is not dtype or (node not in reductions and node.op.name not in OPCODE):
+            return False
+        if any(v in reductions for v in node.inputs):
+            return False
+    return True
+
+
+def _source(dtype):
+    """The interpreter for one dtype: code rows are (opcode, out, a, b)."""
+    np_type = _NP_TYPE[dtype]
+
+    def typed(match):
+        text = match.group(1)
+        return f"{np_type}({python_literal(float(text))})"
+
+    lines = ["# fusegrad's interpreter for fusion groups too large to compile", "import numpy as np",
+             "from numba import njit", "", "",
+             "@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract', 'reassoc'})",
+             "def kernel(code, R):", "    n = R.shape[1]", "    for k in range(code.shape[0]):",
+             "        op, out, a, b = code[k, 0], R[code[k, 1]], R[code[k, 2]], R[code[k, 3]]"]
+    for name, k in OPCODE.items():   # rows are whole blocks of LANES: the inner loop unrolls into vector ops
+        expression = _LITERAL.sub(typed, OPS[name].expr).format("a[e]", "b[e]")
+        lines += [f"        {'if' if k == 0 else 'elif'} op == {k}:",
+                  f"            for block in range(0, n, {LANES}):",
+                  f"                for e in range(block, block + {LANES}):",
+                  f"                    out[e] = {expression}"]
+    return "\n".join(lines) + "\n"
+
+
+_interpreters = {}
+
+
+def _interpreter(dtype, cache_dir):
+    kernels = store(cache_dir)
+    key = (kernels.root, dtype)
+    fn = _interpreters.get(key)
+    if fn is None:
+        source = _source(dtype)
+        name = f"fusegrad_interpreter_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
+        fn = _interpreters[key] = kernels.load(source, name).kernel
+        kernels.guard(fn, name)
+    return fn
+
+
+class Interpreted:
+    """A group as instructions. Call it with the values of `args` (each read broadcast to the
+    iteration space); it returns the values of `outs` (members needed outside, and reductions).
+    The interpreter is loaded at the first call."""
+
+    def __init__(self, group, name, cache_dir=None):
+        self.group, self.name, self.cache_dir = group, name, cache_dir
+        self.dtype = group.nodes[0].dtype
+        self.args, self.aligned = [], []   # read values and the shape each is reshaped to
+        registers, constants, code = {}, [], []
+        members = set(group.nodes)
+
+        def register(v):
+            if not isinstance(v, Node) or v.op.name in ("const", "full"):
+                constants.append(v.attrs["value"] if isinstance(v, Node) else v)
+                return -len(constants)   # numbered after the arguments and members, below
+            if v in registers:
+                return registers[v]
+            pattern = [f"i{len(group.shape) - len(v.shape) + j}" if n != 1 else "0" for j, n in enumerate(v.shape)]
+            while v not in members and is_broadcast_view(v) and isinstance(v.inputs[0], Node):
+                v, pattern = v.inputs[0], _source_pattern(v, pattern)
+            if v.op.name in ("const", "full"):
+                return register(v)
+            aligned = [1] * len(group.shape)
+            for j, index in enumerate(pattern):
+                if index != "0":
+                    aligned[int(index[1:])] = v.shape[j]
+            registers[v] = len(self.args)
+            self.args.append(v)
+            self.aligned.append(tuple(aligned))
+            return registers[v]
+
+        self.outs, self.reduce_rows = [], []
+        reductions = []
+        for node in group.nodes:
+            if node.op.name in REDUCTIONS:
+                reductions.append((node, register(node.inputs[0])))
+                continue
+            operands = [register(v) for v in node.inputs] + [0, 0]
+            registers[node] = ("member", len(code))
+            code.append([OPCODE[node.op.name], ("member", len(code)), operands[0], operands[1]])
+        members_base = len(self.args)
+        constants_base = members_base + len(code)
+
+        def resolve(r):
+            if isinstance(r, tuple):
+                return members_base + r[1]
+            return constants_base + (-r - 1) if r < 0 else r
+
+        self.code = np.array([[op, resolve(o), resolve(a), resolve(b)] for op, o, a, b in code], np.int64)
+        self.constants = np.array(constants, self.dtype.np)
+        self.size = int(np.prod(group.shape))
+        self.padded = -(-self.size // LANES) * LANES
+        self.fn = None
+        self.register_count = constants_base + len(constants)
+        self.outs = [n for n in group.outputs if n.op.name not in REDUCTIONS]
+        self.out_rows = [resolve(registers[n]) for n in self.outs]
+        for node, row in reductions:
+            self.outs.append(node)
+            self.reduce_rows.append((resolve(row), node))
+
+    def __call__(self, *values):
+        if self.fn is None:
+            self.fn = _interpreter(self.dtype, self.cache_dir)
+        R = np.ones((self.register_count, self.padded), self.dtype.np)
+        for k, (value, aligned) in enumerate(zip(values, self.aligned)):
+            R[k, :self.size] = np.broadcast_to(np.reshape(value, aligned), self.group.shape).reshape(-1)
+        R[self.register_count - len(self.constants):] = self.constants[:, None]
+        self.fn(self.code, R)
+        results = [R[row, :self.size].reshape(self.group.shape) for row in self.out_rows]
+        for row, node in self.reduce_rows:
+            values = R[row, :self.size].reshape(self.group.shape)
+            if node.op.name == "sum":   # float32 sums accumulate in float64, as in kernels
+                reduced = np.sum(values, axis=tuple(node.attrs["axes"]), dtype=np.float64)
+            else:
+                reduced = node.op.impl(values, **node.attrs)
+            results.append(np.asarray(reduced, self.dtype.np).reshape(node.shape))
+        return results
