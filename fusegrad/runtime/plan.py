@@ -17,16 +17,17 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu
+from ..codegen import cpu, cuda
 from ..codegen.cpu import python_literal
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
+from . import devices
 from .events import notify, now, observers
 from .log import log
 from .quiet import quiet, restore
 
-BACKENDS = {"cpu": cpu}
+BACKENDS = {"cpu": cpu, "cuda": cuda}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
 # than this runs its ops as NumPy calls instead, so a long straight-line trace (a Python loop
 # unrolled by capture) never stalls its first call for minutes. Re-rolling such traces into loops
@@ -55,7 +56,8 @@ class Plan:
         for step in self.steps:
             if isinstance(step, FusionGroup):
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}"))
-        self.source, namespace = _driver(self.graph, self.steps, self.kernels, profiled=False)
+        self.xp = devices.array_module(devices.canonical(target))   # allocates the kernels' outputs
+        self.source, namespace = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=False)
         self._run = namespace["run"]
         self._profiled = None
         self.compile_seconds = time.perf_counter() - started
@@ -63,7 +65,7 @@ class Plan:
     def __call__(self, bindings):
         if observers:
             if self._profiled is None:
-                self._profiled = _driver(self.graph, self.steps, self.kernels, profiled=True)[1]["run"]
+                self._profiled = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True)[1]["run"]
             run = self._profiled
         else:
             run = self._run
@@ -82,7 +84,7 @@ class Plan:
         return "\n".join(parts)
 
 
-def _driver(graph, steps, kernels, profiled):
+def _driver(graph, steps, kernels, xp, profiled):
     """Generate the driver: def run(*inputs) -> [outputs]."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
@@ -101,7 +103,7 @@ def _driver(graph, steps, kernels, profiled):
     names = {}
     for i, p in enumerate(graph.inputs):
         names[p] = f"a{i}"
-    namespace = {"np": np, "notify": notify, "now": now}
+    namespace = {"np": np, "xp": xp, "notify": notify, "now": now}
     lines = []
 
     def name_of(v):
@@ -132,9 +134,9 @@ def _driver(graph, steps, kernels, profiled):
             for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
                 buf = names[node] = f"v{len(names)}"
                 if init is None:
-                    allocations.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = xp.empty({shape!r}, np.{dtype.np.name})")
                 else:
-                    allocations.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = xp.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             lines += allocations
             args = [repr(n) for n in step.shape] + [names[a] + ("[()]" if not a.shape else "")
@@ -195,7 +197,7 @@ _FAILED = object()
 _eager_plans = weakref.WeakKeyDictionary()   # graph -> runs so far, its Plan, or _FAILED
 
 
-def eager_plan_run(graph, bindings):
+def eager_plan_run(graph, bindings, target="cpu"):
     """Run a cached eager graph through its plan once it has repeated; None when the caller
     should interpret it (not repeated yet, compilation off, or the graph could not compile)."""
     state = _eager_plans.get(graph, 0)
@@ -208,7 +210,7 @@ def eager_plan_run(graph, bindings):
         _eager_plans[graph] = state
         return None
     try:
-        plan = Plan(graph, label="backward")
+        plan = Plan(graph, target, label="backward")
         values = plan(bindings)   # Numba compiles each kernel at its first call
     except Exception as error:   # never fail a backward because compilation did: interpret instead
         _eager_plans[graph] = _FAILED
