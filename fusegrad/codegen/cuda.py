@@ -20,9 +20,7 @@ import ast
 import hashlib
 import re
 
-from ..ir import dtypes as D
 from ..ir.fusion import REDUCTIONS
-from ..runtime import devices
 from . import cpu
 from .cpu import _INIT, _accumulate, _import, can_fuse  # noqa: F401  (can_fuse: same ops as the CPU)
 
@@ -99,7 +97,7 @@ class Kernel:
             numel *= n
         if numel == 0:   # nothing to compute: reductions keep their initial values
             return
-        xp = devices.array_module(devices.canonical("cuda"))
+        xp = outs[0].__array_namespace__()   # the driver allocated them with the device's array module
         threads = min(THREADS, 1 << (numel - 1).bit_length())
         blocks = min(MAX_BLOCKS, -(-numel // threads))
         # kernels are compiled for C-contiguous arrays (a view such as a transpose is copied)

@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import dtypes
 from ..ir.dtypes import from_numpy_dtype
 from ..runtime import devices
-from ..runtime.devices import CPU, device  # noqa: F401  (re-exported as fusegrad.device)
+from ..runtime.devices import CPU
 from . import printing
 from .capture import active as capturing
 
