@@ -63,6 +63,11 @@ def test_devices_factories_and_moves():
     assert x.to("cpu", fg.float64).dtype is fg.float64
     moved = fg.tensor([1, 2]).to(device="cuda:0", dtype=fg.float32)
     assert moved.device == x.device and moved.dtype is fg.float32
+    like = fg.tensor([1, 2]).to(fg.zeros(1, dtype=fg.float64, device="cuda"))   # dtype and device of another
+    assert like.device == x.device and like.dtype is fg.float64
+    embedding = fg.nn.Embedding(5, 3, padding_idx=0).cuda()
+    looked_up = embedding(fg.tensor([[0, 2], [4, 0]], device="cuda"))
+    assert looked_up.device == x.device and looked_up[0, 0].tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(RuntimeError, match=r"^CUDA error: invalid device ordinal \(cuda:7 asked for"):
         fg.ones(1, device="cuda:7")
 
@@ -100,6 +105,11 @@ def test_printing_shows_the_device():
     assert repr(y) == "tensor([2., 2.], device='cuda:0', grad_fn=<MulBackward0>)"
     assert repr(fg.zeros(0, 3, device="cuda")) == "tensor([], device='cuda:0', size=(0, 3))"
     assert str(fg.tensor(3.5, device="cuda")) == "tensor(3.5000, device='cuda:0')"
+    a = fg.linspace(0., 6.2832, steps=25, requires_grad=True, device="cuda")   # the README's example
+    out = (2 * fg.sin(a) + 1).sum()
+    assert str(out) == "tensor(25.0000, device='cuda:0', grad_fn=<SumBackward0>)"
+    out.backward()
+    np.testing.assert_allclose(a.grad.cpu().numpy(), 2 * np.cos(a.detach().cpu().numpy()), rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_live_where_their_tensors_do():
@@ -221,6 +231,22 @@ def test_benchmark_workloads_compiled_on_cuda_match_cpu_eager(name):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
     assert compiled.replays >= 2, getattr(compiled, "last_reason", None)
     assert compiled.specialisations[0].plan.kernels
+
+
+def test_compiled_functions_moving_tensors_between_devices_run_eagerly():
+    """One plan runs on one device: a call that returns a tensor of another device than those it
+    reads, or reads tensors of two devices, runs eagerly (correctly) and says why."""
+    compiled = fg.compile(lambda x: (x.cuda() * 2).sum())
+    for _ in range(2):
+        out = compiled(fg.ones(3))
+        assert out.device == fg.device("cuda:0") and out.item() == 6.0
+    assert compiled.replays == 0
+    assert compiled.last_reason == "it returns a tensor on cuda:0, made inside the call, while the tensors it reads " \
+                                   "are on cpu"
+    both = fg.compile(lambda x, y: x.sum() + y.cpu().sum())
+    for _ in range(2):
+        assert both(fg.ones(2), fg.ones(2, device="cuda")).item() == 4.0
+    assert both.replays == 0 and both.last_reason == "it uses tensors on cpu and cuda:0; one plan runs on one device"
 
 
 # ---------------------------------------------------------------- kernels: reductions, launches, eager backward

@@ -1085,7 +1085,7 @@ def to(input, *args, **kwargs):
         if isinstance(a, D.DType):
             dtype = a
         elif isinstance(a, Tensor):
-            dtype = a.dtype
+            dtype, dev = a.dtype, a._device
         elif a is not None:
             dev = a
     dev = input._device if dev is None else devices.canonical(dev)
