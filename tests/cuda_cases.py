@@ -4,6 +4,7 @@ set before numba is imported, so it cannot share the main test process) and on a
 (`pytest -m cuda`). Results on "cuda" must equal the CPU's to float tolerance. Sizes stay tiny:
 the simulator runs one Python thread per CUDA thread."""
 import contextlib
+import io
 import re
 
 import numpy as np
@@ -46,7 +47,7 @@ def leaves(arrays, device, row=None):
 
 
 def test_devices_factories_and_moves():
-    assert fg.cuda.is_available() and fg.cuda.device_count() >= 1
+    assert fg.cuda.is_available() and fg.cuda.device_count() >= 1 and fg.cuda.current_device() == 0
     fg.cuda.synchronize()
     x = fg.tensor([1.0, 2.0], device="cuda")
     assert x.device == fg.device("cuda:0") and repr(x.device) == "device(type='cuda', index=0)"
@@ -166,6 +167,12 @@ def test_module_to_cuda_and_optimizers_train_as_on_the_cpu():
         losses[device] += [p.detach().cpu().numpy() for p in model.parameters()]
     for got, want in zip(losses["cuda"], losses["cpu"]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    buffer = io.BytesIO()   # a cuda model's state is saved from the host and loads on the CPU
+    fg.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    for key, value in fg.load(buffer).items():
+        assert value.device == fg.device("cpu")
+        np.testing.assert_array_equal(value.numpy(), model.state_dict()[key].cpu().numpy())
     model = fg.nn.Linear(2, 2)
     model(fg.ones(1, 2)).sum().backward()
     model.to("cuda")
