@@ -32,6 +32,7 @@ from .ir.dtypes import from_numpy_dtype
 from .ir.graph import Graph, Node
 from .nn.module import Module
 from .optim.optimizer import Optimizer
+from .runtime.devices import CPU
 from .runtime.log import _listeners, log
 from .runtime.plan import Plan
 from .tracer import Tensor, grad_mode
@@ -68,6 +69,11 @@ class _Guards:
         self.paths = {}   # id(module or optimizer) -> the expression it was first reached by
         self.hoisted = []  # paths of tensors, modules and optimizers, read once into a local by the guard
         self.groups = []   # (optimizer parameter group, its expression)
+        self.devices = set()   # of the tensors reached: one plan runs on one device
+
+    def device(self):
+        """The device of the tensors reached (the CPU when none is)."""
+        return min(self.devices, key=str) if self.devices else CPU
 
     def hold(self, obj):
         name = self.held.get(id(obj))
@@ -137,6 +143,9 @@ class _Guards:
         self.check(f"type({expr})", type(t), f"{what}: type", "is")
         self.check(f"{expr}._data.shape", t._data.shape, what)
         self.check(f"{expr}._data.dtype", t._data.dtype, f"{what}: dtype")
+        self.check(f"{expr}._device", t._device, f"{what}: device", "is")
+        if t._device is not CPU or t._data.ndim:   # a 0-d CPU tensor (Adam's step count) joins any device
+            self.devices.add(t._device)
         self.check(f"{expr}._rg", t._rg, f"{what}: requires_grad")
         self.check(f"{expr}._node is None", t._node is None, f"{what}: is a leaf")
         self.check(f"{expr}._grad is None", t._grad is None, f"{what}.grad is None")
@@ -307,7 +316,8 @@ class DifferentiableForward:
             return result
         versions = [(t._vc, t._vc[0], i) for i, t in enumerate(tensors) if t is not None]
         result._node = RecordedNode(OPS["compiled_call"], inputs, {"forward": self}, result._data.shape,
-                                    from_numpy_dtype(result._data.dtype), tuple(bindings), versions, None)
+                                    from_numpy_dtype(result._data.dtype), tuple(bindings), versions, None,
+                                    result._device)
         result._rg = True
         return result
 
@@ -353,6 +363,10 @@ class Specialisation:
 
     def __init__(self, guards, guard_fn, guard_source, trace, result, label, compiled):
         self.guards, self.guard_fn, self.guard_source = guards, guard_fn, guard_source
+        if len(guards.devices) > 1:
+            trace.break_(f"it uses tensors on {' and '.join(sorted(map(str, guards.devices)))}; one plan runs on "
+                         "one device")
+        self.device = guards.device()
         outputs, self.commits, self.value_guards = [], [], []
         objects = dict(guards.objects)
 
@@ -384,15 +398,15 @@ class Specialisation:
         if trace.draws:   # every draw runs, used or not, so the generator advances as in eager mode
             output(trace.draws[-1])
         self.graph = Graph(trace.nodes, trace.inputs, outputs)
-        self.plan = Plan(self.graph, label=label, info=dict(compiled.cache_info, guards=guard_source),
+        self.plan = Plan(self.graph, self.device.type, label=label, info=dict(compiled.cache_info, guards=guard_source),
                          cache_dir=compiled.cache_dir)
         self.source, self.replay = self._generate(trace, objects)
 
     def _generate(self, trace, objects):
         """def replay(A, K) -> (result, None), or (None, mismatch) when a value guard fails: run
         the plan, check the value guards, then commit, in straight-line code."""
-        namespace = dict(objects, plan=self.plan, make=_new, copyto=np.copyto, matches=_value_matches, hyper=_float64,
-                         fresh=_fresh)
+        namespace = dict(objects, plan=self.plan, make=functools.partial(_new, device=self.device),
+                         copyto=np.copyto, matches=_value_matches, hyper=_float64, fresh=_fresh)
         bindings = []
         for k, source in enumerate(trace.input_sources):
             if not isinstance(source, str):
@@ -474,6 +488,9 @@ def _template(obj, trace, guards, output):
     if isinstance(obj, ScalarProxy):
         return ("const", obj.value()) if obj.used else ("float", output(obj.node))
     if isinstance(obj, Tensor):
+        if obj._device is not guards.device():
+            trace.break_(f"it returns a tensor on {obj._device}, made inside the call, while the tensors it "
+                         f"reads are on {', '.join(sorted(map(str, guards.devices))) or 'cpu'}")
         path = guards.tensor_paths.get(id(obj))
         if path is not None and id(obj._data) not in trace.written:   # an argument or parameter, returned
             return ("path", path)

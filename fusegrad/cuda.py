@@ -1,21 +1,20 @@
-"""fusegrad.cuda: device queries. Tensors live on the CPU until the numba.cuda backend lands."""
+"""fusegrad.cuda: device queries, answered by numba.cuda (Numba's simulator counts as one GPU)."""
+from .runtime import devices
 
 
 def is_available():
     """True when numba.cuda finds a usable GPU (or its simulator is enabled)."""
-    try:
-        from numba import cuda
-        return bool(cuda.is_available())
-    except Exception:   # numba missing or no driver: no GPU
-        return False
+    return devices.gpu_count() > 0
 
 
 def device_count():
-    if not is_available():
-        return 0
-    from numba import cuda
-    return len(cuda.gpus)
+    return devices.gpu_count()
+
+
+def current_device():
+    return 0
 
 
 def synchronize(device=None):
-    """Nothing to wait for: no kernels run asynchronously yet."""
+    """Wait until the kernels queued on the GPU have finished."""
+    devices.synchronize()

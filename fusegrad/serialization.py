@@ -19,6 +19,7 @@ import numpy as np
 
 from .ir.dtypes import from_numpy_dtype
 from .nn.parameter import Parameter
+from .runtime import devices
 from .tracer import Tensor
 
 # torch.<Name>Storage <-> NumPy dtype: the storage types a checkpoint's persistent ids name.
@@ -190,8 +191,8 @@ class _CheckpointPickler(pickle._Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, Parameter):
             return _REBUILD_PARAMETER, (Tensor._make(obj._data), obj.requires_grad, collections.OrderedDict())
-        if isinstance(obj, Tensor):
-            storage = _Storage(obj._data)
+        if isinstance(obj, Tensor):   # a cuda tensor is saved from a host copy, as a CPU tensor
+            storage = _Storage(devices.to_host(obj._data))
             shape = storage.data.shape
             strides = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))   # C order, in elements
             return _REBUILD_TENSOR, (storage, 0, shape, strides, obj.requires_grad, collections.OrderedDict())

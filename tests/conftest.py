@@ -6,7 +6,8 @@
   user's own cache holds. Native kernel libraries are off unless a test turns them on.
 - PyTorch is the oracle that many tests compare against; where it is not installed they skip.
   FUSEGRAD_REQUIRE_TORCH=1 (set by .ci/run) says it was meant to be installed: a missing PyTorch
-  then stops the run with an error instead of passing with half the tests skipped."""
+  then stops the run with an error instead of passing with half the tests skipped.
+- Tests marked `cuda` need a real GPU (not Numba's simulator): skipped without one."""
 import os
 import tempfile
 
@@ -28,3 +29,16 @@ def pytest_configure(config):
         raise pytest.UsageError(f"FUSEGRAD_REQUIRE_TORCH=1 but PyTorch does not import ({e}): install the "
                                 "oracle with `pip install torch==2.13.0`, or unset the variable to skip "
                                 "the tests that compare against it") from None
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if "cuda" in item.keywords]
+    if not marked:
+        return
+    import fusegrad
+    from fusegrad.runtime import devices
+    if fusegrad.cuda.is_available() and not devices.simulated():
+        return
+    skip = pytest.mark.skip(reason="needs a real GPU (numba.cuda finds none, or runs its simulator)")
+    for item in marked:
+        item.add_marker(skip)

@@ -127,10 +127,10 @@ class BackwardCFunction(RecordedNode, FunctionCtx):
         for k, (shape, dtype) in enumerate(self._output_types):
             value = received.get(self._output_slots.get(k))
             if value is None:
-                grad_outputs.append(Tensor._make(np.zeros(shape, dtype.np)) if self.materialize_grads and
-                                    shape is not None else None)
+                grad_outputs.append(Tensor._make(np.zeros(shape, dtype.np), self.device) if self.materialize_grads
+                                    and shape is not None else None)
             else:
-                grad_outputs.append(Tensor._make(value) if arrays else value)
+                grad_outputs.append(Tensor._make(value, self.device) if arrays else value)
         backward = _user_backward(self._forward_cls)
         if arrays:
             with no_grad():
@@ -172,7 +172,7 @@ class BackwardCFunction(RecordedNode, FunctionCtx):
         # value to every such input (where torch would leave a leaf reached only here with .grad None)
         for slot, v in enumerate(self.inputs):
             if grads[slot] is None and isinstance(v, RecordedNode):
-                grads[slot] = Tensor._make(np.zeros(v.shape, v.dtype.np))
+                grads[slot] = Tensor._make(np.zeros(v.shape, v.dtype.np), v.device)
         return tuple(grads)
 
 
@@ -309,14 +309,14 @@ def _wrap_outputs(ctx, args, edges, outputs, recording):
     ctx._output_slots = {k: j for j, k in enumerate(differentiable)}
     if recording and differentiable:
         first = outputs[differentiable[0]]
-        ctx.inputs, ctx.shape, ctx.dtype = tuple(edges), first._data.shape, first.dtype
+        ctx.inputs, ctx.shape, ctx.dtype, ctx.device = tuple(edges), first._data.shape, first.dtype, first._device
         for j, k in enumerate(differentiable):
             out = outputs[k]
             if len(differentiable) == 1:
                 node = ctx
             else:
                 node = RecordedNode(_OUTPUT, (ctx,), {"index": j, "count": len(differentiable)}, out._data.shape,
-                                    out.dtype, None, None, type(ctx).__name__)
+                                    out.dtype, None, None, type(ctx).__name__, out._device)
             out._node, out._rg = node, True
             if id(out) in dirty and out._view is not None:
                 # written through a view: the tensors it views get a history that scatters it in,

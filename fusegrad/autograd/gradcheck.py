@@ -34,7 +34,7 @@ def _numerical_jacobians(fn, inputs, eps):
                 perturbed.flat[j] += step
                 args = list(inputs)
                 # the perturbed copy keeps requires_grad: fn may differentiate inside (gradgradcheck)
-                args[i] = Tensor._make(perturbed).requires_grad_()
+                args[i] = Tensor._make(perturbed, inputs[i]._device).requires_grad_()
                 values.append(_flat_outputs(_as_tuple(fn(*args))))
             columns.append((values[0] - values[1]) / (2 * eps))
         jacobians.append(np.stack(columns, axis=1) if columns else np.zeros((0, 0)))
@@ -52,7 +52,7 @@ def _analytical_jacobians(fn, inputs, create_graph=False):
             if o.requires_grad:
                 seed = np.zeros(o.shape, o._data.dtype)
                 seed.flat[k] = 1
-                grads = grad(o, diff_inputs, grad_outputs=Tensor._make(seed), retain_graph=True,
+                grads = grad(o, diff_inputs, grad_outputs=Tensor._make(seed, o._device), retain_graph=True,
                              allow_unused=True)
                 for jac, g in zip(jacobians, grads):
                     if g is not None:
@@ -92,8 +92,8 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     outputs = _as_tuple(func(*inputs))
     if grad_outputs is None:
         rng = np.random.default_rng(0)
-        grad_outputs = tuple(Tensor._make(rng.standard_normal(o.shape).astype(o._data.dtype)).requires_grad_()
-                             for o in outputs)
+        grad_outputs = tuple(Tensor._make(rng.standard_normal(o.shape).astype(o._data.dtype), o._device)
+                             .requires_grad_() for o in outputs)
     grad_outputs = _as_tuple(grad_outputs)
     n = len(inputs)
     diff_positions = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]

@@ -186,6 +186,8 @@ class Kernel:
 
 
 class _Emitter:
+    fast_forms = FAST_MATH   # op -> this target's own float32 form (the CUDA backend has none)
+
     def __init__(self, group, exact_trig):
         self.group = group
         self.members = set(group.nodes)
@@ -259,9 +261,9 @@ class _Emitter:
                 reduced = self.trig_args[x] = f"trig_q{k}, trig_s{k}, trig_c{k}"
                 self.statements.append(f"{reduced} = _reduce_quarter_pi(abs({x}))")
             return f"sin32({reduced}, {x})" if op.name == "sin" else f"cos32({reduced})"
-        if node.dtype is D.float32 and op.name in FAST_MATH:
+        if node.dtype is D.float32 and op.name in self.fast_forms:
             self.fast_math = True
-            return FAST_MATH[op.name].format(*args)
+            return self.fast_forms[op.name].format(*args)
         template = _LITERAL.sub(lambda m: self.literal(float(m.group(1)) if "." in m.group(1)
                                                         else int(m.group(1)), node.dtype), op.expr)
         return template.format(*args)

@@ -344,6 +344,6 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
                            f"Long, Int; but got {input.type()} instead (while checking arguments for embedding)")
     if padding_idx is not None:
         padding_idx = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
-        is_padding = (fg.arange(weight.shape[0]) == padding_idx).unsqueeze(1)
+        is_padding = (fg.arange(weight.shape[0], device=weight.device) == padding_idx).unsqueeze(1)
         weight = fg.where(is_padding, weight.detach(), weight)
     return _named(weight[input], "EmbeddingBackward0")

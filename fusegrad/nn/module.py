@@ -318,6 +318,8 @@ class Module:
 
     # ------------------------------------------------------------------ conversion
     def _map_tensors(self, fn):
+        """Replace each parameter's and buffer's data (and a parameter's gradient) by fn of it, in
+        place, so optimizers holding the parameters keep working."""
         with tracer.no_grad():
             for m in self.modules():
                 for store in (m._parameters, m._buffers):
@@ -326,6 +328,8 @@ class Module:
                             new = fn(t)
                             if new is not t:
                                 t.data = new
+                            if t._grad is not None and t._grad._device is not t._device:
+                                t._grad.data = t._grad.to(t._device)
         return self
 
     def to(self, *args, **kwargs):
@@ -333,10 +337,10 @@ class Module:
             hasattr(a, "is_floating_point") for a in args) else t)
 
     def cpu(self):
-        return self
+        return self.to("cpu")
 
     def cuda(self, device=None):
-        tracer.tensor.check_device("cuda", "Module.cuda")
+        return self.to("cuda" if device is None else device)
 
     def double(self):
         from ..ir.dtypes import float64

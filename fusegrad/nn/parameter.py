@@ -11,7 +11,7 @@ class Parameter(Tensor):
         if requires_grad and data._data.dtype.kind != "f":
             raise RuntimeError("Only Tensors of floating point and complex dtype can require gradients")
         p = object.__new__(cls)
-        Tensor._init(p, data._data)
+        Tensor._init(p, data._data, data._device)
         p._rg = bool(requires_grad)
         return p
 
@@ -22,12 +22,12 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
     def __deepcopy__(self, memo):
-        p = Parameter(Tensor._make(self._data.copy()), self._rg)
+        p = Parameter(Tensor._make(self._data.copy(), self._device), self._rg)
         memo[id(self)] = p
         return p
 
     def __reduce__(self):
-        return (Parameter, (Tensor._make(self._data), self._rg))
+        return (Parameter, (Tensor._make(self._data, self._device), self._rg))
 
 
 class Buffer(Tensor):
@@ -36,7 +36,7 @@ class Buffer(Tensor):
 
     def __new__(cls, data, *, persistent=True):
         b = object.__new__(cls)
-        Tensor._init(b, data._data)
+        Tensor._init(b, data._data, data._device)
         b.persistent = persistent
         return b
 

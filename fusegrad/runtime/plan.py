@@ -17,20 +17,20 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu, interpreter
+from ..codegen import cpu, cuda, interpreter
 from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
 from ..ir.passes import optimize
-from . import cache
+from . import cache, devices
 from .dot import plan_dot
 from .events import notify, now, observers
 from .log import log
 from .quiet import quiet, restore
 
-BACKENDS = {"cpu": cpu}
+BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
 # than this, from a long straight-line trace (a Python loop unrolled by capture), runs on the
@@ -70,7 +70,9 @@ class Plan:
         for step in self.steps:
             if isinstance(step, FusionGroup):
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
-        self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, profiled=False)
+        self.xp = devices.array_module(devices.canonical(target))   # allocates the kernels' outputs
+        self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, self.xp,
+                                                           profiled=False)
         self._run = self._namespace["run"]
         self._profiled = None
         self._recorded = False
@@ -81,7 +83,7 @@ class Plan:
             return self._first_call(bindings)
         if observers:
             if self._profiled is None:
-                _, namespace, late = _driver(self.graph, self.steps, self.kernels, profiled=True)
+                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True)
                 namespace.update((name, kernel.fn) for name, kernel in late.items())
                 self._profiled = namespace["run"]
             run = self._profiled
@@ -125,9 +127,10 @@ class Plan:
         return plan_dot(self)
 
 
-def _driver(graph, steps, kernels, profiled):
-    """Generate the driver: def run(*inputs) -> [outputs]. Returns its source, its namespace, and
-    {global name: kernel} for the kernels, which the caller binds (kernel.fn) before the first run."""
+def _driver(graph, steps, kernels, xp, profiled):
+    """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`.
+    Returns its source, its namespace, and {global name: kernel} for the kernels, which the
+    caller binds (kernel.fn) before the first run."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
     emitted = []
@@ -145,7 +148,7 @@ def _driver(graph, steps, kernels, profiled):
     names = {}
     for i, p in enumerate(graph.inputs):
         names[p] = f"a{i}"
-    namespace = {"np": np, "notify": notify, "now": now}
+    namespace = {"np": np, "xp": xp, "notify": notify, "now": now}
     late = {}
     lines = []
 
@@ -178,9 +181,9 @@ def _driver(graph, steps, kernels, profiled):
             for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
                 buf = names[node] = f"v{len(names)}"
                 if init is None:
-                    allocations.append(f"{buf} = np.empty({shape!r}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = xp.empty({shape!r}, np.{dtype.np.name})")
                 else:
-                    allocations.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
+                    allocations.append(f"{buf} = xp.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             lines += allocations
             args = [repr(n) for n in step.shape] + [names[a] + ("[()]" if not a.shape else "")
@@ -251,7 +254,7 @@ _FAILED = object()
 _eager_plans = weakref.WeakKeyDictionary()   # graph -> runs so far, its Plan, or _FAILED
 
 
-def eager_plan_run(graph, bindings):
+def eager_plan_run(graph, bindings, target="cpu"):
     """Run a cached eager graph through its plan once it has repeated; None when the caller
     should interpret it (not repeated yet, compilation off, or the graph could not compile)."""
     state = _eager_plans.get(graph, 0)
@@ -264,7 +267,7 @@ def eager_plan_run(graph, bindings):
         _eager_plans[graph] = state
         return None
     try:
-        plan = Plan(graph, label="backward", info={"name": "eager backward"})
+        plan = Plan(graph, target, label="backward", info={"name": "eager backward"})
         values = plan(bindings)   # Numba compiles each kernel at its first call
     except Exception as error:   # never fail a backward because compilation did: interpret instead
         _eager_plans[graph] = _FAILED

@@ -3,11 +3,12 @@
 Eager ops run NumPy now and record IR nodes on their outputs; `backward` turns the recorded graph
 into a backward graph of IR and runs it. This module binds the op functions to Tensor as methods
 and operators, as PyTorch exposes them."""
+from ..runtime.devices import device
 from . import factories, functions as F
 from .engine import backward, grad, zero_grads
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .node import RecordedNode
-from .tensor import Size, Tensor, device
+from .tensor import Size, Tensor
 
 METHODS = (
     "add sub rsub mul div true_divide floor_divide remainder pow square maximum minimum eq ne lt le gt ge "

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..ir import OPS, dtypes, shape_of
 from ..ir.dtypes import from_numpy_dtype, result_type
+from ..runtime.devices import CPU
 from ..runtime.events import notify, now, observers
 from ..runtime.quiet import quiet as _quiet, restore as _restore
 from . import grad_mode
@@ -32,6 +33,20 @@ def edge(t):
     return t._data
 
 
+def result_device(inputs):
+    """The device of an op's result: that of its tensor operands, which must agree, except that a
+    0-d CPU tensor may join tensors of another device (PyTorch's rule for CPU scalars)."""
+    for x in inputs:
+        if isinstance(x, Tensor) and x._device is not CPU:
+            common = x._device
+            for y in inputs:
+                if isinstance(y, Tensor) and y._device is not common and (y._device is not CPU or y._data.ndim):
+                    raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two "
+                                       f"devices, {common} and {y._device}!")
+            return common
+    return CPU
+
+
 def _dtype_of(value):
     return from_numpy_dtype(value.dtype) if isinstance(value, np.ndarray) else dtypes.scalar_dtype(value)
 
@@ -47,7 +62,7 @@ def op_error(op, inputs, attrs, error):
     return RuntimeError(f"{op.name}: {error} (operand shapes {', '.join(map(str, shapes))})")
 
 
-def record(op, inputs, arrays, out, out_version, attrs, label):
+def record(op, inputs, arrays, out, out_version, attrs, label, device):
     """The node for `out = op(*inputs)`: its graph inputs and what its VJP rule will need."""
     edges = [edge(x) if isinstance(x, Tensor) else x for x in inputs]
     saves = op.saved_slots(len(inputs))
@@ -66,7 +81,7 @@ def record(op, inputs, arrays, out, out_version, attrs, label):
                     versions.append((x._vc, x._vc[0], i))
         saved = tuple(saved)
     dtype = _DTYPES.get(out.dtype) or from_numpy_dtype(out.dtype)
-    return RecordedNode(op, tuple(edges), attrs, out.shape, dtype, saved, versions, label)
+    return RecordedNode(op, tuple(edges), attrs, out.shape, dtype, saved, versions, label, device)
 
 
 def _compute(op, inputs, arrays, attrs):
@@ -88,10 +103,11 @@ def _compute(op, inputs, arrays, attrs):
 def apply(op, inputs, attrs=None, label=None):
     """Run `op` on Tensors / Python scalars (already of the result dtype) and record it."""
     arrays = [x._data if isinstance(x, Tensor) else x for x in inputs]
+    device = result_device(inputs)
     if observers:
         start = now()
     out = _compute(op, inputs, arrays, attrs)
-    t = _new_tensor(out)
+    t = _new_tensor(out, device)
     if op.is_view:
         parent = inputs[0]
         if np.may_share_memory(out, parent._data):
@@ -101,7 +117,7 @@ def apply(op, inputs, attrs=None, label=None):
         for x in inputs:
             if isinstance(x, Tensor) and x._rg:
                 t._rg = True
-                t._node = record(op, inputs, arrays, out, t._vc, attrs, label)
+                t._node = record(op, inputs, arrays, out, t._vc, attrs, label, device)
                 break
     if observers:
         notify(op.name, start, arrays)
@@ -112,12 +128,15 @@ def apply_binary(op, a, b, label=None):
     """apply() for an elementwise op on two tensors: the hot path of eager code."""
     if observers:
         return apply(op, (a, b), None, label)
+    device = a._device
+    if device is not b._device:
+        device = result_device((a, b))
     arrays = (a._data, b._data)
     out = _compute(op, (a, b), arrays, None)
-    t = _new_tensor(out)
+    t = _new_tensor(out, device)
     if (a._rg or b._rg) and grad_mode.state.enabled and op.differentiable and out.dtype.kind == "f":
         t._rg = True
-        t._node = record(op, (a, b), arrays, out, t._vc, None, label)
+        t._node = record(op, (a, b), arrays, out, t._vc, None, label, device)
     return t
 
 
@@ -147,7 +166,7 @@ def run_inplace(target, compute, name):
                                    "tracked) or both outside (if you want the inplace to be tracked).")
         result = None if target._rg else compute(target)
         if result is None or result._node is not None:   # recorded: compute on a copy of the old value
-            old = _new_tensor(_compute(OPS["copy"], (target,), (target._data,), None))
+            old = _new_tensor(_compute(OPS["copy"], (target,), (target._data,), None), target._device)
             old._node, old._rg = target._node, target._rg
             result = compute(old)
     out = result._data
@@ -201,7 +220,7 @@ def _rebase_viewed(view):
     child = view
     while child._view is not None:
         parent, op, attrs, index = child._view.parent, child._view.op, child._view.attrs, child._view.index
-        old = _new_tensor(parent._data)
+        old = _new_tensor(parent._data, parent._device)
         old._node, old._rg = parent._node, parent._rg
         if op.name == "index":
             new = apply(OPS["index_put"], (old, child) + tuple(index), {"spec": attrs["spec"]})

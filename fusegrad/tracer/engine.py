@@ -11,10 +11,12 @@ import numpy as np
 from ..ir import OPS, backward_graph, structure_key, topological_order
 from ..ir.dtypes import from_numpy_dtype
 from ..runtime import backward_graphs, run_graph
+from ..runtime.devices import CPU
 from ..runtime.plan import eager_plan_run
 from . import grad_mode
 from .capture import active as capturing
 from .dispatch import _compute, apply, cast, edge, write_into
+from .factories import ones_like, tensor, zeros_like
 from .node import FREED, AccumulateGrad
 from .tensor import Tensor
 
@@ -65,19 +67,19 @@ def _saved_tensors(node):
         if isinstance(source, AccumulateGrad):
             out.append(source.variable)
             continue
-        t = _new(value)
+        t = _new(value, node.device)
         if source is not None and not isinstance(source, np.ndarray):
             t._node, t._rg = source, True
         out.append(t)
     return out
 
 
-def _hook_runner(hooks, pre_hooks):
+def _hook_runner(hooks, pre_hooks, device):
     """The callback a hooked cotangent passes through: tensor hooks, then grad_fn pre-hooks. It
     gets an array from the NumPy interpreter and a tensor under create_graph."""
     def run(value):
         as_tensor = isinstance(value, Tensor)
-        grad = value if as_tensor else _new(value)
+        grad = value if as_tensor else _new(value, device)
         for hook in list(hooks or ()):
             grad = _checked(hook, grad, hook(grad))
         for hook in list(pre_hooks or ()):
@@ -113,7 +115,7 @@ def _tensor_hooks(node):
 def _on_cotangent(b, node, g):
     hooks = _tensor_hooks(node)
     if hooks or node.pre_hooks:
-        return b.callback(g, fn=_hook_runner(hooks, node.pre_hooks))
+        return b.callback(g, fn=_hook_runner(hooks, node.pre_hooks, node.device))
     return g
 
 
@@ -134,9 +136,9 @@ def _root_gradients(tensors, grad_tensors, create_graph):
         if g is None:
             if t._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = _new(np.ones(t._data.shape, t._data.dtype))
+            g = ones_like(t)
         else:
-            g = g if isinstance(g, Tensor) else _new(np.asarray(g, t._data.dtype))
+            g = g if isinstance(g, Tensor) else tensor(g, dtype=t.dtype, device=t._device)
             if g._data.shape != t._data.shape:
                 raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {g.shape} and "
                                    f"output[{i}] has a shape of {t.shape}.")
@@ -174,6 +176,9 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
     saved = _saved_tensors if create_graph else _saved_arrays
     order = topological_order(roots)
     key = None if create_graph else structure_key(order, roots, wanted, _opaque)
+    device = roots[0].device if roots else CPU
+    if key is not None and device is not CPU:   # a graph, and so its compiled plan, per device
+        key = (key, device)
     try:
         derivation = backward_graphs.get(key) if key is not None else None
     except TypeError:   # an unhashable attribute: derive without caching
@@ -189,7 +194,7 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
     elif capturing() is not None:   # recorded into the trace being captured, node by node
         values = run_graph(derivation.graph, bindings, capturing().apply_node)
     else:
-        values = None if key is None else eager_plan_run(derivation.graph, bindings)
+        values = None if key is None else eager_plan_run(derivation.graph, bindings, device.type)
         if values is None:
             values = run_graph(derivation.graph, bindings)
     if not retain_graph:
@@ -266,9 +271,10 @@ def _accumulate(target, value, create_graph, given):
         if id(value) in given or value.base is not None or not value.flags.writeable:
             value = _compute(_COPY, (value,), (value,), None)
         given.add(id(value))
-        target._grad = _new(value)
+        target._grad = _new(value, target._device)
     elif target._grad._rg:
-        target._grad = _new(_compute(_ADD, (target._grad, value), (target._grad._data, value), None))
+        target._grad = _new(_compute(_ADD, (target._grad, value), (target._grad._data, value), None),
+                            target._device)
     elif trace is not None:   # in place, as below, but through the recorded write
         write_into(target._grad, _compute(_ADD, (target._grad, value), (target._grad._data, value), None))
     else:
@@ -300,11 +306,11 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             if not allow_unused:
                 raise RuntimeError("One of the differentiated Tensors appears to not have been used in the "
                                    "graph. Set allow_unused=True if this is the desired behavior.")
-            grads.append(_new(np.zeros(t._data.shape, t._data.dtype)) if materialize_grads else None)
+            grads.append(zeros_like(t) if materialize_grads else None)
         elif isinstance(value, Tensor):
             grads.append(value)
         else:
-            grads.append(_new(np.asarray(value)))
+            grads.append(_new(np.asarray(value), t._device))
     return tuple(grads)
 
 

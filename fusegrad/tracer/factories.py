@@ -8,7 +8,8 @@ import numpy as np
 from ..ir import OPS, dtypes as D
 from ..ir.dtypes import BY_NUMPY, copy_dtype, from_numpy_dtype
 from .capture import active as capturing
-from .tensor import CPU, Tensor, check_device
+from ..runtime import devices
+from .tensor import Tensor
 
 _new = Tensor._make
 
@@ -62,18 +63,22 @@ def get_default_dtype():
     return D.default_float
 
 
+_default_device = devices.CPU   # where factories put tensors made without device=
+
+
 def set_default_device(device):
-    """Only the CPU exists until the CUDA backend lands: other devices are refused here, not later."""
-    check_device(device, "set_default_device")
+    global _default_device
+    _default_device = devices.canonical(device)
 
 
 def get_default_device():
-    return CPU
+    return _default_device
 
 
 def _finish(data, requires_grad, device=None):
-    check_device(device, "tensor")
-    t = _new(data)
+    """The tensor of host array `data`, on `device` (default: the default device)."""
+    where = _default_device if device is None else devices.canonical(device)
+    t = _new(data) if where is devices.CPU else _new(devices.to_device(data, where), where)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -105,7 +110,7 @@ def _infer_dtype(data):
 
 def _to_array(data, dtype):
     if isinstance(data, Tensor):
-        return np.array(data._data, dtype=dtype.np if dtype else None)
+        return np.array(devices.to_host(data._data), dtype=dtype.np if dtype else None)
     if isinstance(data, np.ndarray):
         return np.array(data, dtype=(dtype.np if dtype else copy_dtype(data.dtype).np))
     if isinstance(data, np.generic):
@@ -136,13 +141,16 @@ def _unwrap(data):
 
 
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
-    """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors)."""
+    """A new tensor holding a copy of `data` (nested lists, scalars, arrays or tensors); a tensor's
+    copy stays on its device unless `device` says otherwise."""
+    if device is None and isinstance(data, Tensor):
+        device = data._device
     return _finish(_to_array(data, dtype), requires_grad, device)
 
 
 def as_tensor(data, dtype=None, device=None):
     if isinstance(data, Tensor):
-        return data if dtype is None or dtype == data.dtype else data.to(dtype)
+        return data.to(device=device, dtype=dtype)
     if isinstance(data, np.ndarray) and data.dtype in BY_NUMPY and (dtype is None or dtype.np == data.dtype):
         return _finish(data, False, device)   # shares memory, as torch.as_tensor does
     return tensor(data, dtype=dtype, device=device)
@@ -285,17 +293,19 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 def normal(mean, std, size=None, *, generator=None):
     if size is not None:
-        return _new((_generator(generator).normal(mean, std, _size((size,), "normal"))).astype(D.default_float.np))
+        return _finish(_generator(generator).normal(mean, std, _size((size,), "normal")).astype(D.default_float.np),
+                       False)
     m = mean._data if isinstance(mean, Tensor) else mean
     s = std._data if isinstance(std, Tensor) else std
-    dtype = (mean if isinstance(mean, Tensor) else std)._data.dtype
-    return _new(_generator(generator).normal(m, s).astype(dtype))
+    like = mean if isinstance(mean, Tensor) else std
+    return _finish(_generator(generator).normal(devices.to_host(m), devices.to_host(s)).astype(like._data.dtype),
+                   False, like._device)
 
 
 def _like(fn):
     def like(input, *, dtype=None, device=None, requires_grad=False, memory_format=None, **kwargs):
-        return fn(*input._data.shape, dtype=dtype or input.dtype, device=device, requires_grad=requires_grad,
-                  **kwargs)
+        return fn(*input._data.shape, dtype=dtype or input.dtype, device=device or input._device,
+                  requires_grad=requires_grad, **kwargs)
     like.__name__ = fn.__name__ + "_like"
     return like
 
@@ -305,12 +315,12 @@ zeros_like, ones_like, empty_like, rand_like, randn_like = (
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False, memory_format=None):
-    return full(input._data.shape, fill_value, dtype=dtype or input.dtype, device=device,
+    return full(input._data.shape, fill_value, dtype=dtype or input.dtype, device=device or input._device,
                 requires_grad=requires_grad)
 
 
 def randint_like(input, low=0, high=None, *, dtype=None, device=None, requires_grad=False):
-    return randint(low, high, input._data.shape, dtype=dtype or input.dtype, device=device)
+    return randint(low, high, input._data.shape, dtype=dtype or input.dtype, device=device or input._device)
 
 
 # In-place random fills (nn.init builds on these): in-place rules as for fill_.

@@ -18,7 +18,8 @@ from . import grad_mode
 from .capture import active as capturing
 from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
-from .tensor import Tensor, _dim, check_device
+from ..runtime import devices
+from .tensor import Tensor, _dim
 
 _new = Tensor._make
 
@@ -273,7 +274,7 @@ def where(condition, input=None, other=None):
 
 
 def ones_like_bool(input):
-    return _new(np.ones(input._data.shape, np.bool_))
+    return _new(np.ones(input._data.shape, np.bool_), input._device)
 
 
 def tensor_from_scalar(value):
@@ -333,13 +334,13 @@ def isnan(input):
 def isfinite(input):
     if input._data.dtype.kind == "f":   # composites, so compiled code computes them too
         return logical_and(eq(input, input), ne(abs(input), float("inf")))
-    return _new(np.ones(input._data.shape, np.bool_))
+    return _new(np.ones(input._data.shape, np.bool_), input._device)
 
 
 def isinf(input):
     if input._data.dtype.kind == "f":
         return eq(abs(input), float("inf"))
-    return _new(np.zeros(input._data.shape, np.bool_))
+    return _new(np.zeros(input._data.shape, np.bool_), input._device)
 
 
 def _reads_data(name):
@@ -358,7 +359,7 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     _reads_data("isclose")
     other = other._data if isinstance(other, Tensor) else other
-    return _new(np.isclose(input._data, other, rtol=rtol, atol=atol, equal_nan=equal_nan))
+    return _new(np.isclose(input._data, other, rtol=rtol, atol=atol, equal_nan=equal_nan), input._device)
 
 
 def equal(input, other):
@@ -484,7 +485,7 @@ def _extremum(name, arg, input, dim, keepdim, other):
     d = _dim(dim, input._data.ndim)
     if input._data.ndim == 0:   # a 0-d tensor is its own extremum, at index 0
         values = _named(apply(OPS["copy"], (input,)), name[1:].capitalize() + "Backward0")
-        return _RETURN_TYPES[name](values, _new(np.zeros((), np.int64)))
+        return _RETURN_TYPES[name](values, _new(np.zeros((), np.int64), input._device))
     _require_elements(name[1:], input._data.shape, d, (d,))
     indices = apply(OPS[arg], (input,), {"axis": d, "keepdim": True})
     values = apply(OPS["gather"], (input, indices), {"axis": d})
@@ -913,24 +914,24 @@ def nonzero(input, *, as_tuple=False):
     _reads_data("nonzero")
     idx = np.nonzero(input._data)
     if as_tuple:
-        return tuple(_new(np.ascontiguousarray(i, np.int64)) for i in idx)
-    return _new(np.stack(idx, axis=1).astype(np.int64) if idx else np.zeros((0, 0), np.int64))
+        return tuple(_new(np.ascontiguousarray(i, np.int64), input._device) for i in idx)
+    return _new(np.stack(idx, axis=1).astype(np.int64) if idx else np.zeros((0, 0), np.int64), input._device)
 
 
 def tril(input, diagonal=0):
-    mask = _new(np.tril(np.ones(input._data.shape[-2:], bool), diagonal))
+    mask = _new(np.tril(np.ones(input._data.shape[-2:], bool), diagonal), input._device)
     return _named(where(mask, input, 0), "TrilBackward0")
 
 
 def triu(input, diagonal=0):
-    mask = _new(np.triu(np.ones(input._data.shape[-2:], bool), diagonal))
+    mask = _new(np.triu(np.ones(input._data.shape[-2:], bool), diagonal), input._device)
     return _named(where(mask, input, 0), "TriuBackward0")
 
 
 def getitem(input, key):
     spec, arrays = normalize_key(key, input._data.shape)
     label = None if arrays else _basic_index_label(key, spec, input._data.shape)
-    return apply(OPS["index"], (input,) + tuple(_new(a) for a in arrays), {"spec": spec}, label)
+    return apply(OPS["index"], (input,) + tuple(_new(a, input._device) for a in arrays), {"spec": spec}, label)
 
 
 def _basic_index_label(key, spec, shape):
@@ -956,7 +957,7 @@ def _basic_index_label(key, spec, shape):
 
 def setitem(input, key, value):
     spec, arrays = normalize_key(key, input._data.shape)
-    value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value))
+    value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value), input._device)
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
         value = cast(value, input.dtype)
     if isinstance(value, Tensor) and value._data.ndim and value._data.shape[0] == 1:
@@ -975,7 +976,7 @@ def setitem(input, key, value):
             raise RuntimeError(f"setitem: {e}") from None
         input._vc[0] += 1
         return
-    index_arrays = tuple(_new(a) for a in arrays)
+    index_arrays = tuple(_new(a, input._device) for a in arrays)
     label = "IndexPutBackward0" if arrays else None   # basic indexing writes through a view: CopySlices
     run_inplace(input, lambda old: apply(OPS["index_put"], (old, value) + index_arrays, {"spec": spec}, label),
                 "setitem")
@@ -1084,13 +1085,24 @@ def to(input, *args, **kwargs):
         if isinstance(a, D.DType):
             dtype = a
         elif isinstance(a, Tensor):
-            dtype = a.dtype
+            dtype, dev = a.dtype, a._device
         elif a is not None:
             dev = a
-    check_device(dev)
+    dev = input._device if dev is None else devices.canonical(dev)
+    if dev is not input._device:
+        return _to_device(input if dtype is None else cast(input, dtype), dev)
     if dtype is None or dtype.np == input._data.dtype:
         return clone(input) if copy else input
     return cast(input, dtype)
+
+
+def _to_device(input, dev):
+    """A copy of `input` on device `dev`, recorded as a copy so that gradients flow back."""
+    moved = _named(apply(OPS["copy"], (input,)), "ToCopyBackward0")
+    moved._data, moved._device = devices.to_device(moved._data, dev), dev
+    if moved._node is not None:
+        moved._node.device = dev
+    return moved
 
 
 def type_as(input, other):
@@ -1135,16 +1147,17 @@ def _overwrite(input, values, name, label):
 
     def replaced(old):
         if not (grad_mode.state.enabled and (old._rg or isinstance(values, Tensor) and values._rg)):
-            return _new(np.broadcast_to(data, shape).astype(input._data.dtype))
-        everywhere = _new(np.ones(input._data.shape, bool))
-        new = values if isinstance(values, Tensor) else _new(values.astype(input._data.dtype, copy=False))
+            return _new(np.broadcast_to(data, shape).astype(input._data.dtype), input._device)
+        everywhere = _new(np.ones(input._data.shape, bool), input._device)
+        new = values if isinstance(values, Tensor) else _new(values.astype(input._data.dtype, copy=False),
+                                                             input._device)
         return _named(apply(OPS["where"], (everywhere, new, old)), label)
     return run_inplace(input, replaced, name)
 
 
 def copy_(input, src, non_blocking=False):
     src = src if isinstance(src, Tensor) else _new(np.asarray(src))
-    return _overwrite(input, to(src, input.dtype), "copy_", "CopyBackwards")
+    return _overwrite(input, to(src, input._device, input.dtype), "copy_", "CopyBackwards")
 
 
 INPLACE = {

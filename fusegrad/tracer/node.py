@@ -6,6 +6,7 @@ its output tensor. An AccumulateGrad node stands for a leaf tensor that requires
 import weakref
 
 from ..ir import OPS, Node
+from ..runtime.devices import CPU
 
 FREED = object()   # `saved` after a backward pass without retain_graph
 
@@ -32,9 +33,9 @@ class NextFunctions(tuple):
 
 
 class RecordedNode(Node):
-    __slots__ = ("saved", "versions", "label", "_hooks", "retain", "pre_hooks", "metadata_")
+    __slots__ = ("saved", "versions", "label", "device", "_hooks", "retain", "pre_hooks", "metadata_")
 
-    def __init__(self, op, inputs, attrs, shape, dtype, saved, versions, label):
+    def __init__(self, op, inputs, attrs, shape, dtype, saved, versions, label, device=CPU):
         self.op = op
         self.inputs = inputs
         self.attrs = attrs
@@ -43,6 +44,7 @@ class RecordedNode(Node):
         self.saved = saved
         self.versions = versions
         self.label = label
+        self.device = device   # of its output, and so of the values it saved and of its cotangent
         self._hooks = None     # tensor hooks of the output: fn(grad) -> grad or None
         self.retain = None     # weakref to the output tensor when it retains its grad
         self.pre_hooks = None  # grad_fn.register_prehook: fn((grad,)) -> (grad,) or None
@@ -95,7 +97,7 @@ class AccumulateGrad(RecordedNode):
     __slots__ = ("variable",)
 
     def __init__(self, tensor):
-        super().__init__(OPS["leaf"], (), None, tensor._data.shape, tensor.dtype, None, None, None)
+        super().__init__(OPS["leaf"], (), None, tensor._data.shape, tensor.dtype, None, None, None, tensor._device)
         self.variable = tensor
 
     @property

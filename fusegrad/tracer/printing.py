@@ -164,7 +164,7 @@ def _add_suffixes(text: str, suffixes: Iterable[str], indent: int) -> str:
 
 
 def format_tensor(array: np.ndarray, *, dtype_name: str, is_default_dtype: bool,
-                  suffixes: Iterable[str] = ()) -> str:
+                  suffixes: Iterable[str] = (), device: str = None) -> str:
     """``repr`` of a CPU tensor with the values of ``array``, exactly as PyTorch prints it.
 
     dtype_name: torch-style name for the ``dtype=`` suffix, e.g. "torch.float64".
@@ -173,11 +173,12 @@ def format_tensor(array: np.ndarray, *, dtype_name: str, is_default_dtype: bool,
         *floating* dtype, so an empty int64/bool tensor still gets ``dtype=...``.
     suffixes: extra items appended in order after the dtype, e.g. ["requires_grad=True"]
         or ["grad_fn=<SinBackward0>"].
+    device: the tensor's device when it is not the CPU, e.g. "cuda:0", shown first.
     """
     a = np.asarray(array)
     prefix = "tensor("
     indent = len(prefix)
-    extra = []
+    extra = [] if device is None else [f"device='{device}'"]
     if a.size == 0:
         if a.ndim != 1:
             extra.append(f"size={tuple(a.shape)}")

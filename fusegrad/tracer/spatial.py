@@ -130,7 +130,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     x, unbatched = _batched("avg_pool2d", input)
     kernel, stride, padding, dilation = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
     channels = x.shape[1]
-    ones = Tensor._make(np.ones((channels, 1) + kernel, x.dtype.np))
+    ones = Tensor._make(np.ones((channels, 1) + kernel, x.dtype.np), x._device)
     sums = apply(OPS["conv2d"], (x, ones),
                  {"stride": stride, "padding": padding, "dilation": dilation, "groups": channels})
     if divisor_override is not None:
@@ -144,7 +144,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         else:
             counted[..., top:top + h, left:left + w] = 1
         counts = conv_windows(counted, kernel, stride, ((0, 0), (0, 0)), dilation).sum((-2, -1))
-        out = div(sums, Tensor._make(np.ascontiguousarray(counts[0, 0])))
+        out = div(sums, Tensor._make(np.ascontiguousarray(counts[0, 0]), x._device))
     return _named(squeeze(out, 0) if unbatched else out, "AvgPool2DBackward0")
 
 
@@ -169,8 +169,8 @@ def adaptive_avg_pool2d(input, output_size):
                            f"but received {{{out_h}, {out_w}}}")
     if (out_h, out_w) == (1, 1):
         return mean(input, (-2, -1), keepdim=True)
-    rows = Tensor._make(_adaptive_pooling_matrix(h, out_h, x.dtype.np))
-    cols = Tensor._make(_adaptive_pooling_matrix(w, out_w, x.dtype.np).T.copy())
+    rows = Tensor._make(_adaptive_pooling_matrix(h, out_h, x.dtype.np), x._device)
+    cols = Tensor._make(_adaptive_pooling_matrix(w, out_w, x.dtype.np).T.copy(), x._device)
     out = matmul(rows, matmul(x, cols))
     return _named(squeeze(out, 0) if unbatched else out, "AdaptiveAvgPool2DBackward0")
 

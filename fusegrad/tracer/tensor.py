@@ -8,6 +8,8 @@ import numpy as np
 
 from ..ir import dtypes
 from ..ir.dtypes import from_numpy_dtype
+from ..runtime import devices
+from ..runtime.devices import CPU
 from . import printing
 from .capture import active as capturing
 
@@ -25,42 +27,6 @@ class Size(tuple):
         return n
 
 
-class device:
-    """A device: "cpu" or "cuda[:index]"."""
-
-    def __init__(self, spec, index=None):
-        if isinstance(spec, device):
-            spec, index = spec.type, spec.index
-        kind, _, number = str(spec).partition(":")
-        if kind not in ("cpu", "cuda"):
-            raise RuntimeError(f"Expected one of cpu, cuda device type at start of device string: {spec}")
-        self.type = kind
-        self.index = int(number) if number else index
-
-    def __eq__(self, other):
-        other = device(other) if isinstance(other, str) else other
-        return isinstance(other, device) and (self.type, self.index) == (other.type, other.index)
-
-    def __hash__(self):
-        return hash((self.type, self.index))
-
-    def __str__(self):
-        return self.type if self.index is None else f"{self.type}:{self.index}"
-
-    def __repr__(self):
-        index = "" if self.index is None else f", index={self.index}"
-        return f"device(type='{self.type}'{index})"
-
-
-CPU = device("cpu")
-
-
-def check_device(spec, op="to"):
-    if spec is not None and device(spec).type != "cpu":
-        raise RuntimeError(f"{op}: device {str(spec)!r} is not supported yet: fusegrad tensors live on the "
-                           "CPU (the CUDA backend is planned); use device='cpu'")
-
-
 class ViewOf:
     """How a tensor views its parent's memory, and the value of the shared version counter that
     its recorded node describes (a write through another view makes the node stale)."""
@@ -72,8 +38,8 @@ class ViewOf:
 
 
 class Tensor:
-    __slots__ = ("_data", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks", "_post_accumulate_hooks",
-                 "__weakref__")
+    __slots__ = ("_data", "_device", "_node", "_rg", "_grad", "_vc", "_view", "_accum", "_hooks",
+                 "_post_accumulate_hooks", "__weakref__")
     __hash__ = object.__hash__
     __array_priority__ = 1000   # NumPy defers to our reflected operators
 
@@ -86,8 +52,9 @@ class Tensor:
         Tensor._init(self, data)
 
     @staticmethod
-    def _init(t, data):
+    def _init(t, data, device=CPU):
         t._data = data
+        t._device = device   # canonical: CPU or the one object for each GPU (runtime.devices)
         t._node = None    # the recorded node that produced this value, when autograd tracks it
         t._rg = False     # requires_grad
         t._grad = None
@@ -99,9 +66,10 @@ class Tensor:
         return t
 
     @staticmethod
-    def _make(data):
-        """A tensor around `data` without copying or checks: the constructor of every op result."""
-        return Tensor._init(object.__new__(Tensor), data)
+    def _make(data, device=CPU):
+        """A tensor around `data` (storage of `device`) without copying or checks: the constructor
+        of every op result."""
+        return Tensor._init(object.__new__(Tensor), data, device)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -119,11 +87,11 @@ class Tensor:
 
     @property
     def device(self):
-        return CPU
+        return self._device
 
     @property
     def is_cuda(self):
-        return False
+        return self._device.type == "cuda"
 
     @property
     def ndim(self):
@@ -219,17 +187,23 @@ class Tensor:
     @property
     def data(self):
         """The same memory without autograd history (and with a version counter of its own)."""
-        return Tensor._make(self._data)
+        return Tensor._make(self._data, self._device)
 
     @data.setter
     def data(self, value):
-        self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
+        if isinstance(value, Tensor):
+            self._data, self._device = value._data, value._device
+        else:
+            self._data, self._device = np.asarray(value), CPU
 
     # ------------------------------------------------------------------ conversion
     def numpy(self, force=False):
         if self._rg and not force:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
                                "instead.")
+        if self._device is not CPU:
+            raise TypeError(f"can't convert {self._device} device type tensor to numpy. Use Tensor.cpu() to "
+                            "copy the tensor to host memory first.")
         trace = capturing()
         if trace is not None:   # what NumPy code computes from it, a replay could not recompute
             trace.break_("it hands tensor data to NumPy (numpy(), np.asarray), where fusegrad cannot follow it")
@@ -257,7 +231,7 @@ class Tensor:
         return value if trace is None else trace.item(self._data, value)
 
     def tolist(self):
-        value = self._data.tolist()
+        value = devices.to_host(self._data).tolist()
         trace = capturing()
         if trace is not None:
             trace.value_guard(self._data, "array", self._data.copy())
@@ -315,23 +289,24 @@ class Tensor:
             suffixes.append("requires_grad=True")
         dt = self.dtype
         default = dt is dtypes.default_float or dt is dtypes.int64 or dt is dtypes.bool_
-        return printing.format_tensor(self._data, dtype_name=repr(dt), is_default_dtype=default,
-                                      suffixes=suffixes)
+        shown = None if self._device is CPU else str(self._device)
+        return printing.format_tensor(devices.to_host(self._data), dtype_name=repr(dt), is_default_dtype=default,
+                                      suffixes=suffixes, device=shown)
 
     def __str__(self):
         return self.__repr__()
 
     def __reduce__(self):
-        return (_rebuild, (self._data, self._rg))
+        return (_rebuild, (devices.to_host(self._data), self._rg, str(self._device)))
 
     def __deepcopy__(self, memo):
         if self._node is not None:
             raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support the "
                                "deepcopy protocol at the moment.")
-        t = Tensor._make(self._data.copy())
+        t = Tensor._make(self._data.copy(), self._device)
         t._rg = self._rg
         if self._grad is not None:
-            t._grad = Tensor._make(self._grad._data.copy())
+            t._grad = Tensor._make(self._grad._data.copy(), self._grad._device)
         memo[id(self)] = t
         return t
 
@@ -377,7 +352,7 @@ class Tensor:
         return RemovableHandle(self._post_accumulate_hooks, hook)
 
     def detach(self):
-        t = Tensor._make(self._data)
+        t = Tensor._make(self._data, self._device)
         t._vc = self._vc
         return t
 
@@ -394,10 +369,10 @@ class Tensor:
         return to(self, *args, **kwargs)
 
     def cpu(self):
-        return self
+        return self.to(CPU)
 
     def cuda(self, device=None):
-        check_device("cuda", "cuda")
+        return self.to("cuda" if device is None else device)
 
     def type(self, dtype=None):
         if dtype is None:
@@ -405,8 +380,9 @@ class Tensor:
         return self.to(dtype)
 
 
-def _rebuild(data, requires_grad):
-    t = Tensor._make(data)
+def _rebuild(data, requires_grad, device="cpu"):
+    where = devices.canonical(device)
+    t = Tensor._make(devices.to_device(data, where), where)
     t._rg = requires_grad
     return t
 
