@@ -271,6 +271,12 @@ def test_reductions_keep_nan_and_match_eager():
         _compare(got, want, dict(rtol=1e-6, atol=1e-6))
     assert compiled.replays == 1
     assert np.isnan(got[0].cpu().numpy()[1]) and np.isnan(got[2].item())
+    from numba import cuda
+    from numba.core import config
+    plan = compiled.specialisations[0].plan   # its cache key names the GPU's compute capability
+    assert plan.target == "cuda" and plan.components["target"][0] == (
+        "cuda (Numba's simulator)" if config.ENABLE_CUDASIM
+        else "cuda (compute capability %d.%d)" % cuda.get_current_device().compute_capability)
 
 
 def test_multi_block_launch_and_grid_stride(monkeypatch):

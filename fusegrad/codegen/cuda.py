@@ -190,6 +190,16 @@ def argument_types(kernel):
 
 # what changes the generated code besides the graph: part of a plan's cache key
 CONFIG = {"THREADS": THREADS, "MAX_BLOCKS": MAX_BLOCKS}
+
+
+def target_description():
+    """The target as a plan's cache key names it: the GPU's compute capability, or the simulator."""
+    from numba import cuda
+    from numba.core import config
+    if config.ENABLE_CUDASIM:
+        return "cuda (Numba's simulator)"
+    major, minor = cuda.get_current_device().compute_capability
+    return f"cuda (compute capability {major}.{minor})"
 _loaded = {}
 
 

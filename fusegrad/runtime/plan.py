@@ -49,7 +49,9 @@ class Plan:
         backend = BACKENDS[target]
         self.label, self.target, self.cache_dir = label, target, cache_dir
         self.info = info or {"name": label}   # for the cache index: name, source_file, guards
-        self.components, self.structure = cache.components(graph, target, dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS))
+        described = getattr(backend, "target_description", lambda: target)()   # e.g. the GPU's compute capability
+        self.components, self.structure = cache.components(graph, described,
+                                                           dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS))
         self.key = cache.key_of(self.components)
         self.graph = optimize(graph)
         self.steps = []
