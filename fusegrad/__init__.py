@@ -20,6 +20,9 @@ from . import models  # noqa: E402  (after nn, which it builds on)
 from .compiler import CompileError, compile, explain  # noqa: E402,A004
 from .serialization import load, save  # noqa: E402
 from .unimplemented import module_getattr as _module_getattr
+from .runtime.memory import tune_malloc as _tune_malloc
+
+_tune_malloc()   # eager ops reuse freed memory instead of faulting in new pages: see runtime/memory.py
 
 float = float32  # noqa: A001
 double = float64

@@ -12,15 +12,24 @@ def dead_code_elimination(graph):
     Walking backwards also finds each value's last reader: `graph.release[node]` lists the values
     no node after `node` reads, which an executor can free once `node` has run."""
     live = set(graph.outputs)
+    mark_live = live.add
     kept = []
     release = {}
+    # A plain loop, not comprehensions and set updates: this runs over every node of each new
+    # backward graph, and each value read twice by a node (mul(g, g)) is released once.
     for node in reversed(graph.nodes):
         if node in live:
             kept.append(node)
-            dead = [v for v in node.inputs if v not in live]
-            if dead:
-                live.update(dead)
-                release[node] = list(dict.fromkeys(dead)) if len(dead) > 1 else dead
+            dead = None
+            for v in node.inputs:
+                if v not in live:
+                    mark_live(v)
+                    if dead is None:
+                        dead = [v]
+                    else:
+                        dead.append(v)
+            if dead is not None:
+                release[node] = dead
     kept.reverse()
     result = Graph(kept, [p for p in graph.inputs if p in live], graph.outputs)
     result.release = release
