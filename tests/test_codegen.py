@@ -232,6 +232,31 @@ def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
     for e, g in zip(expected, got):
         assert g.dtype == e.dtype and g.shape == e.shape
         np.testing.assert_allclose(g, e, rtol=1e-4 if dtype is D.float32 else 1e-12)
+    assert step.fn.__name__ == "kernel"
+
+
+def test_arithmetic_programs_run_on_the_short_interpreter():
+    """The profiler loop's shape: z = (z / x) * y a thousand times and its backward."""
+    x = fg.tensor([[0.9, -1.1, 1.3], [1.2, 0.8, -0.7]], requires_grad=True)
+    y = fg.tensor([[1.1, 0.9, 1.0], [0.95, 1.05, 1.2]], requires_grad=True)
+
+    def loop(x, y):
+        z = fg.ones(2, 3)
+        for _ in range(600):
+            z = (z / x) * y
+        z.sum().backward()
+        return x.grad, y.grad
+
+    compiled = fg.compile(loop)
+    for _ in range(3):
+        x.grad = y.grad = None
+        got = [g.numpy().copy() for g in compiled(x, y)]
+    x.grad = y.grad = None
+    want = [g.numpy() for g in loop(x, y)]
+    [step] = [s for s in compiled.specialisations[-1].plan.steps if isinstance(s, interpreter.Interpreted)]
+    assert step.fn.__name__ == "arithmetic" and compiled.replays >= 1
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5)
 
 
 def test_interpreter_instructions_are_every_op_it_claims():
