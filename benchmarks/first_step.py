@@ -9,7 +9,9 @@ Numba compiles each kernel at its first call. Timed inside the subprocess with p
 replay; and around the subprocess: its whole wall time, interpreter start included.
 
 cold: a fresh, empty FUSEGRAD_CACHE_DIR, so every kernel is generated and compiled.
-warm: the same directory again, so Numba loads the kernels from its on-disk cache.
+warm: the same directory again: the kernels run from the native libraries the cold process built
+(codegen/native.py), without importing Numba; with FUSEGRAD_NATIVE_KERNELS=0, Numba loads them from
+its on-disk cache instead.
 Targets: cold under 2 s (issue 5); warm at most 0.5 s and at least 5x faster than cold (issue 6).
 
     python benchmarks/first_step.py [--repeats N] [--quick]
