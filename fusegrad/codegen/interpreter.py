@@ -130,12 +130,30 @@ class Interpreted:
             operands = [register(v) for v in node.inputs] + [0, 0]
             registers[node] = ("member", len(code))
             code.append([OPCODE[node.op.name], ("member", len(code)), operands[0], operands[1]])
+        # members share rows: a value's row is reused once its last reader has run, so the register
+        # file stays small enough for the caches (the profiler loop: 2,000 rows live of 10,000)
+        outputs = [n for n in group.outputs if n.op.name not in REDUCTIONS]
+        kept = {registers[n] for n in outputs} | {r for _, r in reductions if isinstance(r, tuple)}
+        last_read = {}
+        for k, (_, _, a, b) in enumerate(code):
+            last_read[a] = last_read[b] = k
+        rows, free, used = {}, [], 0
+        for k, (_, out, a, b) in enumerate(code):
+            for r in {a, b}:
+                if isinstance(r, tuple) and last_read[r] == k and r not in kept:
+                    free.append(rows[r])   # the instruction may write where it reads: same element
+            if free:
+                rows[out] = free.pop()
+            else:
+                rows[out], used = used, used + 1
+            if out not in last_read and out not in kept:
+                free.append(rows[out])
         members_base = len(self.args)
-        constants_base = members_base + len(code)
+        constants_base = members_base + used
 
         def resolve(r):
             if isinstance(r, tuple):
-                return members_base + r[1]
+                return members_base + rows[r]
             return constants_base + (-r - 1) if r < 0 else r
 
         self.code = np.array([[op, resolve(o), resolve(a), resolve(b)] for op, o, a, b in code], np.int64)
@@ -144,7 +162,7 @@ class Interpreted:
         self.padded = -(-self.size // LANES) * LANES
         self.fn = None
         self.register_count = constants_base + len(constants)
-        self.outs = [n for n in group.outputs if n.op.name not in REDUCTIONS]
+        self.outs = outputs
         self.out_rows = [resolve(registers[n]) for n in self.outs]
         for node, row in reductions:
             self.outs.append(node)

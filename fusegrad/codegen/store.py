@@ -147,8 +147,12 @@ class Store:
         """Build, in a background thread, the native library of each of these kernels (after their
         first call) that has none yet, so that later processes can run them without Numba."""
         if self.reason is None and NATIVE:
-            todo = [k for k in kernels if hasattr(k.fn, "overloads")
-                    and not os.path.exists(native.library_path(k.fn.py_func.__code__.co_filename, k))]
+            todo = {}
+            for k in kernels:
+                if hasattr(k.fn, "overloads"):
+                    library = native.library_path(k.fn.py_func.__code__.co_filename, k)
+                    if not os.path.exists(library):
+                        todo[library] = k
             if todo:
                 _builds.submit(todo)
 
@@ -273,12 +277,15 @@ class _Builds:
     def __init__(self):
         self.lock = threading.Lock()
         self.queue = []
+        self.queued = set()   # library paths submitted in this process (built or queued)
         self.worker = None
 
     def submit(self, kernels):
+        """kernels: {library path: kernel}."""
         with self.lock:
-            self.queue.extend(kernels)
-            if self.worker is None:
+            self.queue += [k for path, k in kernels.items() if path not in self.queued]
+            self.queued.update(kernels)
+            if self.worker is None and self.queue:
                 self.worker = threading.Thread(target=self._work, name="fusegrad native builds")
                 self.worker.start()
 
@@ -293,13 +300,6 @@ class _Builds:
                 native.build(kernel)
             except Exception as error:   # a library is an optimisation: never fail the program for one
                 log("cache", f"native: {kernel.name} not built ({type(error).__name__}: {error})")
-
-    def wait(self):
-        """Block until every submitted build has finished (tests, benchmarks)."""
-        worker = self.worker
-        while worker is not None:
-            worker.join()
-            worker = self.worker
 
 
 _builds = _Builds()
