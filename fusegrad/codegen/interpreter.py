@@ -159,6 +159,8 @@ class Interpreted:
         self.code = np.array([[op, resolve(o), resolve(a), resolve(b)] for op, o, a, b in code], np.int64)
         self.constants = np.array(constants, self.dtype.np)
         self.size = int(np.prod(group.shape))
+        self.whole = [k for k, v in enumerate(self.args) if v.shape == group.shape]
+        self.broadcast = [k for k, v in enumerate(self.args) if v.shape != group.shape]
         self.padded = -(-self.size // LANES) * LANES
         self.fn = None
         self.register_count = constants_base + len(constants)
@@ -173,8 +175,10 @@ class Interpreted:
             arithmetic = len(self.code) and self.code[:, 0].max() < ARITHMETIC
             self.fn = _interpreter(self.dtype, self.cache_dir, "arithmetic" if arithmetic else "kernel")
         R = np.ones((self.register_count, self.padded), self.dtype.np)
-        for k, (value, aligned) in enumerate(zip(values, self.aligned)):
-            R[k, :self.size] = np.broadcast_to(np.reshape(value, aligned), self.group.shape).reshape(-1)
+        if self.whole:   # one stacking copy for the arguments of the group's own shape (a backward
+            R[self.whole, :self.size] = np.reshape([values[k] for k in self.whole], (len(self.whole), -1))
+        for k in self.broadcast:   # graph binds thousands of saved values)
+            R[k, :self.size] = np.broadcast_to(np.reshape(values[k], self.aligned[k]), self.group.shape).reshape(-1)
         R[self.register_count - len(self.constants):] = self.constants[:, None]
         self.fn(self.code, R)
         results = [R[row, :self.size].reshape(self.group.shape) for row in self.out_rows]
