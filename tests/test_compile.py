@@ -209,6 +209,45 @@ def test_learning_rate_used_in_python_stays_guarded():
     assert step.replays >= 2 and len(step.specialisations) >= 2
 
 
+@pytest.mark.parametrize("use", ["operand", "tensor", "full", "clamp"])
+def test_learning_rate_reaching_numpy_stays_guarded(use):
+    """NumPy reads a float subclass's value in C, past the proxy's methods: a learning rate that
+    enters a tensor op, a factory or an op attribute must still be noticed and guarded."""
+    uses = {"operand": lambda lr, y: y * lr, "tensor": lambda lr, y: y * fg.tensor(lr),
+            "full": lambda lr, y: y * fg.full(y.shape, lr), "clamp": lambda lr, y: y.clamp(max=lr)}
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+
+    def step_of(m, o):
+        def step(x, y):
+            o.zero_grad()
+            loss = (uses[use](o.param_groups[0]["lr"], m(x)) ** 2).mean()
+            loss.backward()
+            o.step()
+            return loss
+        return step
+
+    eager, compiled = step_of(model, opt), fg.compile(step_of(twin, twin_opt))
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for lr in (0.1, 0.1, 0.1, 0.05, 0.05, 0.02, 0.02):
+        for o in (opt, twin_opt):
+            o.param_groups[0]["lr"] = lr
+        np.testing.assert_allclose(compiled(x, y).item(), eager(x, y).item(), rtol=1e-5)
+        _assert_close(_params(model), _params(twin))
+    assert compiled.replays >= 2
+
+
+def test_item_value_used_in_a_tensor_op():
+    """`x * loss.item()` inside a compiled step: the value is guarded, never replayed stale."""
+    @fg.compile
+    def scale(x, y):
+        return x * y.sum().item()
+
+    x = fg.ones(3)
+    for k in (1.0, 1.0, 1.0, 2.0, 2.0):
+        np.testing.assert_array_equal(scale(x, fg.full((2,), k)).numpy(), np.full(3, 2 * k, np.float32))
+    assert scale.replays >= 2
+
+
 def test_list_of_tensors_whose_length_changes():
     def f(xs):
         total = xs[0]

@@ -85,6 +85,25 @@ for _name in ("__bool__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__n
     setattr(_FloatProxy, _name, _proxy_method(_name))
 
 
+def plain(value):
+    """`value`, or for a captured float (item()'s or a hyper-parameter) its plain float, the use
+    noted: NumPy reads a float subclass's value in C, past the proxy's methods, so every place a
+    Python number enters NumPy while capturing calls this (ops' operands and attributes through
+    Trace.record, scalar operands, tensor factories)."""
+    return value._use() if isinstance(value, _FloatProxy) else value
+
+
+def plain_data(data):
+    """plain() through nested lists and tuples (a tensor factory's data)."""
+    if isinstance(data, (list, tuple)):
+        return type(data)(plain_data(x) for x in data) if any(_has_proxy(x) for x in data) else data
+    return plain(data)
+
+
+def _has_proxy(x):
+    return isinstance(x, _FloatProxy) or (isinstance(x, (list, tuple)) and any(_has_proxy(y) for y in x))
+
+
 def traced_scalar(value):
     """`value` itself, or, for a hyper-parameter being captured, a 0-d float64 array that is an
     input of the trace bound to where the value lives (see HyperParameter)."""
@@ -151,6 +170,9 @@ class Trace:
         """`out = op(*arrays, **attrs)` was just computed eagerly."""
         if self.broken is not None:
             return
+        for v in (*arrays, *(attrs.values() if attrs else ())):
+            if isinstance(v, _FloatProxy):   # its value is now a constant of the trace
+                v._use()
         inputs = tuple(self.node_of(v) if isinstance(v, np.ndarray) else
                        (v.item() if isinstance(v, np.generic) else v) for v in arrays)
         node = Node(op, inputs, attrs, out.shape, from_numpy_dtype(out.dtype))

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..ir import OPS, dtypes as D
 from ..ir.dtypes import BY_NUMPY, copy_dtype, from_numpy_dtype
-from .capture import active as capturing
+from .capture import active as capturing, plain, plain_data
 from ..runtime import devices
 from .tensor import Tensor
 
@@ -117,6 +117,7 @@ def _to_array(data, dtype):
         return np.array(data, dtype=(dtype or copy_dtype(data.dtype)).np)
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
         data = _unwrap(data)
+    data = plain_data(data)
     dtype = dtype or _infer_dtype(data)
     try:
         return np.array(data, dtype=dtype.np)
@@ -200,6 +201,7 @@ def empty(*size, out=None, dtype=None, device=None, requires_grad=False, memory_
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    fill_value = plain(fill_value)
     if dtype is None:
         dtype = D.scalar_dtype(fill_value.item() if isinstance(fill_value, Tensor) else fill_value)
     return _finish(np.full(_size((size,), "full"), fill_value, dtype.np), requires_grad, device)
@@ -212,7 +214,7 @@ def eye(n, m=None, *, dtype=None, device=None, requires_grad=False):
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
-    values = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
+    values = [v.item() if isinstance(v, Tensor) else plain(v) for v in (start, end, step)]
     if step == 0:
         raise RuntimeError("arange: step must be nonzero")
     if dtype is None:
@@ -231,7 +233,7 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
     if steps < 0:
         raise RuntimeError("linspace(): number of steps must be non-negative")
     kind = dtype.np if dtype.category == 2 else np.float64
-    first, last = kind.type(start), kind.type(end)
+    first, last = kind.type(plain(start)), kind.type(plain(end))
     step = (last - first) / kind.type(max(steps - 1, 1))
     wide = np.float64 if kind == np.float32 else np.longdouble   # room for an unrounded product
     i = np.arange(steps, dtype=wide)
@@ -241,6 +243,7 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, device=None, requires_grad=False):
     dtype = dtype or D.default_float
+    start, end, base = plain(start), plain(end), plain(base)
     return _finish(np.logspace(start, end, int(steps), base=base).astype(dtype.np), requires_grad, device)
 
 
@@ -292,6 +295,7 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 
 def normal(mean, std, size=None, *, generator=None):
+    mean, std = plain(mean), plain(std)
     if size is not None:
         return _finish(_generator(generator).normal(mean, std, _size((size,), "normal")).astype(D.default_float.np),
                        False)

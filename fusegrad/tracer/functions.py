@@ -15,7 +15,7 @@ from ..ir import OPS, ShapeError
 from ..ir.ops import check_index_range, indexed
 from ..ir import dtypes as D
 from . import grad_mode
-from .capture import active as capturing
+from .capture import active as capturing, plain
 from .dispatch import apply, apply_binary, cast, promote_operands, run_inplace
 from .indexing import normalize_key
 from ..runtime import devices
@@ -34,6 +34,8 @@ def _tensor(x):
     """Python scalars stay scalars; arrays and NumPy scalars become (or act as) tensors."""
     if isinstance(x, Tensor) or type(x) in (float, int, bool):
         return x
+    if isinstance(x, float):   # a captured float (item(), a learning rate): its value, its use noted
+        return plain(x)
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):
