@@ -68,7 +68,8 @@ class _Guards:
         self.visited_code = set()
         self.paths = {}   # id(module or optimizer) -> the expression it was first reached by
         self.hoisted = []  # paths of tensors, modules and optimizers, read once into a local by the guard
-        self.groups = []   # (optimizer parameter group, its expression)
+        self.groups = []   # (optimizer, parameter group, its expression)
+        self.mentions = set()   # names and strings in the code walked (see TRACED_HYPER_PARAMETERS)
         self.devices = set()   # of the tensors reached: one plan runs on one device
 
     def device(self):
@@ -176,7 +177,7 @@ class _Guards:
         self.check(f"len({name}.param_groups)", len(opt.param_groups), f"{what}: parameter groups")
         for g, group in enumerate(opt.param_groups):
             gexpr = f"{name}.param_groups[{g}]"
-            self.groups.append((group, gexpr))
+            self.groups.append((opt, group, gexpr))
             self.check(f"tuple({gexpr})", tuple(group), f"{what}.param_groups[{g}]: keys")
             for key, value in group.items():
                 where = f"{what}.param_groups[{g}][{key!r}]"
@@ -208,6 +209,8 @@ class _Guards:
         while stack:
             c = stack.pop()
             names.update(c.co_names)
+            self.mentions.update(c.co_names)
+            self.mentions.update(x for x in c.co_consts if isinstance(x, str))
             stack.extend(x for x in c.co_consts if isinstance(x, types.CodeType))
         env = fn.__globals__
         genv = self.hold(env)
@@ -642,7 +645,7 @@ class CompiledFunction:
         guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
         trace = Trace(guards.sources, guards.tensor_paths)
         rng = _rng_states()
-        hypers = _trace_hyper_parameters(guards.groups, trace)
+        hypers = _trace_hyper_parameters(guards, trace)
         try:
             with recording(trace):
                 result = self.fn(*args, **kwargs)
@@ -700,14 +703,21 @@ class CompiledFunction:
 TRACED_HYPER_PARAMETERS = ("lr",)
 
 
-def _trace_hyper_parameters(groups, trace):
+def _trace_hyper_parameters(guards, trace):
     """Put a HyperParameter in place of each float learning rate of the optimizers the guards
-    reached; returns (group, key, original value, proxy) to restore after the call."""
+    reached; returns (group, key, original value, proxy) to restore after the call.
+
+    Only fusegrad's own optimizers, whose updates read it through optim.hyper(), and only when the
+    user code the guards walked never names `param_groups` or the key: code reading the value
+    itself could hand it to C (math.sqrt, formatting), past the proxy, and a replay would then use
+    the value of the capture."""
     installed = []
-    for group, path in groups:
+    for opt, group, path in guards.groups:
+        if not type(opt).__module__.startswith("fusegrad.optim.") or "param_groups" in guards.mentions:
+            continue
         for key in TRACED_HYPER_PARAMETERS:
             value = dict.get(group, key)
-            if type(value) is float:
+            if type(value) is float and key not in guards.mentions:
                 proxy = HyperParameter(value)
                 proxy.trace, proxy.path, proxy.used, proxy.array = trace, f"{path}[{key!r}]", False, None
                 group[key] = proxy

@@ -6,6 +6,7 @@ truncated and garbage files, a read-only and a world-writable directory."""
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -364,6 +365,75 @@ def test_cli_clear_asks_and_prune_removes(warm, tmp_path):
     assert cleared.returncode == 0 and cleared.stdout.startswith("removed 1 entries, freed ")
     assert list((root / "kernels").rglob("*.nb*")) == []
     assert cli("list", cache_dir=root).stdout == f"no entries in {root}\n"
+
+
+def test_clear_removes_only_what_fusegrad_wrote(warm, tmp_path):
+    """Found in review: clear deleted every file under kernels/, following links out of it."""
+    root = copy_cache(warm[0], tmp_path / "c")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data.txt").write_text("precious")
+    (root / "kernels" / "notes.txt").write_text("mine")
+    (root / "kernels" / "link").symlink_to(outside)
+    cleared = cli("clear", "--yes", cache_dir=root)
+    assert cleared.returncode == 0, cleared.stderr
+    assert (outside / "data.txt").read_text() == "precious" and (root / "kernels" / "notes.txt").exists()
+    assert list((root / "kernels").glob("fusegrad_*")) == []
+    os.chmod(root, 0o777)
+    refused = cli("clear", "--yes", cache_dir=root)
+    assert refused.returncode == 2 and refused.stderr.startswith(f"fusegrad cache: error: refusing to delete "
+                                                                 f"from {root}: {root} is writable by other users")
+
+
+def test_a_failing_index_is_kept_not_replaced(tmp_path, monkeypatch):
+    """Only a file that is not a database is replaced; an operational failure (no file handles,
+    a full disk, a lock) leaves the index as it is (found in review: EMFILE wiped it)."""
+    index = Index(str(tmp_path))
+    with index.connect() as db:
+        db.execute("INSERT INTO entries (key, name, modules, size, last_used) VALUES ('abc', 'f', '[]', 1, 0)")
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: (_ for _ in ()).throw(
+        sqlite3.OperationalError("unable to open database file")))
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        index.stats()
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    assert [r["key"] for r in index.rows()] == ["abc"]
+
+
+FORK = """
+import os, sys, time
+import numpy as np
+import fusegrad as fg
+from fusegrad.codegen import store
+x = fg.tensor(np.linspace(0, 1, 64, dtype=np.float32))
+f = fg.compile(lambda x: (fg.sin(x) * 2 + x.exp()).sum())
+for _ in range(2):
+    f(x)
+assert store._builds.worker is not None   # native builds are running in their thread
+pid = os.fork()
+if pid == 0:
+    g = fg.compile(lambda x: (fg.cos(x) * 3 - x).sum())
+    g(x); g(x)
+    os._exit(0)
+deadline = time.time() + 120
+while time.time() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        sys.exit(status)
+    time.sleep(0.2)
+os.kill(pid, 9)
+sys.exit("the child hung")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forking_while_native_builds_run(tmp_path):
+    """A child forked while the build thread holds Numba's compiler lock compiles normally (found
+    in review: it inherited the lock held and hung at its first compile)."""
+    env = dict(os.environ, FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_NATIVE_KERNELS="1")
+    result = subprocess.run([sys.executable, "-c", FORK], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_console_script_matches_module():

@@ -266,3 +266,22 @@ def test_interpreter_instructions_are_every_op_it_claims():
     for name, k in interpreter.OPCODE.items():
         assert f"op == {k}:" in source
     assert "np.float64" not in source and "np.float32(1.0)" in source
+
+
+def test_interpreter_reads_one_argument_two_ways():
+    """v read as a column (through a reshape) and as a row (broadcast) in one large group: two
+    registers, not one (found in review: the second read reused the first's)."""
+    v = fg.tensor(np.arange(1, 5, dtype=np.float32))
+
+    def f(v):
+        z = v.reshape(4, 1) * fg.ones(4, 4)
+        z = z + v
+        for _ in range(1100):
+            z = z + 0.001
+        return z
+
+    compiled = fg.compile(f)
+    for _ in range(3):
+        got = compiled(v).numpy()
+    assert compiled.replays >= 1
+    np.testing.assert_allclose(got, f(v).numpy(), rtol=1e-6)

@@ -248,6 +248,75 @@ def test_item_value_used_in_a_tensor_op():
     assert scale.replays >= 2
 
 
+@pytest.mark.parametrize("write", ["copy_", "fill_scaled"])
+def test_copy_into_an_argument_commits_on_replay(write):
+    """p.copy_(f(p)) in a compiled step: the replay writes the new value (found in review: the
+    value was cast by a NumPy call the trace could not see, so replays wrote the first call's)."""
+    def step(p):
+        with fg.no_grad():
+            if write == "copy_":
+                p.copy_(p.abs() ** 0.5)
+            else:
+                p.copy_((p * 0.5).expand(2, 4)[0].double())   # a broadcast and a cast
+    results = []
+    for compiled in (False, True):
+        p = nn.Parameter(fg.tensor(np.linspace(0.1, 1, 4).astype(np.float32)))
+        f = fg.compile(step) if compiled else step
+        for _ in range(4):
+            f(p)
+        results.append(p.detach().numpy().copy())
+    assert f.replays >= 2
+    np.testing.assert_array_equal(results[1], results[0])
+
+
+def test_learning_rate_handed_to_c_in_python_code_stays_guarded():
+    """math.sqrt reads a float subclass in C, past any proxy: a step whose code names
+    param_groups keeps the learning rate a guarded constant (found in review: replayed stale)."""
+    import math
+
+    def step(p, opt, x):
+        opt.zero_grad()
+        (p * x).sum().backward()
+        opt.step()
+        with fg.no_grad():
+            p.mul_(1 - math.sqrt(opt.param_groups[0]["lr"]))
+
+    results = []
+    for compiled in (False, True):
+        p = nn.Parameter(fg.ones(8))
+        opt = fg.optim.SGD([p], lr=0.01)
+        f = fg.compile(step) if compiled else step
+        for lr in (0.01, 0.01, 0.01, 0.25, 0.25):
+            opt.param_groups[0]["lr"] = lr
+            f(p, opt, fg.ones(8))
+        results.append(p.detach().numpy().copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda ps: fg.optim.SGD(ps, lr=0.05, momentum=0.9),
+                                  lambda ps: fg.optim.Adam(ps, lr=0.01)])
+def test_float16_parameters_update_as_in_eager_mode(make):
+    """A float16 update multiplies by the Python learning rate in float32 and rounds once; the
+    traced 0-d tensor would round it to float16 first (found in review)."""
+    rng = np.random.default_rng(0)
+    start, grads = rng.standard_normal(64).astype(np.float16), rng.standard_normal((5, 64)).astype(np.float16)
+
+    def step(p, o, g):
+        o.zero_grad()
+        (p * g).sum().backward()
+        o.step()
+
+    results = []
+    for compiled in (False, True):
+        p = nn.Parameter(fg.tensor(start))
+        o = make([p])
+        f = fg.compile(step) if compiled else step
+        for g in grads:
+            f(p, o, fg.tensor(g))
+        results.append(p.detach().numpy().copy())
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 def test_list_of_tensors_whose_length_changes():
     def f(xs):
         total = xs[0]

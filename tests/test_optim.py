@@ -320,3 +320,19 @@ def test_invalid_parameter_lists():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         optim.SGD(iter([w]), lr=0.1, foreach=False)   # generators and kernel switches are fine
+
+
+@pytest.mark.parametrize("name", ["Adagrad", "RMSprop"])
+def test_state_dict_with_a_numeric_step_still_steps(name):
+    """State dicts saved while these optimizers kept `step` as a number load and step."""
+    p = fg.nn.Parameter(fg.ones(4))
+    opt = getattr(fg.optim, name)([p], lr=0.1)
+    (p * 2).sum().backward()
+    opt.step()
+    state = opt.state_dict()
+    state["state"][0]["step"] = 1   # as older fusegrad saved it
+    again = getattr(fg.optim, name)([p], lr=0.1)
+    again.load_state_dict(state)
+    (p * 2).sum().backward()
+    again.step()
+    assert again.state[p]["step"].item() == 2.0

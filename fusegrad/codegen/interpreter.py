@@ -105,21 +105,27 @@ class Interpreted:
             if not isinstance(v, Node) or v.op.name in ("const", "full"):
                 constants.append(v.attrs["value"] if isinstance(v, Node) else v)
                 return -len(constants)   # numbered after the arguments and members, below
-            if v in registers:
+            if v in members:
                 return registers[v]
             pattern = [f"i{len(group.shape) - len(v.shape) + j}" if n != 1 else "0" for j, n in enumerate(v.shape)]
             while v not in members and is_broadcast_view(v) and isinstance(v.inputs[0], Node):
                 v, pattern = v.inputs[0], _source_pattern(v, pattern)
+            if v in members:   # a member read through a view: never absorbed by fusion, but be safe
+                raise ValueError("interpreter: a member read through a broadcast view")
             if v.op.name in ("const", "full"):
                 return register(v)
             aligned = [1] * len(group.shape)
             for j, index in enumerate(pattern):
                 if index != "0":
                     aligned[int(index[1:])] = v.shape[j]
-            registers[v] = len(self.args)
-            self.args.append(v)
-            self.aligned.append(tuple(aligned))
-            return registers[v]
+            # one register per value *and* the way it is read: v.reshape(4, 1) and v broadcast as a
+            # row are different registers of the same argument
+            key = (v, tuple(aligned))
+            if key not in registers:
+                registers[key] = len(self.args)
+                self.args.append(v)
+                self.aligned.append(tuple(aligned))
+            return registers[key]
 
         self.outs, self.reduce_rows = [], []
         reductions = []
@@ -159,8 +165,8 @@ class Interpreted:
         self.code = np.array([[op, resolve(o), resolve(a), resolve(b)] for op, o, a, b in code], np.int64)
         self.constants = np.array(constants, self.dtype.np)
         self.size = int(np.prod(group.shape))
-        self.whole = [k for k, v in enumerate(self.args) if v.shape == group.shape]
-        self.broadcast = [k for k, v in enumerate(self.args) if v.shape != group.shape]
+        self.whole = [k for k, v in enumerate(self.args) if v.shape == self.aligned[k] == tuple(group.shape)]
+        self.broadcast = [k for k in range(len(self.args)) if k not in set(self.whole)]
         self.padded = -(-self.size // LANES) * LANES
         self.fn = None
         self.register_count = constants_base + len(constants)

@@ -18,10 +18,10 @@ later processes. Importing a file runs it, and Numba's cache has sharp edges (NU
 import contextlib
 import functools
 import glob
-import importlib.util
 import os
 import stat
 import sys
+import tempfile
 import threading
 import warnings
 
@@ -109,7 +109,7 @@ class Store:
             path = os.path.join(self.kernels, module_name + ".py")
             try:
                 self._write(path, source)
-                module = _import_file(path, module_name)
+                module = _module_from_source(source, path, module_name)
             except OSError as error:
                 self.degrade(f"writing {path} failed ({error.strerror or error})")
             else:
@@ -174,22 +174,26 @@ class Store:
             pass
         except (UnicodeDecodeError, ValueError):
             warn(f"{path} was not a readable kernel file; it is rewritten")
-        tmp = f"{path}.{os.getpid()}.tmp"
+        handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".", suffix=".tmp")
         try:
-            with open(tmp, "w", encoding="utf-8") as f:
+            with os.fdopen(handle, "w", encoding="utf-8") as f:
                 f.write(source)
-            os.replace(tmp, path)   # atomic: another process never sees half a file
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)   # atomic: another process (or thread) never sees half a file
         except OSError:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
             raise
 
 
-def _import_file(path, module_name):
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
+def _module_from_source(source, path, module_name):
+    """The module of `source`, whose file at `path` holds exactly that text: the verified text is
+    compiled (no bytecode file is read, so a stale or damaged .pyc cannot stand in for it) under
+    the file's name, which is what Numba's cache keys on."""
+    module = type(sys)(module_name)
+    module.__file__ = path
     sys.modules[module_name] = module   # before exec: Numba's cache pickles the module by name
-    spec.loader.exec_module(module)
+    exec(compile(source, path, "exec"), module.__dict__)
     return module
 
 
@@ -279,6 +283,7 @@ class _Builds:
         self.queue = []
         self.queued = set()   # library paths submitted in this process (built or queued)
         self.worker = None
+        self.fork_lock = None
 
     def submit(self, kernels):
         """kernels: {library path: kernel}."""
@@ -304,6 +309,36 @@ class _Builds:
 
 _builds = _Builds()
 _stores = {}
+
+
+def _compiler_lock():
+    """Numba's global compiler lock, which a native build holds for its LLVM work (None until
+    Numba is imported)."""
+    module = sys.modules.get("numba.core.compiler_lock")
+    return module.global_compiler_lock if module is not None else None
+
+
+def _before_fork():
+    # a child forked while the build thread holds these would inherit them held, by a thread
+    # it does not have: every Numba compile in it would wait forever
+    _builds.lock.acquire()
+    lock = _builds.fork_lock = _compiler_lock()
+    if lock is not None:
+        lock.acquire()
+
+
+def _after_fork(child):
+    lock = _builds.fork_lock
+    if lock is not None:
+        lock.release()
+    if child:   # the build thread did not come along: its queue goes with it
+        _builds.queue, _builds.worker = [], None
+    _builds.lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=lambda: _after_fork(False),
+                        after_in_child=lambda: _after_fork(True))
 
 
 def store(root=None):

@@ -29,6 +29,8 @@ class Adagrad(Optimizer):
     def _update(self, param, grad, group, state):
         if not state:
             self._init_state(param, state)
+        if not isinstance(state["step"], fg.Tensor):   # a state dict saved when steps were numbers
+            state["step"] = fg.tensor(float(state["step"]))
         state["step"].add_(1)
         if group["maximize"]:
             grad = -grad

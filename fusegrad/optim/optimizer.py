@@ -7,7 +7,8 @@ import numpy as np
 
 from .. import tracer
 from ..tracer import Tensor
-from ..tracer.capture import traced_scalar
+from ..ir.dtypes import float16
+from ..tracer.capture import plain, traced_scalar
 from ..tracer.factories import from_numpy
 
 
@@ -25,7 +26,12 @@ def hyper(group, key):
     rate schedule replays one compiled plan instead of compiling each value. Updates combine it
     with tensors as they would the number (a 0-d float64 tensor takes a float32 tensor's dtype,
     as a Python float does); `like` below does the same where both sides are 0-d."""
-    value = traced_scalar(group[key])
+    value = group[key]
+    if any(p.dtype is float16 for p in group["params"]):
+        # float16 updates with a Python float compute in float32 and round once; a 0-d tensor
+        # would be rounded to float16 first: keep the number (a guarded constant when captured)
+        return plain(value)
+    value = traced_scalar(value)
     return from_numpy(value) if isinstance(value, np.ndarray) else value
 
 

@@ -28,6 +28,8 @@ class RMSprop(Optimizer):
                 state["grad_avg"] = fg.zeros_like(param)
         if group["maximize"]:
             grad = -grad
+        if not isinstance(state["step"], fg.Tensor):   # a state dict saved when steps were numbers
+            state["step"] = fg.tensor(float(state["step"]))
         state["step"].add_(1)
         if group["weight_decay"]:
             grad = grad + param * group["weight_decay"]

@@ -169,8 +169,8 @@ class Index:
             try:
                 connection = self._open()
             except sqlite3.DatabaseError as error:
-                if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-                    raise
+                if isinstance(error, sqlite3.OperationalError):   # locked, no file handles, disk full: the
+                    raise                                          # index is fine; record() warns instead
                 warn(f"{self.path} is not a usable index ({error}); it is replaced by an empty one")
                 for suffix in ("", "-journal", "-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
@@ -260,13 +260,20 @@ class Index:
         return len(doomed), self.remove(doomed)
 
     def clear(self):
-        """Remove every entry, the lookup log and every kernel file; returns (entries, bytes)."""
+        """Remove every entry, the lookup log and every file fusegrad wrote (kernel modules, Numba's
+        cache files of them, native libraries, locks); returns (entries, bytes). Nothing else in
+        the directory is touched, and no link is followed."""
         count = len(self.rows())
         freed = self.remove([r["key"] for r in self.rows()])
-        for path in glob.glob(os.path.join(self.root, "kernels", "**", "*"), recursive=True):
-            if os.path.isfile(path):
-                freed += os.path.getsize(path)
-                os.remove(path)
+        for folder in ("kernels", os.path.join("kernels", "__pycache__"), "locks"):
+            try:
+                entries = list(os.scandir(os.path.join(self.root, folder)))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name.startswith("fusegrad_") and entry.is_file(follow_symlinks=False):
+                    freed += entry.stat(follow_symlinks=False).st_size
+                    os.remove(entry.path)
         if os.path.exists(self.path):
             with self.connect() as db:
                 db.execute("DELETE FROM lookups")

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from ..codegen.store import default_dir
+from ..codegen.store import default_dir, unsafe_reason
 from .cache import COMPONENTS, Index, parse_age, parse_size
 
 PROG = "fusegrad cache"
@@ -183,6 +183,10 @@ def main(argv=None, out=None):
     try:
         args = parser().parse_args(argv)
         root = os.path.abspath(os.path.expanduser(args.cache_dir)) if args.cache_dir else default_dir()
+        if args.run in (cmd_clear, cmd_prune) and os.path.isdir(root):
+            unsafe = unsafe_reason(root)
+            if unsafe is not None:
+                raise UsageError(f"refusing to delete from {root}: {unsafe}")
         args.run(Index(root), args, out)
         return 0
     except UsageError as error:

@@ -1149,7 +1149,11 @@ def _overwrite(input, values, name, label):
 
     def replaced(old):
         if not (grad_mode.state.enabled and (old._rg or isinstance(values, Tensor) and values._rg)):
-            return _new(np.broadcast_to(data, shape).astype(input._data.dtype), input._device)
+            # through recorded ops (a compiled step replays them), not NumPy calls the trace cannot see
+            new = values if isinstance(values, Tensor) else _new(np.asarray(data), input._device)
+            if new._data.shape != shape:
+                new = expand(new, *shape)
+            return cast(new, input.dtype)
         everywhere = _new(np.ones(input._data.shape, bool), input._device)
         new = values if isinstance(values, Tensor) else _new(values.astype(input._data.dtype, copy=False),
                                                              input._device)
