@@ -115,6 +115,9 @@ def test_warm_process_runs_native_kernels_without_numba(warm, tmp_path):
     assert sorted((tmp_path / "kernels").glob("fusegrad_k_*.so")) == libraries   # and built again
     result, stderr = run_step(tmp_path, extra_env=native)
     assert result == cold and "numba imported: False" in stderr
+    os.chmod(libraries[0], 0o666)   # others could have replaced it: never loaded
+    result, stderr = run_step(tmp_path, extra_env=native)
+    assert result == cold and "numba imported: True" in stderr
 
 
 def test_four_processes_compiling_at_once_lose_nothing(tmp_path):

@@ -56,7 +56,7 @@ def warn(message):
 
 
 def unsafe_reason(path):
-    """Why `path` (an existing directory) must not be imported from, or None."""
+    """Why `path` (an existing directory, or a file to load) must not be used, or None."""
     if not hasattr(os, "getuid"):
         return None
     info = os.stat(path)
@@ -78,7 +78,8 @@ class Store:
         self.reason = None
         self._numba = {}   # module name -> its Numba kernel
         try:
-            for path in (root, self.kernels, self.locks):
+            numba_cache = os.path.join(self.kernels, "__pycache__")   # Numba's pickles: loading runs them
+            for path in (root, self.kernels, self.locks, numba_cache):
                 os.makedirs(path, mode=0o700, exist_ok=True)
                 unsafe = unsafe_reason(path)
                 if unsafe is not None:
@@ -123,7 +124,7 @@ class Store:
         if self.reason is None and NATIVE:
             path = os.path.join(self.kernels, kernel.module + ".py")
             library = native.library_path(path, kernel)
-            if os.path.exists(library):
+            if os.path.exists(library) and unsafe_reason(library) is None:   # loading it runs it
                 try:
                     self._write(path, kernel.source)   # the fallback's file, checked as every kernel file is
                     return native.load(library, fallback=_Deferred(self.numba_kernel, kernel.source, kernel.module))

@@ -261,11 +261,11 @@ class Index:
 
     def clear(self):
         """Remove every entry, the lookup log and every file fusegrad wrote (kernel modules, Numba's
-        cache files of them, native libraries, locks); returns (entries, bytes). Nothing else in
-        the directory is touched, and no link is followed."""
+        cache files of them, native libraries; not lock files); returns (entries, bytes). Nothing
+        else in the directory is touched, and no link is followed."""
         count = len(self.rows())
         freed = self.remove([r["key"] for r in self.rows()])
-        for folder in ("kernels", os.path.join("kernels", "__pycache__"), "locks"):
+        for folder in ("kernels", os.path.join("kernels", "__pycache__")):   # lock files stay (module_files)
             try:
                 entries = list(os.scandir(os.path.join(self.root, folder)))
             except FileNotFoundError:
@@ -281,9 +281,10 @@ class Index:
 
 
 def module_files(root, module):
-    """A kernel module's files: its source and native libraries, Numba's index and code files, its lock."""
+    """A kernel module's files: its source and native libraries, Numba's index and code files. (Not
+    its lock file: another process may hold it, and a new file in its place would be a second lock.)"""
     kernels = os.path.join(root, "kernels")
-    return ([os.path.join(root, "locks", module + ".lock")] + glob.glob(os.path.join(kernels, glob.escape(module) + ".*"))
+    return (glob.glob(os.path.join(kernels, glob.escape(module) + ".*"))
             + glob.glob(os.path.join(kernels, "__pycache__", glob.escape(module) + ".*")))
 
 
