@@ -8,7 +8,7 @@ import numpy as np
 from .. import tracer
 from ..tracer import Tensor
 from ..ir.dtypes import float16
-from ..tracer.capture import plain, traced_scalar
+from ..tracer.capture import HyperParameter, plain, traced_scalar
 from ..tracer.factories import from_numpy
 
 
@@ -27,6 +27,8 @@ def hyper(group, key):
     with tensors as they would the number (a 0-d float64 tensor takes a float32 tensor's dtype,
     as a Python float does); `like` below does the same where both sides are 0-d."""
     value = group[key]
+    if not isinstance(value, HyperParameter):   # eager mode: the number, with no per-call scan
+        return value
     if any(p.dtype is float16 for p in group["params"]):
         # float16 updates with a Python float compute in float32 and round once; a 0-d tensor
         # would be rounded to float16 first: keep the number (a guarded constant when captured)

@@ -263,8 +263,8 @@ class Index:
         """Remove every entry, the lookup log and every file fusegrad wrote (kernel modules, Numba's
         cache files of them, native libraries; not lock files); returns (entries, bytes). Nothing
         else in the directory is touched, and no link is followed."""
-        count = len(self.rows())
-        freed = self.remove([r["key"] for r in self.rows()])
+        keys = [r["key"] for r in self.rows()]
+        count, freed = len(keys), self.remove(keys)
         for folder in ("kernels", os.path.join("kernels", "__pycache__")):   # lock files stay (module_files)
             try:
                 entries = list(os.scandir(os.path.join(self.root, folder)))

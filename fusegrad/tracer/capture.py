@@ -94,14 +94,13 @@ def plain(value):
 
 
 def plain_data(data):
-    """plain() through nested lists and tuples (a tensor factory's data)."""
+    """plain() through nested lists and tuples (a tensor factory's data) while capturing, the
+    only time proxies are made; the data itself otherwise."""
+    if active() is None:
+        return data
     if isinstance(data, (list, tuple)):
-        return type(data)(plain_data(x) for x in data) if any(_has_proxy(x) for x in data) else data
+        return [plain_data(x) for x in data]   # NumPy reads lists and tuples alike
     return plain(data)
-
-
-def _has_proxy(x):
-    return isinstance(x, _FloatProxy) or (isinstance(x, (list, tuple)) and any(_has_proxy(y) for y in x))
 
 
 def traced_scalar(value):
