@@ -200,18 +200,14 @@ def target_description():
         return "cuda (Numba's simulator)"
     major, minor = cuda.get_current_device().compute_capability
     return f"cuda (compute capability {major}.{minor})"
-_loaded = {}
 
 
 def build(group, name="kernel", cache_dir=None):
     """Emit and import the kernel of `group` (its module file in the cache, as the CPU's);
     numba.cuda compiles it at its first launch."""
     source, args, outs, buffers, passes = emit(group, name)
-    kernels = store(cache_dir)
     module = f"fusegrad_cuda_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
-    fn = _loaded.get((kernels.root, module))
-    if fn is None:
-        fn = _loaded[kernels.root, module] = getattr(kernels.load(source, module), name)
+    fn = store(cache_dir).numba_kernel(source, module, name)
     return Kernel(name, source, fn, args, outs, buffers, group, passes, module)
 
 

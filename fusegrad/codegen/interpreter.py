@@ -73,20 +73,11 @@ def _source(dtype):
     return "\n".join(lines) + "\n"
 
 
-_interpreters = {}
-
-
 def _interpreter(dtype, cache_dir, entry):
     """The interpreter of `dtype`'s entry point `entry` ("kernel" or "arithmetic")."""
-    kernels = store(cache_dir)
-    key = (kernels.root, dtype, entry)
-    fn = _interpreters.get(key)
-    if fn is None:
-        source = _source(dtype)
-        name = f"fusegrad_interpreter_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
-        fn = _interpreters[key] = getattr(kernels.load(source, name), entry)
-        kernels.guard(fn, name)
-    return fn
+    source = _source(dtype)
+    module = f"fusegrad_interpreter_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
+    return store(cache_dir).numba_kernel(source, module, entry)
 
 
 class Interpreted:

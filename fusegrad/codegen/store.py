@@ -76,7 +76,8 @@ class Store:
         self.kernels = os.path.join(root, "kernels")
         self.locks = os.path.join(root, "locks")
         self.reason = None
-        self._numba = {}   # module name -> its Numba kernel
+        self._modules = {}   # module name -> the module, loaded
+        self._numba = {}     # (module name, function name) -> its compiled function
         try:
             numba_cache = os.path.join(self.kernels, "__pycache__")   # Numba's pickles: loading runs them
             for path in (root, self.kernels, self.locks, numba_cache):
@@ -136,11 +137,15 @@ class Store:
                     self.degrade(f"writing {path} failed ({error.strerror or error})")
         return self.numba_kernel(kernel.source, kernel.module)
 
-    def numba_kernel(self, source, module_name):
-        """The Numba kernel of a module (one per module and process: it serves every shape)."""
-        fn = self._numba.get(module_name)
+    def numba_kernel(self, source, module_name, name="kernel"):
+        """The compiled function `name` of a kernel module, loaded once per process (it serves
+        every shape), its Numba cache guarded."""
+        fn = self._numba.get((module_name, name))
         if fn is None:
-            fn = self._numba[module_name] = self.load(source, module_name).kernel
+            module = self._modules.get(module_name)
+            if module is None:
+                module = self._modules[module_name] = self.load(source, module_name)
+            fn = self._numba[module_name, name] = getattr(module, name)
             self.guard(fn, module_name)
         return fn
 
