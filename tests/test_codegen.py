@@ -204,10 +204,9 @@ def test_large_groups_run_in_parallel_and_agree():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [D.float32, D.float64])
-def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
-    """A group of thousands of ops over few elements (an unrolled loop) runs on the interpreter:
-    every instruction, broadcast inputs, constants and reductions agree with the graph interpreter."""
+def _rounds(dtype, factor):
+    """150 rounds of every interpreter instruction over a (2, 3) space, values kept near 1; round k
+    first scales by factor(k). Returns (graph, input arrays)."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0.5, 1.5, (2, 3)).astype(dtype.np)
     row = rng.uniform(0.5, 1.5, (1, 3)).astype(dtype.np)
@@ -216,34 +215,46 @@ def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
     rb = b.expand(r, shape=(2, 3))
     z = p
     unary = ("neg", "exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "sqrt", "abs", "copy")
-    for k in range(150):   # each round: every instruction once, values kept near 1
-        z = b.add(b.mul(z, 0.5), rb)
+    for k in range(150):
+        z = b.add(b.mul(z, factor(k)), rb)
         for name in unary:
             w = getattr(b, name)(b.abs(z) if name in ("log", "sqrt") else z)
             z = b.add(b.mul(z, 0.999), b.mul(w, 0.001))
         z = b.div(b.maximum(z, rb), b.add(b.minimum(b.pow(b.abs(z), 1.5), 2.0), 1.0))
         z = b.sub(z, b.mul(rb, 0.01))
     graph = b.graph([z, b.sum(z, axes=(0, 1), keepdim=False), b.amax(z, axes=(1,), keepdim=False, nans_win=True)])
+    return graph, [x, row]
+
+
+def _agree_with_the_graph_interpreter(plan, graph, inputs, dtype):
+    for e, g in zip(run_graph(graph, inputs), plan(inputs)):
+        assert g.dtype == e.dtype and g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4 if dtype is D.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
+    """A group of thousands of ops over few elements that does not re-roll (each round has constants
+    of its own) runs on the interpreter: every instruction, broadcast inputs, constants and
+    reductions agree with the graph interpreter."""
+    graph, inputs = _rounds(dtype, lambda k: 0.5 + 1e-4 * k)
     plan = Plan(graph)
     [step] = [s for s in plan.steps if isinstance(s, interpreter.Interpreted)]
     assert len(step.group.nodes) > plans.MAX_KERNEL_OPS and plan.kernels == []
-    expected = run_graph(graph, [x, row])
-    got = plan([x, row])
-    for e, g in zip(expected, got):
-        assert g.dtype == e.dtype and g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-4 if dtype is D.float32 else 1e-12)
+    _agree_with_the_graph_interpreter(plan, graph, inputs, dtype)
     assert step.fn.__name__ == "kernel"
 
 
 def test_arithmetic_programs_run_on_the_short_interpreter():
-    """The profiler loop's shape: z = (z / x) * y a thousand times and its backward."""
+    """The profiler loop's shape, z = (z / x) * y many times and its backward, with a factor of
+    each step's own so that it does not re-roll."""
     x = fg.tensor([[0.9, -1.1, 1.3], [1.2, 0.8, -0.7]], requires_grad=True)
     y = fg.tensor([[1.1, 0.9, 1.0], [0.95, 1.05, 1.2]], requires_grad=True)
 
     def loop(x, y):
         z = fg.ones(2, 3)
-        for _ in range(600):
-            z = (z / x) * y
+        for k in range(600):
+            z = (z / x) * y * (1 + 1e-6 * k)
         z.sum().backward()
         return x.grad, y.grad
 
@@ -270,14 +281,15 @@ def test_interpreter_instructions_are_every_op_it_claims():
 
 def test_interpreter_reads_one_argument_two_ways():
     """v read as a column (through a reshape) and as a row (broadcast) in one large group: two
-    registers, not one (found in review: the second read reused the first's)."""
+    registers, not one (found in review: the second read reused the first's). Each step adds a
+    constant of its own, so the loop does not re-roll."""
     v = fg.tensor(np.arange(1, 5, dtype=np.float32))
 
     def f(v):
         z = v.reshape(4, 1) * fg.ones(4, 4)
         z = z + v
-        for _ in range(1100):
-            z = z + 0.001
+        for k in range(1100):
+            z = z + 0.001 * (1 + 1e-3 * k)
         return z
 
     compiled = fg.compile(f)
@@ -285,3 +297,151 @@ def test_interpreter_reads_one_argument_two_ways():
         got = compiled(v).numpy()
     assert compiled.replays >= 1
     np.testing.assert_allclose(got, f(v).numpy(), rtol=1e-6)
+
+
+def _rolled(plan):
+    """The plan's kernels that run re-rolled loops (ir.rolling)."""
+    return [k for k in plan.kernels if "for r in range(" in k.source]
+
+
+def _leaves(*arrays):
+    return [fg.tensor(a, requires_grad=True) for a in arrays]
+
+
+def _compiled_against_eager(step, arrays, rtol):
+    """Run `step` (a function of leaves returning tensors) compiled until it replays, and eagerly;
+    assert the results agree, NaN and inf included. Returns the compiled function."""
+    compiled = fg.compile(step)
+    for _ in range(3):
+        got = [t.detach().numpy().copy() for t in compiled(*_leaves(*arrays))]
+    want = [t.detach().numpy() for t in step(*_leaves(*arrays))]
+    assert compiled.replays >= 1
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=0, equal_nan=True)
+    return compiled
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+def test_unrolled_loops_run_as_loops(dtype):
+    """The interpreter test's rounds without constants of their own: the group re-rolls into a
+    kernel that loops over the rounds (a few dozen statements, not 6,000), and agrees with the
+    graph interpreter."""
+    graph, inputs = _rounds(dtype, lambda k: 0.5)
+    plan = Plan(graph)
+    assert not any(isinstance(s, interpreter.Interpreted) for s in plan.steps)
+    [kernel] = _rolled(plan)
+    assert kernel.source.count("\n") < 400   # the float32 math prelude included
+    _agree_with_the_graph_interpreter(plan, graph, inputs, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_profiler_loop_compiles_to_loops(dtype):
+    """z = (z / x) * y six hundred times and its backward: a forward loop, and a backward loop
+    reading the forward's values in reverse. Gradients equal eager mode's, inf and NaN included
+    (x has a zero: its column overflows)."""
+    x = np.array([[0.9, -1.1, 1.3], [1.2, 0.0, -0.7]], dtype)
+    y = np.array([[1.1, 0.9, 1.0], [0.95, 1.05, 1.2]], dtype)
+
+    def loop(x, y):
+        z = fg.ones(2, 3, dtype=x.dtype)
+        for _ in range(600):
+            z = (z / x) * y
+        z.sum().backward()
+        return z, x.grad, y.grad
+
+    compiled = _compiled_against_eager(loop, (x, y), 1e-5 if dtype == np.float32 else 1e-12)
+    [kernel] = _rolled(compiled.specialisations[-1].plan)
+    assert "- r," in kernel.source   # the backward reads the stacked forward values last first
+
+
+def test_rolled_loops_keep_the_values_their_backward_needs():
+    """z = tanh(z) * w: each step's tanh is saved for the backward (a stack per offset); the
+    gradients equal eager mode's and central finite differences, in float64."""
+    rng = np.random.default_rng(1)
+    z0, w = rng.uniform(-1, 1, 3), rng.uniform(1.0, 1.5, 3)
+
+    def step(z, w):
+        out = z
+        for _ in range(15):
+            out = fg.tanh(out) * w
+        out.sum().backward()
+        return out, z.grad, w.grad
+
+    compiled = _compiled_against_eager(step, (z0, w), 1e-12)
+    assert _rolled(compiled.specialisations[-1].plan)
+    _, gz, gw = (t.numpy() for t in compiled(*_leaves(z0, w)))
+
+    def loss(z, w):
+        for _ in range(15):
+            z = np.tanh(z) * w
+        return z.sum()
+
+    h = 1e-6
+    for k in range(3):
+        e = np.eye(3)[k] * h
+        np.testing.assert_allclose(gz[k], (loss(z0 + e, w) - loss(z0 - e, w)) / (2 * h), rtol=1e-6)
+        np.testing.assert_allclose(gw[k], (loss(z0, w + e) - loss(z0, w - e)) / (2 * h), rtol=1e-6)
+
+
+def test_loops_carrying_two_values_roll():
+    """a, b = b, (a + b) * 0.5: each step reads both values of the step before."""
+    a0, b0 = np.array([1.0, -2.0, 3.0], np.float32), np.array([0.5, 4.0, -1.0], np.float32)
+
+    def step(a, b):
+        for _ in range(60):
+            a, b = b, (a + b) * 0.5
+        return a, b
+
+    compiled = _compiled_against_eager(step, (a0, b0), 1e-6)
+    assert _rolled(compiled.specialisations[-1].plan)
+
+
+def test_every_step_of_a_rolled_loop_can_be_an_output():
+    """Each step's value is read outside the loop (stacked into one tensor): every repetition's
+    value leaves the kernel, and the gradient flows back through all of them."""
+    z0 = np.array([0.3, -0.2, 0.9, 1.5], np.float32)
+
+    def step(z):
+        values = [z]
+        for _ in range(50):
+            values.append(fg.sin(values[-1]) * 1.5)
+        stacked = fg.stack(values)
+        (stacked * fg.arange(51.0).reshape(51, 1)).sum().backward()
+        return stacked, z.grad
+
+    compiled = _compiled_against_eager(step, (z0,), 1e-5)
+    assert _rolled(compiled.specialisations[-1].plan)
+
+
+def test_loops_with_constants_of_their_own_do_not_roll():
+    """z * (1 + 0.01 k): the steps differ in a constant, so they are not repetitions of one body;
+    the kernel stays straight and computes every step's own factor."""
+    z0 = np.array([1.0, 2.0, -3.0], np.float32)
+
+    def step(z):
+        out = z
+        for k in range(100):
+            out = out * (1 + 0.01 * k)
+        out.sum().backward()
+        return out, z.grad
+
+    compiled = _compiled_against_eager(step, (z0,), 1e-5)
+    assert compiled.specialisations[-1].plan.kernels and not _rolled(compiled.specialisations[-1].plan)
+
+
+def test_a_loop_starting_from_another_type_rolls_from_its_second_step():
+    """total = ints + x, then total + x: the first step reads an int64 tensor (computed in the
+    first step's own way), so the loop rolls from the second step on."""
+    ints = fg.tensor(np.array([16777217, -3, 5], np.int64))
+    x0 = np.array([0.25, 0.5, -0.75], np.float32)
+
+    def step(x):
+        total = ints + x
+        for _ in range(70):
+            total = total + x
+        total.sum().backward()
+        return total, x.grad
+
+    compiled = _compiled_against_eager(step, (x0,), 0)
+    assert _rolled(compiled.specialisations[-1].plan)

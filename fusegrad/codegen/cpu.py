@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from ..ir import dtypes as D
+from ..ir import rolling
 from ..ir.fusion import REDUCTIONS, is_broadcast_view
 from ..ir.graph import Node
 from .store import store
@@ -198,6 +199,7 @@ class _Emitter:
         self.load_lines = []
         self.constants = {}     # (np name, repr) -> global name
         self.locals = {}        # member -> local name
+        self.remote = {}        # member -> where a later loop nest reads it (re-rolled kernels)
         self.fast_math = False  # whether the kernel calls the FAST_MATH_PRELUDE functions
         self.exact_trig = exact_trig
         self.trig_args = {}     # local -> names of its shared range reduction (for sin32/cos32)
@@ -224,6 +226,8 @@ class _Emitter:
             return self.literal(v, like)
         if v in self.locals:
             return self.locals[v]
+        if v in self.remote:
+            return self.remote[v]
         pattern = self.pattern_of(v)
         while v not in self.members and is_broadcast_view(v) and isinstance(v.inputs[0], Node):
             v, pattern = v.inputs[0], _source_pattern(v, pattern)
@@ -326,24 +330,34 @@ def _accumulate(op_name, acc, x):
     return f"{x} if ({x} {sym} {acc} or {x} != {x}) else {acc}"
 
 
+def _reduction(e, node, outs, buffers):
+    """A reduction's operand, and its output buffer added to `outs`/`buffers`: keepdim, float32
+    sums accumulating in float64. Returns (operand, buffer name, axes, accumulator dtype)."""
+    x = e.operand(node.inputs[0], node.dtype)
+    axes = node.attrs["axes"]
+    acc_dtype = D.float64 if node.op.name == "sum" and node.dtype is D.float32 else node.dtype
+    out = f"y{len(outs)}"
+    outs.append(node)
+    buffers.append((tuple(1 if k in axes else n for k, n in enumerate(e.group.shape)), acc_dtype,
+                    _INIT[node.op.name]))
+    return x, out, axes, acc_dtype
+
+
 def emit(group, exact_trig=False):
     """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
     must pass and allocate, and whether it reports out-of-range trigonometric arguments (see
     Kernel). Sizes are arguments and names are not part of it, so every group of the same
     computation, in any plan and of any size, shares one module and one compilation."""
+    rolled = rolling.roll(group)
+    if rolled is not None:
+        return _emit_rolled(group, rolled)
     e = _Emitter(group, exact_trig)
     body = []
     stores, outs, buffers = [], [], []
     full_reductions = []
     for node in group.nodes:
         if node.op.name in REDUCTIONS:
-            x = e.operand(node.inputs[0], node.dtype)
-            axes = node.attrs["axes"]
-            acc_dtype = D.float64 if node.op.name == "sum" and node.dtype is D.float32 else node.dtype
-            out = f"y{len(outs)}"
-            outs.append(node)
-            buffers.append((tuple(1 if k in axes else n for k, n in enumerate(group.shape)), acc_dtype,
-                            _INIT[node.op.name]))
+            x, out, axes, acc_dtype = _reduction(e, node, outs, buffers)
             if len(axes) == e.ndim:   # a full reduction: one accumulator in a register
                 acc = f"acc{len(full_reductions)}"
                 full_reductions.append((acc, out, e.literal(_INIT[node.op.name], acc_dtype)))
@@ -408,6 +422,137 @@ def emit(group, exact_trig=False):
     return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args)
 
 
+def _emit_rolled(group, rolled):
+    """The kernel of a group with repeated regions (ir.rolling): a sequence of loop nests over
+    the iteration space, one per stretch of straight members, and for each region one nest
+    inside a loop over its repetitions that emits the region's body once. Values cross nests
+    through arrays the kernel allocates: a straight member read later, a carried value (one
+    array updated in place each repetition), a stacked offset (every repetition's value).
+    Region bodies use libm's sin and cos, so the kernel never needs its exact twin."""
+    e = _Emitter(group, exact_trig=True)
+    index = ", ".join(f"i{k}" for k in range(e.ndim))
+    space = "(" + ", ".join(f"n{k}" for k in range(e.ndim)) + ",)"
+    place = rolled.place
+    allocations, nests = [], []
+    outs, buffers = [], []
+    names = iter(range(1 << 62))   # locals are unique in the kernel: Numba types each name once
+
+    def array(name, dtype, reps=None):
+        shape = space if reps is None else f"({reps}, {space[1:]}"
+        allocations.append(f"{name} = np.empty({shape}, {_NP_NAME[dtype]})")
+        return name
+
+    # where later nests read each region member and each straight member used outside its nest
+    for piece in rolled.pieces:
+        if isinstance(piece, rolling.Region):
+            for o in piece.carried:
+                array(f"c{piece.index}_{o}", piece.template[o].dtype)
+            for j in sorted(piece.stacked):
+                array(f"s{piece.index}_{j}", piece.template[j].dtype, piece.reps)
+    for node, (region, q, j) in place.items():
+        e.remote[node] = (f"c{region.index}_{j}[{index}]" if rolled.final(node)
+                          else f"s{region.index}_{j}[{q}, {index}]")
+    run_of, runs = {}, 0   # straight member -> the stretch of straight members (loop nest) it is in
+    for piece in rolled.pieces:
+        if isinstance(piece, rolling.Region):
+            runs += 1
+        else:
+            run_of[piece] = runs
+    crossing = set()   # straight members read from another nest
+    for piece in rolled.pieces:
+        if isinstance(piece, rolling.Region):
+            crossing.update(v for v, how in piece.reads.items() if how[0] == "fixed")
+            crossing.update(piece.carried.values())
+        else:
+            crossing.update(v for v in piece.inputs if run_of.get(v, run_of[piece]) != run_of[piece])
+    for node in rolled.pieces:
+        if node in crossing and node in run_of:
+            e.remote[node] = f"{array(f't{len(allocations)}', node.dtype)}[{index}]"
+
+    def nest(statements, reps=None):
+        indent = "    "
+        lines = []
+        if reps is not None:
+            lines.append(f"{indent}for r in range({reps}):")
+            indent += "    "
+        for k in range(e.ndim):
+            lines.append(f"{indent}for i{k} in range(n{k}):")
+            indent += "    "
+        nests.append(lines + [indent + s for s in e.load_lines + statements])
+        e.locals, e.loads, e.load_lines = {}, {}, []
+
+    def output(node, value):
+        outs.append(node)
+        buffers.append((group.shape, node.dtype, None))
+        return f"y{len(outs) - 1}[{index}] = {value}"
+
+    run = []   # statements of the current stretch of straight members
+    for piece in rolled.pieces + [None]:
+        if piece is None or isinstance(piece, rolling.Region):
+            if run:
+                nest(run)
+                run = []
+            if piece is None:
+                break
+            region = piece
+            if region.carried:
+                nest([f"c{region.index}_{o}[{index}] = {e.operand(v, region.template[o].dtype)}"
+                      for o, v in region.carried.items()])
+            for v, how in region.reads.items():
+                if how[0] == "carry":
+                    e.locals[v] = f"carried{region.index}_{how[1]}"
+                elif how[0] == "stacked":
+                    source, j, q0, step = how[1:]
+                    e.locals[v] = f"s{source.index}_{j}[{q0} {'+' if step > 0 else '-'} r, {index}]"
+            body = [f"carried{region.index}_{o} = c{region.index}_{o}[{index}]" for o in region.carried]
+            for node in region.template:
+                local = f"v{next(names)}"
+                body.append(f"{local} = {e.expression(node)}")
+                e.locals[node] = local
+            for j in sorted(region.stacked):
+                body.append(f"s{region.index}_{j}[r, {index}] = {e.locals[region.template[j]]}")
+            for o in region.carried:
+                body.append(f"c{region.index}_{o}[{index}] = {e.locals[region.template[o]]}")
+            nest(body, region.reps)
+            continue
+        node = piece
+        if node.op.name in REDUCTIONS:
+            x, out, axes, _ = _reduction(e, node, outs, buffers)
+            at = ", ".join("0" if k in axes else f"i{k}" for k in range(e.ndim))
+            run.append(f"{out}[{at}] = {_accumulate(node.op.name, f'{out}[{at}]', x)}")
+            continue
+        local = f"v{next(names)}"
+        run.append(f"{local} = {e.expression(node)}")
+        e.locals[node] = local
+        if node in e.remote:
+            run.append(f"{e.remote[node]} = {local}")
+        if node in group.outputs:
+            run.append(output(node, local))
+    stores = [output(node, e.remote[node]) for node in group.outputs if node in place]
+    if stores:
+        nest(stores)
+    params = [f"n{k}" for k in range(e.ndim)] + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
+    lines = [f"# a fusion group of {len(group.nodes)} ops over {e.ndim} dimensions, re-rolled: "
+             f"{sum(isinstance(p, rolling.Region) for p in rolled.pieces)} loops",
+             "import numpy as np", "from numba import njit", ""]
+    if e.fast_math:
+        lines.append(FAST_MATH_PRELUDE)
+    lines += [f"{g} = {np_name}({text})" for (np_name, text), g in e.constants.items()]
+    flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
+    lines += ["", "", f"@njit(cache=True, nogil=True, error_model='numpy', fastmath={flags})",
+              f"def kernel({', '.join(params)}):"]
+    lines += ["    " + a for a in allocations]
+    for block in nests:
+        lines += block
+    return "\n".join(lines) + "\n", e.args, outs, buffers, False
+
+
+def statements(group):
+    """How many statements the group's kernel has: one per member, fewer when re-rolled."""
+    rolled = rolling.roll(group)
+    return len(group.nodes) if rolled is None else rolled.statements
+
+
 def build(group, name="kernel", exact_trig=False, cache_dir=None):
     """The kernel of `group`, loaded at its first use from its module file in the cache
     (`cache_dir`, or the default): one module per distinct source, shared by every group that
@@ -418,4 +563,4 @@ def build(group, name="kernel", exact_trig=False, cache_dir=None):
     return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name)
 
 
-__all__ = ["can_fuse", "build", "emit", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]
+__all__ = ["can_fuse", "build", "emit", "statements", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

@@ -1,8 +1,9 @@
 """Fusion groups too large to compile, over small iteration spaces, run by one compiled interpreter.
 
 Numba compiles about 4 ms per kernel statement, so a group of thousands of ops (a Python loop that
-capture unrolled, as in the tutorial's profiler loop) cannot become a kernel of its own. When such
-a group computes in one float dtype over few elements, its ops become an instruction list over a
+capture unrolled) that does not re-roll into loops (ir.rolling: its steps differ, in a constant for
+instance) cannot become a kernel of its own. When such a group computes in one float dtype over few
+elements, its ops become an instruction list over a
 register file (a row per value, a column per element), run by an interpreter that is compiled once
 per dtype and then loaded from Numba's cache. It runs instruction by instruction, each a short loop
 over the elements; the instruction set is generated from the ops' own `expr` templates, so an op

@@ -16,8 +16,9 @@ REDUCTIONS = ("sum", "amax", "amin", "prod")
 class FusionGroup:
     """nodes: members in execution order; shape: the iteration space; inputs: values read from
     outside (nodes or array constants), each with the shape it is read at; outputs: members whose
-    values are needed outside the group (or are graph outputs)."""
-    __slots__ = ("nodes", "shape", "inputs", "outputs", "index")
+    values are needed outside the group (or are graph outputs); rolled: its re-rolled form once
+    ir.rolling has looked for one (None: it has none)."""
+    __slots__ = ("nodes", "shape", "inputs", "outputs", "index", "rolled")
 
     def __init__(self, shape, index):
         self.nodes = []
@@ -25,6 +26,7 @@ class FusionGroup:
         self.inputs = []
         self.outputs = []
         self.index = index
+        self.rolled = NotImplemented   # not looked for yet
 
     def __repr__(self):
         return f"<fusion group {self.index}: {len(self.nodes)} ops over {list(self.shape)}>"

@@ -32,12 +32,16 @@ from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
-# Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
-# than this, from a long straight-line trace (a Python loop unrolled by capture), runs on the
-# backend's interpreter when it has one for the group (small iteration spaces), else as NumPy calls,
-# so that its first call never stalls for minutes. Re-rolling such traces into loops is what would
-# make large iteration spaces fast to compile and run too.
+# Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group from
+# a long straight-line trace (a Python loop unrolled by capture) is re-rolled into loops by the
+# backends that can (ir.rolling). One whose kernel would still be longer than this runs on the
+# backend's interpreter when it has one for the group (small iteration spaces), else as NumPy
+# calls, so that its first call never stalls for minutes.
 MAX_KERNEL_OPS = 1000
+
+
+def _members(group):
+    return len(group.nodes)
 
 
 class Plan:
@@ -56,7 +60,7 @@ class Plan:
         self.graph = optimize(graph)
         self.steps = []
         for step in partition(self.graph, backend.can_fuse):
-            if isinstance(step, FusionGroup) and len(step.nodes) > MAX_KERNEL_OPS:
+            if isinstance(step, FusionGroup) and getattr(backend, "statements", _members)(step) > MAX_KERNEL_OPS:
                 machine = INTERPRETERS.get(target)
                 if machine is not None and machine.can_interpret(step):
                     log("fusion", f"{label}: a fusion group of {len(step.nodes)} ops exceeds {MAX_KERNEL_OPS}; "
