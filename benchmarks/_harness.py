@@ -1,9 +1,12 @@
 """Shared timing harness: interleaved repeats, medians and IQRs, aligned tables, machine info.
 
 A benchmark is a list of `Case`s. Each case has an untimed `setup()` that returns the arguments of the
-timed `fn(*args)`. `measure` runs every case `warmup` times, then `repeats` rounds in which each case runs
-once, in turn (interleaving spreads a shared machine's load drifts over all implementations alike rather
-than over whichever happened to run last). Each call is timed alone with `time.perf_counter`, with the
+timed `fn(*args)`. `measure` runs every case `warmup` times, then rounds in which each case runs `block`
+times in a row, in turn, until each has run `repeats` times (interleaving spreads a shared machine's load
+drifts over all implementations alike rather than over whichever happened to run last; a block measures
+the steady state of a loop calling one step, as training does, where single calls between other
+libraries' workloads would each start from caches the others emptied). Each call is timed alone with
+`time.perf_counter`, with the
 garbage collector disabled; whatever `fn` returns is kept alive until the clock has stopped, so
 freeing the result (a recorded graph, for instance) is not charged to any implementation. The garbage
 collector runs between rounds, every `collect_every` rounds, outside the timed region."""
@@ -68,16 +71,22 @@ def _call(case):
     return elapsed
 
 
-def measure(cases, repeats, warmup, collect_every=1):
-    """Times of each case: `warmup` untimed calls each, then `repeats` interleaved rounds."""
+BLOCK = 5   # consecutive calls of one case per round
+
+
+def measure(cases, repeats, warmup, collect_every=1, block=BLOCK):
+    """Times of each case: `warmup` untimed calls each, then `repeats` timed calls each, in
+    interleaved rounds of `block` consecutive calls per case (the collector runs every
+    `collect_every` rounds)."""
     for case in cases:
         for _ in range(warmup):
             _call(case)
     times = {case.name: [] for case in cases}
     gc.collect()
-    for r in range(repeats):
+    for r in range(-(-repeats // block)):
         for case in cases:
-            times[case.name].append(_call(case))
+            for _ in range(min(block, repeats - r * block)):
+                times[case.name].append(_call(case))
         if (r + 1) % collect_every == 0:
             gc.collect()
     return [Result(case.name, case.kind, np.asarray(times[case.name])) for case in cases]

@@ -40,7 +40,7 @@ from benchmarks._harness import (Case, auto_compiled, cache_checked, chained, em
                                  standalone_main, table, target_line, time_target_line)
 
 STEPS = 1000
-REPEATS = 50        # timed rounds (each implementation once per round)
+REPEATS = 50        # timed calls of each implementation
 WARMUP = 3
 QUICK_REPEATS, QUICK_WARMUP = 5, 1
 COMPILED_TARGET, COMPILE_LIMIT = 100e-6, 2.0   # issue 5: the compiled loop's replay and its compilation
@@ -306,7 +306,7 @@ def run(repeats, quick, out):
 
 def main(argv=None):
     standalone_main(__doc__, lambda repeats, quick: run(repeats, quick) + run_profiler_loop(repeats, quick),
-                    REPEATS, "rounds", argv)
+                    REPEATS, "calls", argv)
 
 
 if __name__ == "__main__":

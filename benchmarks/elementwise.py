@@ -205,7 +205,7 @@ def run(repeats=None, quick=False, out=print_flush):
 
 
 def main(argv=None):
-    standalone_main(__doc__, run, REPEATS[SIZES[1]], "rounds", argv)
+    standalone_main(__doc__, run, REPEATS[SIZES[1]], "calls", argv)
 
 
 if __name__ == "__main__":

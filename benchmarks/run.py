@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                  # all workloads, default repeats
     python -m benchmarks.run --quick          # a few repeats: a smoke test, not a measurement
-    python -m benchmarks.run --repeats 100    # timed rounds per workload
+    python -m benchmarks.run --repeats 100    # timed calls per implementation and workload
     python -m benchmarks.run --only tiny_step
     python benchmarks/run.py                  # the same, without -m
 
@@ -35,7 +35,7 @@ EARLIER_TORCH = {"eager_overhead": "~21.7 ms (loop incl. backward)", "tiny_step"
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None,
-                        help=f"timed rounds for every workload (default: {eager_overhead.REPEATS} for "
+                        help=f"timed calls per implementation, every workload (default: {eager_overhead.REPEATS} for "
                              f"eager_overhead, {tiny_step.REPEATS} for tiny_step, {cnn_step.REPEATS['cnn_step']} "
                              f"for cnn_step, {cnn_step.REPEATS['resnet_step']} for resnet_step)")
     parser.add_argument("--quick", action="store_true", help="a few repeats only (smoke test)")
