@@ -445,3 +445,25 @@ def test_a_loop_starting_from_another_type_rolls_from_its_second_step():
 
     compiled = _compiled_against_eager(step, (x0,), 0)
     assert _rolled(compiled.specialisations[-1].plan)
+
+
+def test_groups_without_broadcasts_run_as_one_flat_loop():
+    """Reads in the group's own element order (a transposed, non-contiguous value included),
+    scalars and full reductions: one loop over every element, equal to the graph interpreter.
+    A broadcast read or a partial reduction keeps the loop nest."""
+    rng = np.random.default_rng(3)
+    x, row = rng.standard_normal((5, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    b = Builder()
+    p, r = b.placeholder(None, (5, 4), D.float32), b.placeholder(None, (4,), D.float32)
+    t = b.permute(p, (1, 0))
+    flat = b.mul(b.exp(t), b.add(t, 2.0))
+    graph = b.graph([flat, b.sum(flat, axes=(0, 1), keepdim=False),
+                     b.add(p, b.expand(r, shape=(5, 4))), b.sum(b.mul(p, p), axes=(1,), keepdim=False)])
+    plan = Plan(graph)
+    spaces = sorted(k.space for k in plan.kernels)
+    assert spaces == [(5, 4), (20,)], spaces
+    [one] = [k for k in plan.kernels if k.space == (20,)]
+    assert "for i1" not in one.source
+    for want, got in zip(run_graph(graph, [x, row]), plan([x, row])):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-6)

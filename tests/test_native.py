@@ -73,25 +73,26 @@ def _kernels(name):
     return plan.kernels
 
 
-def _value(node, rng):
-    """A random input for a kernel argument, with nan/inf among floats; 0-d ones as NumPy scalars."""
+def _value(node, shape, rng):
+    """A random input for a kernel argument of `shape`, with nan/inf among floats; 0-d ones as
+    NumPy scalars."""
     dtype = np.dtype(node.dtype.np)
     if dtype.kind == "f":
-        v = (rng.standard_normal(node.shape) * 4).astype(dtype)
+        v = (rng.standard_normal(shape) * 4).astype(dtype)
         if v.size >= 4:
             flat = v.reshape(-1)
             flat[:3] = np.nan, np.inf, -np.inf
     elif dtype.kind == "b":
-        v = rng.random(node.shape) < 0.5
+        v = rng.random(shape) < 0.5
     else:
-        v = rng.integers(-1000, 1000, node.shape, dtype=dtype)
-    return v[()] if not node.shape else v
+        v = rng.integers(-1000, 1000, shape, dtype=dtype)
+    return v[()] if not shape else v
 
 
 def _call_args(kernel, seed=0):
     """(arguments for kernel.fn, indices of the arrays it writes: outputs and trig flags)."""
     rng = np.random.default_rng(seed)
-    args = list(kernel.group.shape) + [_value(a, rng) for a in kernel.args]
+    args = list(kernel.space) + [_value(a, kernel.arg_shape(a), rng) for a in kernel.args]
     first_out = len(args)
     for shape, dtype, init in kernel.buffers:
         args.append(np.full(shape, 0 if init is None else init, dtype.np))
@@ -123,7 +124,7 @@ def test_native_results_equal_numba_bit_for_bit(name, tmp_path, monkeypatch):
         for seed in range(3):
             args, outs = _call_args(kernel, seed)
             if kernel.flagged and seed == 2:
-                args[len(kernel.group.shape)].reshape(-1)[3] = 1e6   # beyond TRIG_LIMIT: the flag is set
+                args[len(kernel.space)].reshape(-1)[3] = 1e6   # beyond TRIG_LIMIT: the flag is set
             want, got = _fresh_outputs(args, outs), _fresh_outputs(args, outs)
             kernel.fn(*want)
             assert run(*got) is None
@@ -199,12 +200,12 @@ def test_mismatched_arguments_raise_or_go_to_the_fallback(tmp_path, monkeypatch)
     run = native.load(path)
     good, outs = _call_args(kernel)
     out = outs[0]
-    x = len(kernel.group.shape)   # the first array argument
+    x = len(kernel.space)   # the first array argument
     bad = {
         "float64 input": (x, good[x].astype(np.float64)),
-        "non-contiguous input": (x, np.asfortranarray(good[x])),
+        "non-contiguous input": (x, np.stack([good[x], good[x]], -1)[..., 0]),
         "wrong shape": (x, good[x][:2]),
-        "wrong ndim": (x, good[x].reshape(-1)),
+        "wrong ndim": (x, good[x][None]),
         "list instead of array": (x, good[x].tolist()),
         "read-only output": (out, np.zeros_like(good[out])),
         "wrong size": (0, good[0] + 1),
@@ -236,7 +237,7 @@ def test_mismatched_arguments_raise_or_go_to_the_fallback(tmp_path, monkeypatch)
     calls = []
     run = native.load(path, fallback=lambda *a: calls.append(a) or "fallback result")
     args = list(good)
-    args[x] = np.asfortranarray(good[x])
+    args[x] = np.stack([good[x], good[x]], -1)[..., 0]   # not contiguous
     assert run(*args) == "fallback result"
     assert len(calls) == 1 and all(a is b for a, b in zip(calls[0], args))
 
@@ -347,11 +348,12 @@ from fusegrad.runtime.plan import Plan
 b = Builder()
 x = b.placeholder(None, (4, 5), D.float32)
 (kernel,) = Plan(b.graph([b.mul(b.exp(x), b.sin(x))])).kernels
-x = np.linspace(-3, 3, 20, dtype=np.float32).reshape(4, 5)
-want, got = np.empty((4, 5), np.float32), np.empty((4, 5), np.float32)
-kernel.fn(4, 5, x, want, np.zeros(1, np.int64))
+assert kernel.space == (20,)   # one flat loop
+x = np.linspace(-3, 3, 20, dtype=np.float32)
+want, got = np.empty(20, np.float32), np.empty(20, np.float32)
+kernel.fn(20, x, want, np.zeros(1, np.int64))
 path = native.build(kernel)
-native.load(path)(4, 5, x, got, np.zeros(1, np.int64))
+native.load(path)(20, x, got, np.zeros(1, np.int64))
 assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
 print(kernel.fn.stats.cache_hits and "hit" or "miss")
 """

@@ -158,18 +158,26 @@ class Kernel:
     """A compiled fusion group: call fn(*sizes, *args, *outs[, flags]). `args` are the values the
     driver passes (nodes; 0-d ones as scalars, `a[()]`), `outs` the members it allocates outputs
     for, with each output's buffer shape and dtype (reductions accumulate in a keepdim buffer,
-    float32 sums in float64).
+    float32 sums in float64). `space` is the iteration space the sizes, arguments and buffers
+    have: the group's shape, or (its size,) when the group runs as one flat loop (`flat_space`):
+    then every array argument is passed flattened.
 
     A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
     the first time it is needed) on fresh output buffers."""
     __slots__ = ("name", "source", "_fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "module",
-                 "_exact")
+                 "_exact", "space")
 
-    def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir=None, module=None):
+    def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir=None, module=None,
+                 space=None):
         self.name, self.source, self._fn, self.args, self.outs = name, source, fn, args, outs
         self.buffers, self.group, self.flagged, self.cache_dir = buffers, group, flagged, cache_dir
         self.module, self._exact = module, None   # module: the name of the kernel's module file
+        self.space = tuple(group.shape) if space is None else space
+
+    def arg_shape(self, node):
+        """The shape argument `node` is passed with."""
+        return self.space if node.shape and self.space != tuple(self.group.shape) else node.shape
 
     @property
     def fn(self):
@@ -189,10 +197,12 @@ class Kernel:
 class _Emitter:
     fast_forms = FAST_MATH   # op -> this target's own float32 form (the CUDA backend has none)
 
-    def __init__(self, group, exact_trig):
+    def __init__(self, group, exact_trig, space=None):
         self.group = group
         self.members = set(group.nodes)
-        self.ndim = len(group.shape)
+        self.space = tuple(group.shape) if space is None else space   # what the loops run over
+        self.flat = self.space != tuple(group.shape)
+        self.ndim = len(self.space)
         self.args = []          # nodes passed in as arrays
         self.arg_names = {}
         self.loads = {}         # (arg name, pattern) -> local name
@@ -239,7 +249,7 @@ class _Emitter:
             self.args.append(v)
         if not v.shape:   # a 0-d value is passed in as a scalar of its dtype, not loaded per element
             return name
-        index = ", ".join(pattern) if pattern else "()"
+        index = "i0" if self.flat else ", ".join(pattern) if pattern else "()"
         key = (name, index)
         local = self.loads.get(key)
         if local is None:
@@ -331,27 +341,51 @@ def _accumulate(op_name, acc, x):
 
 
 def _reduction(e, node, outs, buffers):
-    """A reduction's operand, and its output buffer added to `outs`/`buffers`: keepdim, float32
-    sums accumulating in float64. Returns (operand, buffer name, axes, accumulator dtype)."""
+    """A reduction's operand, and its output buffer added to `outs`/`buffers`: keepdim (in the
+    emitted space), float32 sums accumulating in float64. Returns (operand, buffer name, axes,
+    accumulator dtype)."""
     x = e.operand(node.inputs[0], node.dtype)
-    axes = node.attrs["axes"]
+    axes = (0,) if e.flat else node.attrs["axes"]
     acc_dtype = D.float64 if node.op.name == "sum" and node.dtype is D.float32 else node.dtype
     out = f"y{len(outs)}"
     outs.append(node)
-    buffers.append((tuple(1 if k in axes else n for k, n in enumerate(e.group.shape)), acc_dtype,
+    buffers.append((tuple(1 if k in axes else n for k, n in enumerate(e.space)), acc_dtype,
                     _INIT[node.op.name]))
     return x, out, axes, acc_dtype
 
 
+def flat_space(group):
+    """(size,) when the group can run as one flat loop: it has several dimensions, everything it
+    reads from outside is a scalar, a constant or a value with its elements in the group's order
+    (no broadcast), and its reductions reduce all of it. None otherwise. One loop compiles faster
+    than a nest and vectorises over small inner dimensions."""
+    if len(group.shape) < 2:
+        return None
+    members = set(group.nodes)
+    kept = tuple(n for n in group.shape if n != 1)
+    for node in group.nodes:
+        if node.op.name in REDUCTIONS and len(node.attrs["axes"]) != len(group.shape):
+            return None
+        for v in node.inputs:
+            if not isinstance(v, Node) or v in members:
+                continue
+            while is_broadcast_view(v) and isinstance(v.inputs[0], Node):
+                v = v.inputs[0]
+            if v.shape and v.op.name not in ("const", "full") and tuple(n for n in v.shape if n != 1) != kept:
+                return None
+    return (int(np.prod(group.shape)),)
+
+
 def emit(group, exact_trig=False):
     """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
-    must pass and allocate, and whether it reports out-of-range trigonometric arguments (see
-    Kernel). Sizes are arguments and names are not part of it, so every group of the same
-    computation, in any plan and of any size, shares one module and one compilation."""
+    must pass and allocate, whether it reports out-of-range trigonometric arguments, and the
+    space it runs over (see Kernel). Sizes are arguments and names are not part of it, so every
+    group of the same computation, in any plan and of any size, shares one module and one
+    compilation."""
     rolled = rolling.roll(group)
     if rolled is not None:
         return _emit_rolled(group, rolled)
-    e = _Emitter(group, exact_trig)
+    e = _Emitter(group, exact_trig, flat_space(group))
     body = []
     stores, outs, buffers = [], [], []
     full_reductions = []
@@ -375,7 +409,7 @@ def emit(group, exact_trig=False):
         if node in group.outputs:
             out = f"y{len(outs)}"
             outs.append(node)
-            buffers.append((group.shape, node.dtype, None))
+            buffers.append((e.space, node.dtype, None))
             index = ", ".join(f"i{k}" for k in range(e.ndim)) or "()"
             stores.append(f"{out}[{index}] = {local}")
 
@@ -389,8 +423,7 @@ def emit(group, exact_trig=False):
     # prange only where every reduction is a full sum into a register (`acc += v`, a reduction
     # Numba's parfors know); partial ones write shared memory and max/min are conditional updates
     parallel = (numel >= PARALLEL_MIN_ELEMENTS and e.ndim >= 1
-                and all(o.op.name == "sum" and len(o.attrs["axes"]) == e.ndim
-                        for o, b in zip(outs, buffers) if b[2] is not None))
+                and all(o.op.name == "sum" and set(b[0]) == {1} for o, b in zip(outs, buffers) if b[2] is not None))
     sizes = [f"n{k}" for k in range(e.ndim)]
     params = sizes + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
     if e.trig_args:
@@ -419,7 +452,7 @@ def emit(group, exact_trig=False):
         lines.append(f"    {out}[{', '.join(['0'] * e.ndim) or '()'}] = {acc}")
     if e.trig_args:
         lines.append("    flags[0] = nbig")
-    return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args)
+    return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args), e.space
 
 
 def _emit_rolled(group, rolled):
@@ -429,7 +462,7 @@ def _emit_rolled(group, rolled):
     through arrays the kernel allocates: a straight member read later, a carried value (one
     array updated in place each repetition), a stacked offset (every repetition's value).
     Region bodies use libm's sin and cos, so the kernel never needs its exact twin."""
-    e = _Emitter(group, exact_trig=True)
+    e = _Emitter(group, exact_trig=True, space=flat_space(group))
     index = ", ".join(f"i{k}" for k in range(e.ndim))
     space = "(" + ", ".join(f"n{k}" for k in range(e.ndim)) + ",)"
     place = rolled.place
@@ -483,7 +516,7 @@ def _emit_rolled(group, rolled):
 
     def output(node, value):
         outs.append(node)
-        buffers.append((group.shape, node.dtype, None))
+        buffers.append((e.space, node.dtype, None))
         return f"y{len(outs) - 1}[{index}] = {value}"
 
     run = []   # statements of the current stretch of straight members
@@ -544,7 +577,7 @@ def _emit_rolled(group, rolled):
     lines += ["    " + a for a in allocations]
     for block in nests:
         lines += block
-    return "\n".join(lines) + "\n", e.args, outs, buffers, False
+    return "\n".join(lines) + "\n", e.args, outs, buffers, False, e.space
 
 
 def statements(group):
@@ -558,9 +591,9 @@ def build(group, name="kernel", exact_trig=False, cache_dir=None):
     (`cache_dir`, or the default): one module per distinct source, shared by every group that
     emits it, in this process and, through Numba's cache (or the kernel's native library), across
     processes."""
-    source, args, outs, buffers, flagged = emit(group, exact_trig)
+    source, args, outs, buffers, flagged, space = emit(group, exact_trig)
     module_name = f"fusegrad_k_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
-    return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name)
+    return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name, space)
 
 
 __all__ = ["can_fuse", "build", "emit", "statements", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

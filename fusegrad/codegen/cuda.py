@@ -83,11 +83,13 @@ class Kernel:
     """A compiled fusion group, called by the driver as the CPU backend's kernels are:
     fn(*sizes, *args, *outs). `fn` launches the CUDA kernel and runs the second pass of its
     reductions into their (keepdim) output buffers."""
-    __slots__ = ("name", "source", "fn", "args", "outs", "buffers", "group", "flagged", "cuda_fn", "passes", "module")
+    __slots__ = ("name", "source", "fn", "args", "outs", "buffers", "group", "flagged", "cuda_fn", "passes", "module",
+                 "space")
 
     def __init__(self, name, source, cuda_fn, args, outs, buffers, group, passes, module=None):
         self.name, self.source, self.cuda_fn, self.args, self.outs = name, source, cuda_fn, args, outs
         self.buffers, self.group, self.passes, self.flagged, self.module = buffers, group, passes, False, module
+        self.space = tuple(group.shape)   # grid-stride loops unravel the group's own shape
         self.fn = self.launch
 
     def launch(self, *values):

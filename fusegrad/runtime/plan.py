@@ -192,8 +192,9 @@ def _driver(graph, steps, kernels, xp, profiled):
                     allocations.append(f"{buf} = xp.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             lines += allocations
-            args = [repr(n) for n in step.shape] + [names[a] + ("[()]" if not a.shape else "")
-                                                    for a in kernel.args] + outs
+            flat = kernel.space != tuple(step.shape)   # a flat loop: arrays passed flattened
+            args = [repr(n) for n in kernel.space] + [
+                names[a] + ("[()]" if not a.shape else ".reshape(-1)" if flat else "") for a in kernel.args] + outs
             if kernel.flagged:
                 lines.append("flags = np.zeros(1, np.int64)")
                 args.append("flags")
@@ -206,11 +207,11 @@ def _driver(graph, steps, kernels, xp, profiled):
                 namespace[f"{kname}x"] = kernel.exact
                 lines += ["if flags[0]:"] + ["    " + a for a in allocations] + [f"    {kname}x({', '.join(args)})"]
             for node, buf, (shape, dtype, init) in zip(kernel.outs, outs, kernel.buffers):
-                if init is not None:   # a reduction: from its keepdim accumulator to its own shape
-                    fix = "" if dtype is node.dtype else f".astype(np.{node.dtype.np.name})"
-                    reshape = "" if shape == node.shape else f".reshape({node.shape!r})"
-                    if fix or reshape:
-                        lines.append(f"{buf} = {buf}{reshape}{fix}")
+                # a reduction, from its keepdim accumulator; an output of a flat loop: to its own shape
+                fix = "" if dtype is node.dtype else f".astype(np.{node.dtype.np.name})"
+                reshape = "" if shape == node.shape else f".reshape({node.shape!r})"
+                if fix or reshape:
+                    lines.append(f"{buf} = {buf}{reshape}{fix}")
             written = kernel.outs
         elif isinstance(step, Interpreted):
             iname = f"I{len(namespace)}"
