@@ -491,11 +491,12 @@ def _emit_rolled(group, rolled):
             runs += 1
         else:
             run_of[piece] = runs
-    crossing = set()   # straight members read from another nest
+    crossing, runs = set(), 0   # straight members read from another nest
     for piece in rolled.pieces:
-        if isinstance(piece, rolling.Region):
+        if isinstance(piece, rolling.Region):   # its carried values start in the nest before it
             crossing.update(v for v, how in piece.reads.items() if how[0] == "fixed")
-            crossing.update(piece.carried.values())
+            crossing.update(v for v in piece.carried.values() if run_of.get(v, runs) != runs)
+            runs += 1
         else:
             crossing.update(v for v in piece.inputs if run_of.get(v, run_of[piece]) != run_of[piece])
     for node in rolled.pieces:
@@ -519,18 +520,15 @@ def _emit_rolled(group, rolled):
         buffers.append((e.space, node.dtype, None))
         return f"y{len(outs) - 1}[{index}] = {value}"
 
-    run = []   # statements of the current stretch of straight members
-    for piece in rolled.pieces + [None]:
-        if piece is None or isinstance(piece, rolling.Region):
+    run = []   # statements of the current stretch of straight members (and the next region's start)
+    for piece in rolled.pieces:
+        if isinstance(piece, rolling.Region):
+            region = piece
+            run += [f"c{region.index}_{o}[{index}] = {e.operand(v, region.template[o].dtype)}"
+                    for o, v in region.carried.items()]
             if run:
                 nest(run)
                 run = []
-            if piece is None:
-                break
-            region = piece
-            if region.carried:
-                nest([f"c{region.index}_{o}[{index}] = {e.operand(v, region.template[o].dtype)}"
-                      for o, v in region.carried.items()])
             for v, how in region.reads.items():
                 if how[0] == "carry":
                     e.locals[v] = f"carried{region.index}_{how[1]}"
@@ -561,9 +559,9 @@ def _emit_rolled(group, rolled):
             run.append(f"{e.remote[node]} = {local}")
         if node in group.outputs:
             run.append(output(node, local))
-    stores = [output(node, e.remote[node]) for node in group.outputs if node in place]
-    if stores:
-        nest(stores)
+    run += [output(node, e.remote[node]) for node in group.outputs if node in place]
+    if run:
+        nest(run)
     params = [f"n{k}" for k in range(e.ndim)] + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
     lines = [f"# a fusion group of {len(group.nodes)} ops over {e.ndim} dimensions, re-rolled: "
              f"{sum(isinstance(p, rolling.Region) for p in rolled.pieces)} loops",
