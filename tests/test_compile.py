@@ -751,6 +751,9 @@ def test_while_loop_rerolls_for_every_trip_count():
         y2, grad2 = doubling_backward(x2, fg.tensor(DOUBLING_V))
         np.testing.assert_array_equal(grad.numpy(), grad2.numpy())
     assert len(cf.specialisations) == 2 and cf.replays >= 21 and cf.eager_reason is None
+    # forward and backward loops each run as one kernel, not a Python-driven body per iteration
+    loops = [loop for spec in cf.specialisations for _, loop in spec.plan.loops.values()]
+    assert [loop.op for loop in loops] == ["loop", "loop_back"] and all(loop.run is loop.kernel for loop in loops)
 
 
 def test_cycling_trip_counts_replay_one_specialisation():
@@ -946,3 +949,24 @@ def test_for_loop_broken_by_a_tensor_condition_is_not_rerolled():
         return y
     _compare_with_eager(_grad_of(bounded), lambda k: (fg.tensor(_doubling_x(k), requires_grad=True),),
                         (5, 5, 12, 6, 12, 3), rerolls=False)
+
+
+def test_loop_kernel_that_fails_runs_the_body_plan_per_iteration(monkeypatch):
+    """A loop kernel Numba cannot compile is dropped at its first call (logged); the loop then runs
+    its body's plan once per iteration, with the same results."""
+    from fusegrad.codegen import loops as loop_kernels
+
+    class Untypable:
+        def numba_kernel(self, source, module):
+            raise TypeError("cannot type this loop")
+    monkeypatch.setattr(loop_kernels, "store", lambda root=None: Untypable())
+    cf = fg.compile(doubling_backward)
+    cf(fg.tensor(_doubling_x(6), requires_grad=True), fg.tensor(DOUBLING_V))   # captured
+    first_replay = fg.explain(cf, fg.tensor(_doubling_x(9), requires_grad=True), fg.tensor(DOUBLING_V))
+    assert any("the loop kernel failed (TypeError: cannot type this loop)" in text for _, text in first_replay.messages)
+    for k in (6, 9, 3, 12):
+        x = fg.tensor(_doubling_x(k), requires_grad=True)
+        np.testing.assert_array_equal(cf(x, fg.tensor(DOUBLING_V))[1].numpy(), np.float32(2.0 ** (k + 1)) * DOUBLING_V)
+    assert cf.replays == 5
+    loops = [loop for _, loop in cf.specialisations[0].plan.loops.values()]
+    assert len(loops) == 2 and all(loop.run is loop.driven for loop in loops)

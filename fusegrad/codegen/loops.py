@@ -1,7 +1,7 @@
 """CPU loop kernels: a re-rolled loop (ir/loops.py) run as one Numba function.
 
 A loop whose body plan is fusion-group kernels only, and which keeps no stacks, becomes one
-module holding the body's kernels (renamed k0, k1, ...; their constants prefixed) and a `kernel`
+module holding the body's kernels (renamed k0, k1, ...; their constants k0_c0, ...) and a `kernel`
 that runs the whole loop: it allocates each body kernel's outputs, calls the kernels, and carries
 the results into the next iteration, in compiled code. A replay then pays one call for the loop
 instead of a Python-driven body plan per iteration. `build` returns None for any other loop,
@@ -45,14 +45,14 @@ def build(node, body, cache_dir=None):
     if forward:
         min_trips = attrs["min_trips"]
 
-        def run(*values):
-            out = kernel()(bool(values[0]), *[np.asarray(v) for v in values[1:]])
+        def run(condition, *values):
+            out = (loaded[0] if loaded else kernel())(bool(condition), *map(np.asarray, values))
             if out[-1] < min_trips:
                 raise TripCountOutsideTrace(f"the loop ran {out[-1]} times; its trace covers {min_trips} or more")
             return out
     else:
-        def run(*values):
-            return kernel()(int(values[0]), *[np.asarray(v) for v in values[1:]])
+        def run(trips, *values):
+            return (loaded[0] if loaded else kernel())(trips, *map(np.asarray, values))
     run.source = source
     return run
 
@@ -75,9 +75,9 @@ def _source(graph, kernels, attrs, forward):
         if FAST_MATH_PRELUDE in head:
             head = head.replace(FAST_MATH_PRELUDE, "")
             prelude = True
-        header += [_CONSTANT.sub(lambda m: f"c{j}_{m.group(1)}", line) for line in head.splitlines()
+        header += [_CONSTANT.sub(lambda m: f"k{j}_c{m.group(1)}", line) for line in head.splitlines()
                    if _CONSTANT.match(line)]
-        functions.append(_CONSTANT.sub(lambda m: f"c{j}_{m.group(1)}", function).replace("def kernel(", f"def k{j}(", 1))
+        functions.append(_CONSTANT.sub(lambda m: f"k{j}_c{m.group(1)}", function).replace("def kernel(", f"def k{j}(", 1))
     lines = []
     count = 0
     for j, kernel in enumerate(kernels):

@@ -23,7 +23,7 @@ from ..codegen.cpu import python_literal
 from ..codegen.store import store
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
-from ..ir.loops import LOOP, LOOP_BACK, TripCountOutsideTrace, run_reverse, run_while
+from ..ir.loops import LOOP, LOOP_BACK, LOOP_OUTPUT, TripCountOutsideTrace, run_reverse, run_while
 from ..ir.passes import optimize
 from . import cache, devices
 from .dot import plan_dot
@@ -154,7 +154,7 @@ class _Loop:
         self.kernel = LOOP_KERNELS[target].build(node, body, cache_dir) if target in LOOP_KERNELS else None
         self.run = self.kernel or self.driven
         self.tried = self.kernel is None
-        self.label = body.label
+        self.label, self.op = body.label, node.op.name
 
     def __call__(self, *values):
         if not self.tried:
@@ -274,18 +274,20 @@ def _driver(graph, steps, kernels, xp, profiled, loops):
                 namespace[key] = np.asarray(node.attrs["value"], node.attrs["dtype"].np)
                 names[node] = key
                 continue
-            fname = f"F{len(namespace)}"
-            if node in loops:
-                namespace[fname] = loops[node][1]
+            if node.op is LOOP_OUTPUT:   # a result of a loop: an item of the tuple it returned
+                out = names[node] = f"v{len(names)}"
+                lines.append(f"{out} = {names[node.inputs[0]]}[{node.attrs['index']}]")
+                written = (node,)
             else:
-                namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
-            out = names[node] = f"v{len(names)}"
-            call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
-            if profiled:
-                lines += ["t0 = now()", call, f"notify({node.op.name!r}, t0, ())"]
-            else:
-                lines.append(call)
-            written = (node,)
+                fname = f"F{len(namespace)}"
+                if node in loops:
+                    namespace[fname] = loops[node][1]
+                else:
+                    namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
+                out = names[node] = f"v{len(names)}"
+                call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
+                lines += ["t0 = now()", call, f"notify({node.op.name!r}, t0, ())"] if profiled else [call]
+                written = (node,)
         dead = [names[v] for v in freed_after.get(i, ()) if v not in keep and names[v].startswith("v")]
         dead += [names[n] for n in written if n not in last_read and n not in keep]
         if dead:
