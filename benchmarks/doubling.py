@@ -9,8 +9,9 @@
     y = do_some_doubling(x); y.backward(v)          # x.grad == 2**(k + 1) * v, k loop iterations
 
 x (3 elements) is scaled so that the loop runs k = 5, 6, ..., 15 times, in turn from one call to
-the next: data-dependent control flow, which a compiled function meets as value guards (each trip
-count a trace of its own). Rows: fusegrad.compile of the call (forward and backward; the timed
+the next: data-dependent control flow, which a compiled function captures unrolled and re-rolls
+into a loop (forward and backward, each one Numba kernel) whose trip count each replay decides,
+so that one specialisation replays every trip count. Rows: fusegrad.compile of the call (forward and backward; the timed
 calls are counted, not asserted, as replays: the table's note says how many replayed), fusegrad
 eager, PyTorch eager and torch.compile (compilation timed separately); and, for comparison, fusegrad.compile
 with the trip count fixed at 10 (each timed call asserted to replay). Every implementation's

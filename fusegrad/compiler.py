@@ -30,6 +30,7 @@ import numpy as np
 from .ir import OPS, backward_graph, topological_order
 from .ir.dtypes import from_numpy_dtype
 from .ir.graph import Graph, Node
+from .ir.loops import Refused, TripCountOutsideTrace, reroll
 from .nn.module import Module
 from .optim.optimizer import Optimizer
 from .runtime.devices import CPU
@@ -351,6 +352,54 @@ class DifferentiableForward:
         return tuple(cotangents.get(p) for p in self.inputs)
 
 
+def _reroll(trace, outputs, value_guards, result, name):
+    """The trace's nodes and outputs with its first loop that re-rolls as one loop (ir/loops.py),
+    whose condition guards `value_guards` then drops; else as captured. Returns (nodes, outputs,
+    a description of the loop or None)."""
+    runs = trace.loop_runs()
+    if runs and _differentiable(result):
+        runs = []
+        log("recompiles", f"{name}: a loop is not re-rolled: the call returns a tensor that requires grad, whose "
+                          "backward replays the captured forward with its trip count")
+    for visits, continues in runs:
+        site = trace.decisions[visits[0]].site[0]
+        where = f"{site[0].co_filename}:{_line_of(*site)}"
+        inside = any(visits[0] < i < visits[-1] and i not in visits for i in range(len(trace.guards)))
+        dropped = {value_guards[i][0] for i in visits}
+        try:
+            nodes, new_outputs, min_trips = reroll(trace.nodes, outputs, [
+                (trace.decisions[i].position, trace.guards[i][0]) for i in visits], continues, trace.origins,
+                inside, dropped)
+        except Refused as why:
+            log("recompiles", f"{name}: the loop at {where} is not re-rolled: {why}")
+            continue
+        value_guards[:] = [g for i, g in enumerate(value_guards) if i not in visits]
+        loop = (f"the loop at {where} (traced {len(visits) - 1} times, {min_trips} or more "
+                f"{'iteration' if min_trips == 1 else 'iterations'} replay)")
+        log("recompiles", f"{name}: re-rolled {loop}")
+        return nodes, new_outputs, loop
+    return trace.nodes, outputs, None
+
+
+def _line_of(code, offset):
+    line = code.co_firstlineno
+    for start, _, number in code.co_lines():
+        if start <= offset and number is not None:
+            line = number
+    return line
+
+
+def _differentiable(template):
+    kind, data = template[:2]
+    if kind == "differentiable":
+        return True
+    if kind in ("list", "tuple", "namedtuple"):
+        return any(_differentiable(t) for t in data)
+    if kind == "dict":
+        return any(_differentiable(t) for t in data.values())
+    return False
+
+
 def _owner(source):
     """`X` for a data path `X._data` (the tensor whose version counter a write bumps), else None."""
     return source[:-len("._data")] if source.endswith("._data") else None
@@ -400,7 +449,8 @@ class Specialisation:
             self.value_guards.append((output(node), kind, expected))
         if trace.draws:   # every draw runs, used or not, so the generator advances as in eager mode
             output(trace.draws[-1])
-        self.graph = Graph(trace.nodes, trace.inputs, outputs)
+        nodes, outputs, self.loop = _reroll(trace, outputs, self.value_guards, self.result, compiled.name)
+        self.graph = Graph(nodes, trace.inputs, outputs)
         self.plan = Plan(self.graph, self.device.type, label=label, info=dict(compiled.cache_info, guards=guard_source),
                          cache_dir=compiled.cache_dir)
         self.source, self.replay = self._generate(trace, objects)
@@ -601,6 +651,9 @@ class CompiledFunction:
             if failed == -1:
                 try:
                     result, mismatch = spec.replay(args, kwargs)
+                except TripCountOutsideTrace as error:   # raised before anything was committed
+                    failures.append((spec, f"value guard: {error}"))
+                    continue
                 except Exception as error:
                     if _numba_error(error):   # a kernel that fails to compile: never use the plan
                         self.specialisations.remove(spec)
@@ -644,6 +697,7 @@ class CompiledFunction:
             guards.code_of(target, 0)
         guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
         trace = Trace(guards.sources, guards.tensor_paths)
+        trace.caller = sys._getframe()
         rng = _rng_states()
         hypers = _trace_hyper_parameters(guards, trace)
         try:
@@ -674,6 +728,7 @@ class CompiledFunction:
                 reason = trace.broken
             except Exception as error:   # a trace the backend cannot compile runs eagerly, correctly
                 reason = f"compilation failed ({type(error).__name__}: {error})"
+        trace.forget_frames()
         self.attempts += 1
         if reason is not None:
             if self.fullgraph:
@@ -784,7 +839,7 @@ class Explanation:
                          f"{len(plan.graph.nodes)} after DCE/CSE/folding, {len(plan.kernels)} fused kernels "
                          f"({', '.join(f'{k.name}: {len(k.group.nodes)} ops' for k in plan.kernels)}), "
                          f"{len(spec.guards.checks)} guards, {len(spec.value_guards)} value guards, "
-                         f"compiled in {plan.compile_seconds:.3f} s")
+                         f"compiled in {plan.compile_seconds:.3f} s" + (f"; re-rolls {spec.loop}" if spec.loop else ""))
         lines += [f"[{category}] {text}" for category, text in self.messages]
         return "\n".join(lines)
 

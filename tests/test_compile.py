@@ -708,3 +708,265 @@ def test_gradients_accumulated_in_place():
         _assert_close([p.grad.numpy() for p in model.parameters()], [p.grad.numpy() for p in twin.parameters()])
         _assert_close(_params(model), _params(twin))
     assert cstep.replays >= 2
+
+
+# ---------------------------------------------------------------------------- re-rolled loops
+# A `while` loop on a tensor condition is captured unrolled; when its iterations repeat exactly,
+# the trace is re-rolled into a loop whose trip count is decided on each replay (ir/loops.py).
+
+DOUBLING_DIRECTION = np.array([1, 2, 2], np.float32) / 3
+DOUBLING_V = np.array([0.1, 1.0, 0.0001], np.float32)
+
+
+def _doubling_x(k):
+    """x for which do_some_doubling's loop runs k times."""
+    return (DOUBLING_DIRECTION * np.float32(1000 / 2 ** (k + 0.5))).astype(np.float32)
+
+
+def doubling_backward(x, v):
+    y = do_some_doubling(x)
+    y.backward(v)
+    return y, x.grad
+
+
+def _loop_messages(compiled, *args):
+    return [text for category, text in fg.explain(compiled, *args).messages if "loop" in text]
+
+
+def test_while_loop_rerolls_for_every_trip_count():
+    """Issue 5's do_some_doubling with its backward: one compiled function gives the exact value
+    and gradient, 2**(k + 1) * v, for every trip count 0..20, most of them never traced, with
+    one specialisation for every trip count the loop can take once entered (0 iterations, where
+    the loop is never entered, is a second)."""
+    cf = fg.compile(doubling_backward)
+    assert any("re-rolled the loop at" in m for m in _loop_messages(
+        cf, fg.tensor(_doubling_x(6), requires_grad=True), fg.tensor(DOUBLING_V)))
+    assert cf.specialisations[0].loop is not None
+    for k in (5, 9, 15, 3, 1, 20, 0, 2, 4, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 0, 1, 20):
+        x = fg.tensor(_doubling_x(k), requires_grad=True)
+        y, grad = cf(x, fg.tensor(DOUBLING_V))
+        np.testing.assert_array_equal(grad.numpy(), np.float32(2.0 ** (k + 1)) * DOUBLING_V, err_msg=f"k={k}")
+        np.testing.assert_array_equal(y.detach().numpy(), _doubling_x(k) * np.float32(2.0 ** (k + 1)))
+        x2 = fg.tensor(_doubling_x(k), requires_grad=True)
+        y2, grad2 = doubling_backward(x2, fg.tensor(DOUBLING_V))
+        np.testing.assert_array_equal(grad.numpy(), grad2.numpy())
+    assert len(cf.specialisations) == 2 and cf.replays >= 21 and cf.eager_reason is None
+    # forward and backward loops each run as one kernel, not a Python-driven body per iteration
+    loops = [loop for spec in cf.specialisations for _, loop in spec.plan.loops.values()]
+    assert [loop.op for loop in loops] == ["loop", "loop_back"] and all(loop.run is loop.kernel for loop in loops)
+
+
+def test_cycling_trip_counts_replay_one_specialisation():
+    cf = fg.compile(doubling_backward)
+    for k in list(range(5, 16)) * 2:
+        cf(fg.tensor(_doubling_x(k), requires_grad=True), fg.tensor(DOUBLING_V))
+    assert len(cf.specialisations) == 1 and cf.replays == 21
+
+
+def _compare_with_eager(fn, make_args, cases, rerolls):
+    """Run fn eagerly and compiled on make_args(case) for each case: equal results and gradients
+    (to the rounding fusion may change). Returns the compiled function; `rerolls` says whether
+    its loop re-rolls."""
+    cf = fg.compile(fn)
+    for case in cases:
+        expected, got = fn(*make_args(case)), cf(*make_args(case))
+        assert len(expected) == len(got)
+        for e, g in zip(expected, got):
+            np.testing.assert_allclose(g.detach().numpy(), e.detach().numpy(), rtol=1e-6, err_msg=f"case {case}")
+    assert any(s.loop is not None for s in cf.specialisations) == rerolls
+    return cf
+
+
+def _grad_of(fn):
+    def step(x, *rest):
+        y = fn(x, *rest)
+        y.backward(fg.ones_like(y))
+        return y, x.grad
+    return step
+
+
+def test_loop_on_the_iteration_number_is_not_rerolled():
+    """A body that changes with a Python counter (an `if` on the iteration number, or the counter
+    used as a constant) differs from one iteration to the next: traced per trip count, correct."""
+    def alternating(x):
+        y, i = x * 2, 0
+        while y.norm() < 1000:
+            y = y * 2 if i % 2 == 0 else y * 3
+            i += 1
+        return y
+
+    def counted(x):
+        y, i = x * 2, 1
+        while y.norm() < 1000:
+            y = y * i
+            i += 1
+        return y
+    for fn in (alternating, counted):
+        _compare_with_eager(_grad_of(fn), lambda k: (fg.tensor(_doubling_x(k), requires_grad=True),),
+                            (6, 6, 9, 4, 9, 12), rerolls=False)
+
+
+def test_loop_with_a_growing_list_is_not_rerolled():
+    def collected(x):
+        y, ys = x * 2, []
+        while y.norm() < 1000:
+            ys.append(y)
+            y = y * 2
+        return y + len(ys)
+    _compare_with_eager(_grad_of(collected), lambda k: (fg.tensor(_doubling_x(k), requires_grad=True),),
+                        (6, 6, 9, 4, 9), rerolls=False)
+
+
+def test_loop_reading_two_iterations_back_is_not_rerolled():
+    """Fibonacci: the Python state looks the same at each test, but each iteration reads a value
+    of two iterations back, which no single carried value holds."""
+    def fibonacci(x):
+        a, b = x, x * 1.5
+        while b.sum() < 1000:
+            a, b = b, a + b
+        return b
+    _compare_with_eager(_grad_of(fibonacci), lambda s: (fg.full((2,), s, requires_grad=True),),
+                        (1.0, 1.0, 0.1, 3.0, 0.1), rerolls=False)
+
+
+def test_gradient_summed_over_iterations_is_not_rerolled():
+    """y = y * w: w's gradient sums over the iterations, a backward that does not repeat exactly
+    (the last iteration starts the sum). Refused, and correct."""
+    def scaled(x, w):
+        y = x * 2
+        while y.sum() < 1000:
+            y = y * w
+        return y
+
+    def step(x, w):
+        y = scaled(x, w)
+        y.backward(fg.ones_like(y))
+        return y, x.grad, w.grad
+    make = lambda s: (fg.full((3,), s, requires_grad=True), fg.full((3,), 2.0, requires_grad=True))  # noqa: E731
+    cf = _compare_with_eager(step, make, (1.0, 1.0, 0.5, 3.0, 0.25), rerolls=False)
+    assert any("not re-rolled: the backward pass of each iteration records different ops" in m
+               for m in _loop_messages(cf, *make(0.1)))
+
+
+def _counted_loop(body):
+    """A loop run exactly n times (n a 0-d tensor), so its trip count is chosen by the test."""
+    def fn(x, n):
+        y, c = x * 1.0, n * 0
+        while c < n:
+            y = body(y)
+            c = c + 1
+        return y
+    return fn
+
+
+def _finite_difference_gradient(fn, x, n, eps=1e-6):
+    grad = np.zeros_like(x)
+    for i in range(x.size):
+        step = np.zeros_like(x)
+        step.flat[i] = eps
+        grad.flat[i] = (fn(fg.tensor(x + step), n).sum().item() - fn(fg.tensor(x - step), n).sum().item()) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("body", [lambda y: y * y, lambda y: fg.tanh(y) * 1.5], ids=["square", "tanh"])
+def test_rerolled_loop_saves_what_each_iteration_backward_needs(body):
+    """A body whose VJP reads its iteration's values (y * y reads y; tanh its output): the forward
+    loop stacks them and the backward loop reads them in reverse. float64 gradients equal eager's
+    and finite differences, for trip counts never traced."""
+    fn = _counted_loop(body)
+    step = _grad_of(fn)
+    cf = fg.compile(step)
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(0.6, 1.05, 4)
+    for n in (4, 4, 6, 2, 1, 5, 3, 0, 7):
+        x, x2 = fg.tensor(x0, requires_grad=True), fg.tensor(x0, requires_grad=True)
+        y, grad = cf(x, fg.tensor(float(n), dtype=fg.float64))
+        y2, grad2 = step(x2, fg.tensor(float(n), dtype=fg.float64))
+        np.testing.assert_allclose(y.detach().numpy(), y2.detach().numpy(), rtol=1e-13)
+        np.testing.assert_allclose(grad.numpy(), grad2.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(grad.numpy(), _finite_difference_gradient(fn, x0, fg.tensor(float(n), dtype=fg.float64)),
+                                   rtol=1e-6, atol=1e-8)
+    # n = 0 never enters the loop: a specialisation of its own, as is any trip count traced before
+    # the loop re-rolls (it needs two iterations after the first test to compare)
+    assert any(s.loop is not None for s in cf.specialisations)
+    assert len(cf.specialisations) == 2 and cf.replays == 7
+
+
+def test_value_read_after_the_loop_needs_an_iteration():
+    """The norm of the last iteration is read after the loop: with no iteration of the re-rolled
+    part there is no last one, so that trip count runs eagerly (and is captured), correctly."""
+    def doubling_with_norm(x):
+        y = x * 2
+        n = y.norm()
+        while n < 1000:
+            y = y * 2
+            n = y.norm()
+        return y, n
+    cf = _compare_with_eager(doubling_with_norm, lambda k: (fg.tensor(_doubling_x(k)),), (5, 8, 0, 1, 3, 1, 2, 12),
+                             rerolls=True)
+    assert len(cf.specialisations) == 3 and cf.replays == 5   # k = 0 and k = 1 traced apart
+
+
+def test_loop_of_a_differentiable_result_is_not_rerolled():
+    """A returned tensor that requires grad replays the captured forward in its backward, with
+    the traced trip count: such a loop stays one trace per trip count."""
+    cf = fg.compile(do_some_doubling)
+    for k in (6, 6, 9, 9):
+        x = fg.tensor(_doubling_x(k), requires_grad=True)
+        y = cf(x)
+        y.backward(fg.tensor(DOUBLING_V))
+        np.testing.assert_array_equal(x.grad.numpy(), np.float32(2.0 ** (k + 1)) * DOUBLING_V)
+    assert all(s.loop is None for s in cf.specialisations) and cf.replays == 2
+
+
+def test_fullgraph_loop_rerolls_and_still_raises_on_what_it_cannot_compile():
+    cf = fg.compile(doubling_backward, fullgraph=True)
+    for k in (5, 7, 11):
+        x = fg.tensor(_doubling_x(k), requires_grad=True)
+        np.testing.assert_array_equal(cf(x, fg.tensor(DOUBLING_V))[1].numpy(),
+                                      np.float32(2.0 ** (k + 1)) * DOUBLING_V)
+    assert cf.replays == 2
+
+    def noisy_loop(x):
+        y = x * 2
+        while y.norm() < 1000:
+            y = y * (2 + random.random() * 1e-9)
+        return y
+    with pytest.raises(fg.CompileError, match="draws random numbers a replay would not redraw"):
+        fg.compile(noisy_loop, fullgraph=True)(fg.tensor(_doubling_x(6)))
+
+
+def test_for_loop_broken_by_a_tensor_condition_is_not_rerolled():
+    """A `for` loop's iterator is Python state out of the trace's sight (here it stops the loop
+    after 8 iterations whatever the tensor says): traced per trip count, so a replay never runs
+    more iterations than eager mode would."""
+    def bounded(x):
+        y = x * 2
+        for _ in [0] * 8:
+            if y.norm() >= 1000:
+                break
+            y = y * 2
+        return y
+    _compare_with_eager(_grad_of(bounded), lambda k: (fg.tensor(_doubling_x(k), requires_grad=True),),
+                        (5, 5, 12, 6, 12, 3), rerolls=False)
+
+
+def test_loop_kernel_that_fails_runs_the_body_plan_per_iteration(monkeypatch):
+    """A loop kernel Numba cannot compile is dropped at its first call (logged); the loop then runs
+    its body's plan once per iteration, with the same results."""
+    from fusegrad.codegen import loops as loop_kernels
+
+    class Untypable:
+        def numba_kernel(self, source, module):
+            raise TypeError("cannot type this loop")
+    monkeypatch.setattr(loop_kernels, "store", lambda root=None: Untypable())
+    cf = fg.compile(doubling_backward)
+    cf(fg.tensor(_doubling_x(6), requires_grad=True), fg.tensor(DOUBLING_V))   # captured
+    first_replay = fg.explain(cf, fg.tensor(_doubling_x(9), requires_grad=True), fg.tensor(DOUBLING_V))
+    assert any("the loop kernel failed (TypeError: cannot type this loop)" in text for _, text in first_replay.messages)
+    for k in (6, 9, 3, 12):
+        x = fg.tensor(_doubling_x(k), requires_grad=True)
+        np.testing.assert_array_equal(cf(x, fg.tensor(DOUBLING_V))[1].numpy(), np.float32(2.0 ** (k + 1)) * DOUBLING_V)
+    assert cf.replays == 5
+    loops = [loop for _, loop in cf.specialisations[0].plan.loops.values()]
+    assert len(loops) == 2 and all(loop.run is loop.driven for loop in loops)

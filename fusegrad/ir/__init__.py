@@ -8,6 +8,7 @@ from .op import OPS, Op, ShapeError
 from .passes import dead_code_elimination
 
 _add_op_methods()
+from . import loops  # noqa: E402,F401  (the ops of re-rolled loops, which no Builder emits)
 
 __all__ = ["OPS", "Op", "ShapeError", "Node", "Graph", "Builder", "backward_graph", "Derivation", "structure_key",
            "topological_order", "dead_code_elimination", "format_nodes", "shape_of", "dtypes"]

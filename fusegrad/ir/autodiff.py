@@ -73,11 +73,14 @@ class Derivation:
     sources: per graph input, ("root", k) for the k-th root cotangent or (p, j) for the j-th saved
     value of the p-th node of the forward order.
     wanted: per graph output, the position of its forward node.
-    ran: positions of the forward nodes whose VJP rules were applied."""
-    __slots__ = ("graph", "sources", "wanted", "ran")
+    ran: positions of the forward nodes whose VJP rules were applied.
+    origins: graph node -> the position of the forward node whose VJP rule (or the cotangent sums
+    into its inputs) emitted it; the root cotangents' sums have none."""
+    __slots__ = ("graph", "sources", "wanted", "ran", "origins")
 
-    def __init__(self, graph, sources, wanted, ran):
+    def __init__(self, graph, sources, wanted, ran, origins):
         self.graph, self.sources, self.wanted, self.ran = graph, sources, wanted, ran
+        self.origins = origins
 
 
 def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=None, order=None):
@@ -110,12 +113,13 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
             previous = cotangents.get(root)
             cotangents[root] = g if previous is None else b.add(previous, g)
 
-    outputs, ran = {}, []
+    outputs, ran, origins = {}, [], {}
     position = {node: i for i, node in enumerate(order)}
     for node in reversed(order):
         g = cotangents.pop(node, None)
         if g is None or node not in needed:
             continue
+        first = len(b.nodes)
         if on_cotangent is not None:
             g = on_cotangent(b, node, g)
         if wanted(node):
@@ -149,6 +153,8 @@ def backward_graph(roots, root_cotangents, wanted, saved_values, on_cotangent=No
                 c = b.cast(c, dtype=v.dtype)
             previous = cotangents.get(v)
             cotangents[v] = c if previous is None else b.add(previous, c)
+        for emitted in b.nodes[first:]:
+            origins[emitted] = position[node]
 
     graph = dead_code_elimination(b.graph(list(outputs.values())))
-    return Derivation(graph, [sources[p] for p in graph.inputs], [position[n] for n in outputs], ran)
+    return Derivation(graph, [sources[p] for p in graph.inputs], [position[n] for n in outputs], ran, origins)

@@ -17,12 +17,13 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu, cuda, interpreter
+from ..codegen import cpu, cuda, interpreter, loops as cpu_loops
 from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
 from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
+from ..ir.loops import LOOP, LOOP_BACK, LOOP_OUTPUT, TripCountOutsideTrace, run_reverse, run_while
 from ..ir.passes import optimize
 from . import cache, devices
 from .dot import plan_dot
@@ -32,6 +33,7 @@ from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
+LOOP_KERNELS = {"cpu": cpu_loops}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group from
 # a long straight-line trace (a Python loop unrolled by capture) is re-rolled into loops by the
 # backends that can (ir.rolling). One whose kernel would still be longer than this runs on the
@@ -77,8 +79,13 @@ class Plan:
             if isinstance(step, FusionGroup):
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
         self.xp = devices.array_module(devices.canonical(target))   # allocates the kernels' outputs
+        self.loops = {}   # loop node -> (its body's Plan, the _Loop the driver calls)
+        for node in self.graph.nodes:
+            if node.op is LOOP or node.op is LOOP_BACK:
+                body = Plan(node.attrs["body"].graph, target, f"{label}_loop{len(self.loops)}", self.info, cache_dir)
+                self.loops[node] = (body, _Loop(node, body, target, cache_dir))
         self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, self.xp,
-                                                           profiled=False)
+                                                           profiled=False, loops=self.loops)
         self._run = self._namespace["run"]
         self._profiled = None
         self._recorded = False
@@ -89,7 +96,8 @@ class Plan:
             return self._first_call(bindings)
         if observers:
             if self._profiled is None:
-                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True)
+                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True,
+                                             loops=self.loops)
                 namespace.update((name, kernel.fn) for name, kernel in late.items())
                 self._profiled = namespace["run"]
             run = self._profiled
@@ -126,6 +134,7 @@ class Plan:
         parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
         parts += [f"# {k.name}: module {k.module}\n{k.source}" for k in self.kernels]
         parts += ["# driver", self.source]
+        parts += [f"# loop body {body.label}\n{body.describe()}" for body, _ in self.loops.values()]
         return "\n".join(parts)
 
     def to_dot(self):
@@ -133,7 +142,43 @@ class Plan:
         return plan_dot(self)
 
 
-def _driver(graph, steps, kernels, xp, profiled):
+class _Loop:
+    """What a plan's driver calls for a loop node: the backend's whole-loop kernel where it has
+    one for this loop (codegen/loops.py), else the loop driven from Python, its body's plan
+    called once per iteration. A loop kernel that fails at its first call (Numba cannot type it)
+    is dropped for the Python-driven loop, which computes the same values."""
+
+    def __init__(self, node, body, target, cache_dir):
+        attrs = {k: v for k, v in node.attrs.items() if k != "body"}
+        self.driven = functools.partial(run_while if node.op is LOOP else run_reverse, _loop_step(body), **attrs)
+        self.kernel = LOOP_KERNELS[target].build(node, body, cache_dir) if target in LOOP_KERNELS else None
+        self.run = self.kernel or self.driven
+        self.tried = self.kernel is None
+        self.label, self.op = body.label, node.op.name
+
+    def __call__(self, *values):
+        if not self.tried:
+            self.tried = True
+            try:
+                return self.run(*values)
+            except TripCountOutsideTrace:
+                raise
+            except Exception as error:
+                log("fusion", f"{self.label}: the loop kernel failed ({type(error).__name__}: {error}); the loop "
+                              "runs its body's plan once per iteration")
+                self.run = self.driven
+        return self.run(*values)
+
+
+def _loop_step(body):
+    """The body's plan as a loop step: its first call loads and records it, later ones run its
+    driver directly (the plan running the loop already silenced inf/nan warnings)."""
+    def step(*values):
+        return body._run(*values) if body._recorded else body(values)
+    return step
+
+
+def _driver(graph, steps, kernels, xp, profiled, loops):
     """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`.
     Returns its source, its namespace, and {global name: kernel} for the kernels, which the
     caller binds (kernel.fn) before the first run."""
@@ -230,15 +275,20 @@ def _driver(graph, steps, kernels, xp, profiled):
                 namespace[key] = np.asarray(node.attrs["value"], node.attrs["dtype"].np)
                 names[node] = key
                 continue
-            fname = f"F{len(namespace)}"
-            namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
-            out = names[node] = f"v{len(names)}"
-            call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
-            if profiled:
-                lines += ["t0 = now()", call, f"notify({node.op.name!r}, t0, ())"]
+            if node.op is LOOP_OUTPUT:   # a result of a loop: an item of the tuple it returned
+                out = names[node] = f"v{len(names)}"
+                lines.append(f"{out} = {names[node.inputs[0]]}[{node.attrs['index']}]")
+                written = (node,)
             else:
-                lines.append(call)
-            written = (node,)
+                fname = f"F{len(namespace)}"
+                if node in loops:
+                    namespace[fname] = loops[node][1]
+                else:
+                    namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
+                out = names[node] = f"v{len(names)}"
+                call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
+                lines += ["t0 = now()", call, f"notify({node.op.name!r}, t0, ())"] if profiled else [call]
+                written = (node,)
         dead = [names[v] for v in freed_after.get(i, ()) if v not in keep and names[v].startswith("v")]
         dead += [names[n] for n in written if n not in last_read and n not in keep]
         if dead:

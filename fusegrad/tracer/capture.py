@@ -12,8 +12,17 @@ eagerly (its effects are those of eager mode) and the compiler simply does not r
 memory after writing it through an alias, data-dependent shapes, and gradients set on tensors the
 caller cannot name again break the trace. Python-level decisions on tensor values (`bool(t)`,
 `t.item()`, `int(t)`) become value guards that a compiled replay checks before committing.
+Each `bool(t)` also notes where the Python code took it (the call stack of code positions) and
+what that code could see (its frames' Python values), so that a loop on a tensor condition can be
+recognised and re-rolled (`loop_runs`, ir/loops.py).
 """
+import dis
+import functools
+import inspect
+import os
+import sys
 import threading
+import types
 
 import numpy as np
 
@@ -22,6 +31,7 @@ from ..ir.dtypes import from_numpy_dtype
 
 _state = threading.local()
 _PLACEHOLDER, _CAST = OPS["placeholder"], OPS["cast"]
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def active():
@@ -131,6 +141,10 @@ class Trace:
         self.written = {}         # id(array) -> (array, expression) of caller-visible arrays written
         self.internal = set()     # ids of arrays the trace computed
         self.guards = []          # (node, kind, expected): value-dependent decisions
+        self.decisions = []       # per guard: its Decision (where the Python code took it)
+        self.caller = None        # the frame that calls the captured function (set by the compiler)
+        self.recorded = {}        # RecordedNode of an eager op -> its trace node (for backward origins)
+        self.origins = {}         # backward trace node -> the forward trace node whose VJP emitted it
         self.grads = {}           # id(tensor) -> (tensor, its .grad before the call)
         self.proxies = []
         self.scalars = []         # arrays standing for hyper-parameters (traced_scalar)
@@ -191,6 +205,52 @@ class Trace:
         self.internal.add(id(out))
         self.generator_state = state_after
 
+    def note_recorded(self, recorded, out):
+        """An eager op that autograd recorded as `recorded` just computed `out`."""
+        entry = self.values.get(id(out))
+        if entry is not None:
+            self.recorded[recorded] = entry[0]
+
+    def backward_apply(self, origins, order):
+        """run_graph's `apply` for a derived backward graph: apply_node, noting for each recorded
+        node the forward trace node whose VJP emitted it (`origins`: graph node -> position in
+        `order`, the forward RecordedNodes)."""
+        forward = {node: self.recorded.get(order[p]) for node, p in origins.items()}
+
+        def apply(node, values):
+            out = self.apply_node(node, values)
+            entry = self.values.get(id(out))
+            if entry is not None and forward.get(node) is not None:
+                self.origins[entry[0]] = forward[node]
+            return out
+        return apply
+
+    def loop_runs(self):
+        """Candidate loop conditions: runs of `bool(t)` decisions taken at one call stack of code
+        positions inside one activation of the frame that loops, with one outcome two or more
+        times and then the other, while everything the looping code can see stayed the same
+        (see Decision). Returns [(guard indices of the visits in order, the outcome that
+        continues)]; ir/loops.py decides whether the trace between them repeats."""
+        by_site = {}
+        for i, decision in enumerate(self.decisions):
+            if decision is not None and decision.site is not None:
+                by_site.setdefault(decision.site, []).append(i)
+        runs = []
+        for visits in by_site.values():
+            start = 0
+            for end, i in enumerate(visits):
+                if self.guards[i][2] != self.guards[visits[start]][2]:
+                    if end - start >= 2 and _one_loop([self.decisions[k] for k in visits[start:end + 1]]):
+                        runs.append((visits[start:end + 1], self.guards[visits[start]][2]))
+                    start = end + 1
+        return runs
+
+    def forget_frames(self):
+        """Drop the frames the decisions hold (they hold this call's locals) once loops are found."""
+        for decision in self.decisions:
+            if decision is not None:
+                decision.frames = None
+
     def apply_node(self, node, values):
         """run_graph's `apply` while capturing: evaluate a backward-graph node and record it."""
         if node.op.kind == "opaque":   # bound to this call's objects (a custom Function's ctx, hooks)
@@ -231,6 +291,7 @@ class Trace:
 
     def guard(self, node, kind, expected):
         self.guards.append((node, kind, expected))
+        self.decisions.append(Decision(len(self.nodes), self.caller) if kind == "bool" else None)
 
     def value_guard(self, array, kind, expected):
         if self.broken is None:
@@ -246,6 +307,102 @@ class Trace:
         proxy.trace, proxy.node, proxy.used = self, self.node_of(array), False
         self.proxies.append(proxy)
         return proxy
+
+
+class Decision:
+    """Where and in what Python state a `bool(t)` was taken. site: (code, offset) of each frame
+    from the user code that took it up to the captured function; frames: those frames (kept, so
+    that a frame's identity names one activation); states: per frame, what its Python code can
+    see (its locals and the globals its code names, abstracted by `_visible`); in_for: per frame,
+    whether its offset lies inside a `for` loop, whose iterator Python keeps out of sight."""
+    __slots__ = ("position", "site", "frames", "states", "in_for")
+
+    def __init__(self, position, caller):
+        self.position = position   # trace nodes recorded before the decision
+        frame = sys._getframe(1)
+        while frame is not None and frame is not caller and frame.f_code.co_filename.startswith(_PACKAGE):
+            frame = frame.f_back   # fusegrad's own frames (Tensor.__bool__, ...) below the user's
+        frames = []
+        while frame is not None and frame is not caller:
+            frames.append(frame)
+            frame = frame.f_back
+        if frame is None or not frames:   # not under a captured call's frame: never a loop condition
+            self.site = self.frames = self.states = self.in_for = None
+            return
+        self.frames = tuple(frames)
+        self.site = tuple((f.f_code, f.f_lasti) for f in frames)
+        self.in_for = tuple(f.f_lasti in _for_loop_offsets(f.f_code) for f in frames)
+        self.states = tuple(_frame_state(f) for f in frames)
+
+
+def _one_loop(visits):
+    """Whether decisions at one site are the visits of one loop whose Python side repeats: the
+    frame that loops is the innermost one all visits share; it must not be inside a `for` loop,
+    and it and the frames it called must see the same Python state at every visit."""
+    first = visits[0]
+    shared = len(first.frames)
+    for k in range(len(first.frames) - 1, -1, -1):
+        if any(v.frames[k] is not first.frames[k] for v in visits):
+            break
+        shared = k
+    if shared == len(first.frames) or first.in_for[shared] or first.frames[shared].f_code.co_flags & _SUSPENDS:
+        return False   # a generator's caller decides whether it goes on, out of its frame's sight
+    return all(v.states[:shared + 1] == first.states[:shared + 1] for v in visits)
+
+
+_SUSPENDS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+
+
+@functools.lru_cache(maxsize=256)
+def _for_loop_offsets(code):
+    """The bytecode offsets inside `for` loops of `code` (between FOR_ITER and its exit)."""
+    inside = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "FOR_ITER":
+            inside.update(range(instruction.offset, instruction.argval))
+    return frozenset(inside)
+
+
+def _frame_state(frame):
+    names = frame.f_code.co_names
+    env = frame.f_globals
+    return (_visible(dict(frame.f_locals)),
+            tuple((name, _visible(env[name], 1)) for name in names if name in env))
+
+
+_SCALARS = (bool, int, complex, str, bytes, type(None))
+_IDENTITIES = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+               types.CodeType, types.FrameType)
+
+
+def _visible(value, depth=0):
+    """What Python control flow can see of a value, comparable with ==: plain values themselves
+    (floats by repr, so nan equals nan), tensors by type (shape, dtype, requires_grad), small
+    arrays by content, containers and plain objects by contents to a depth of 3, anything else
+    by identity."""
+    from .tensor import Tensor
+    if isinstance(value, _FloatProxy):
+        return ("float", repr(value.value()))
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if isinstance(value, _SCALARS):
+        return (type(value), value)
+    if isinstance(value, Tensor):
+        return ("tensor", value._data.shape, value._data.dtype.str, value._rg, value._grad is None)
+    if isinstance(value, np.ndarray):
+        return ("array", value.shape, value.dtype.str, value.tobytes() if value.size <= 256 else id(value))
+    if depth >= 3 or isinstance(value, _IDENTITIES):
+        return ("object", id(value))
+    if type(value) in (list, tuple):
+        return (type(value), tuple(_visible(v, depth + 1) for v in value))
+    if type(value) is dict:
+        return (dict, tuple((_visible(k, 3), _visible(v, depth + 1)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return (type(value), len(value), id(value))
+    contents = getattr(value, "__dict__", None)
+    if isinstance(contents, dict):
+        return ("object", id(value), _visible(contents, depth + 1))
+    return ("object", id(value))
 
 
 class recording:

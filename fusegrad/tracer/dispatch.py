@@ -81,7 +81,11 @@ def record(op, inputs, arrays, out, out_version, attrs, label, device):
                     versions.append((x._vc, x._vc[0], i))
         saved = tuple(saved)
     dtype = _DTYPES.get(out.dtype) or from_numpy_dtype(out.dtype)
-    return RecordedNode(op, tuple(edges), attrs, out.shape, dtype, saved, versions, label, device)
+    node = RecordedNode(op, tuple(edges), attrs, out.shape, dtype, saved, versions, label, device)
+    trace = capturing()
+    if trace is not None:
+        trace.note_recorded(node, out)
+    return node
 
 
 def _compute(op, inputs, arrays, attrs):

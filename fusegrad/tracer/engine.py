@@ -192,7 +192,7 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
         with grad_mode.enable_grad():
             values = run_graph(derivation.graph, bindings, _tracer_apply)
     elif capturing() is not None:   # recorded into the trace being captured, node by node
-        values = run_graph(derivation.graph, bindings, capturing().apply_node)
+        values = run_graph(derivation.graph, bindings, capturing().backward_apply(derivation.origins, order))
     else:
         values = None if key is None else eager_plan_run(derivation.graph, bindings, device.type)
         if values is None:
