@@ -153,7 +153,7 @@ def reroll(nodes, outputs, visits, continues, origins, decisions_inside, loop_ou
         for n in s:
             if n.op.kind in ("random", "opaque", "loop"):
                 raise Refused(f"the loop body holds a {n.op.name} op")
-    forward = _classify(segments, where, "carried", +1)
+    forward = _classify(segments, where, +1)
 
     init = forward.init
     for u, x in init.items():
@@ -171,7 +171,7 @@ def reroll(nodes, outputs, visits, continues, origins, decisions_inside, loop_ou
         if any(len(s) != len(backward_segments[0]) for s in backward_segments):
             raise Refused("the backward pass of each iteration records different ops (gradients summed over "
                           "iterations, or a value whose gradient is needed in some iterations only)")
-        backward = _classify(backward_segments, bwhere, "carried", -1, forward=(where, forward.carried, init))
+        backward = _classify(backward_segments, bwhere, -1, forward=(where, forward.carried, init))
         for u, x in backward.init.items():
             if (x.shape, x.dtype) != (backward_segments[0][u].shape, backward_segments[0][u].dtype):
                 raise Refused("a gradient carried into the backward loop changes shape or dtype")
@@ -259,7 +259,7 @@ class _Slots:
         self.carried_in = set()
 
 
-def _classify(segments, where, carried_name, direction, forward=None):
+def _classify(segments, where, direction, forward=None):
     """The slots of structurally identical segments. direction +1: segment j reads segment j - 1
     (forward); -1: segment j reads segment j + 1 (backward, whose first segment is the last)."""
     m = len(segments)
@@ -275,19 +275,19 @@ def _classify(segments, where, carried_name, direction, forward=None):
         for s in range(len(reference.inputs)):
             kinds = [_read(segments[j][t].inputs[s], j, t, where, direction, forward) for j in range(m)]
             neighbours = [k for j, k in enumerate(kinds) if j != first]
-            if neighbours[0][0] == carried_name and all(k == neighbours[0] for k in neighbours) \
+            if neighbours[0][0] == "carried" and all(k == neighbours[0] for k in neighbours) \
                     and kinds[first][0] == "outside":
                 u = neighbours[0][1]
                 if slots.init.setdefault(u, kinds[first][1]) is not kinds[first][1]:
                     raise Refused("a carried value starts from two different values")
                 slots.carried.add(u)
-                slots.kinds[t, s] = (carried_name, u)
+                slots.kinds[t, s] = ("carried", u)
             elif forward is not None and kinds[0][0] == "outside" and len(kinds) > 1 \
                     and all(k == kinds[1] for k in kinds[1:]) and kinds[1][0] == "carried_in" \
                     and kinds[0][1] is forward[2].get(kinds[1][1]):
                 slots.carried_in.add(kinds[1][1])
                 slots.kinds[t, s] = kinds[1]
-            elif all(k == kinds[0] for k in kinds) and kinds[0][0] != carried_name and kinds[0][0] != "carried_in":
+            elif all(k == kinds[0] for k in kinds) and kinds[0][0] not in ("carried", "carried_in"):
                 kind = kinds[0]
                 if kind[0] == "outside":
                     kind = ("invariant", kind[1])
