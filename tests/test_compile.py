@@ -970,3 +970,23 @@ def test_loop_kernel_that_fails_runs_the_body_plan_per_iteration(monkeypatch):
     assert cf.replays == 5
     loops = [loop for _, loop in cf.specialisations[0].plan.loops.values()]
     assert len(loops) == 2 and all(loop.run is loop.driven for loop in loops)
+
+
+def test_loop_over_a_matrix_runs_as_one_kernel_with_flat_body_kernels():
+    """A 2-D loop body (flat body kernels, an invariant read as a transposed view) runs as one loop
+    kernel per loop, with eager's values and gradients for trip counts never traced."""
+    def doubling_matrix(x, w):
+        y = x * 2
+        while y.norm() < 1000:
+            y = y * 2 + w
+        return y
+    def step(x, w):
+        y = doubling_matrix(x, w)
+        y.backward(fg.ones_like(y))
+        return y.detach(), x.grad   # y itself would be differentiable (add saves nothing): see below
+    w = fg.tensor(np.arange(6, dtype=np.float32).reshape(3, 2) / 100).t()
+    make = lambda s: (fg.full((2, 3), s, requires_grad=True), w)  # noqa: E731
+    cf = _compare_with_eager(step, make, (1.0, 0.5, 2.0, 0.01, 3.0, 0.3, 30.0), rerolls=True)
+    assert len(cf.specialisations) == 1
+    loops = [loop for _, loop in cf.specialisations[0].plan.loops.values()]
+    assert len(loops) == 2 and all(loop.run is loop.kernel for loop in loops)

@@ -65,8 +65,8 @@ def _source(graph, kernels, attrs, forward):
     carried = attrs["carried"]
     inputs = graph.inputs
     names = {}
-    for i, p in enumerate(inputs):
-        names[p] = f"s{i}" if i < carried else f"a{i}"
+    for i, p in enumerate(inputs):   # invariants as C-contiguous arrays, which flat kernels read flattened
+        names[p] = f"s{i}" if i < carried else f"a{i}" if not p.shape else f"f{i}"
     header, functions, prelude = [], [], False
     for j, kernel in enumerate(kernels):
         text = kernel.source
@@ -90,17 +90,21 @@ def _source(graph, kernels, attrs, forward):
             else:
                 lines.append(f"{buf} = np.full({shape!r}, {python_literal(init)}, {_dtype(dtype)})")
             outs.append(buf)
-        args = [repr(n) for n in kernel.group.shape] + [names[a] + ("[()]" if not a.shape else "") for a in kernel.args]
+        flat = kernel.space != tuple(kernel.group.shape)   # one flat loop: arrays passed flattened
+        args = [repr(n) for n in kernel.space] + [
+            names[a] + ("[()]" if not a.shape else ".reshape(-1)" if flat else "") for a in kernel.args]
         lines.append(f"k{j}({', '.join(args + outs)})")
         for node, buf, (shape, dtype, init) in zip(kernel.outs, outs, kernel.buffers):
-            if init is not None and (shape != node.shape or dtype is not node.dtype):
+            # a reduction, from its keepdim accumulator; an output of a flat loop: to its own shape
+            if shape != node.shape or dtype is not node.dtype:
                 fixed = f"b{count}"
                 count += 1
-                if node.shape == ():   # a full reduction: its one element, as a 0-d array of its dtype
+                if node.shape == ():   # its one element, as a 0-d array of its dtype
                     lines += [f"{fixed} = np.empty((), {_dtype(node.dtype)})",
                               f"{fixed}[()] = {buf}[{', '.join(['0'] * len(shape)) or '()'}]"]
                 else:
-                    lines.append(f"{fixed} = {buf}.reshape({node.shape!r}).astype({_dtype(node.dtype)})")
+                    lines.append(f"{fixed} = {buf}" + (f".reshape({node.shape!r})" if shape != node.shape else "")
+                                 + (f".astype({_dtype(node.dtype)})" if dtype is not node.dtype else ""))
                 buf = fixed
             names[node] = buf
     outputs = graph.outputs
@@ -109,6 +113,7 @@ def _source(graph, kernels, attrs, forward):
     params = ["condition" if forward else "trips"] + [f"x{i}" for i in range(carried)] + \
         [f"a{i}" for i in range(carried, len(inputs))]
     body = [f"s{i} = x{i}.copy()" for i in range(carried)]   # one array type through the iterations
+    body += [f"f{i} = np.ascontiguousarray(a{i})" for i, p in enumerate(inputs) if i >= carried and p.shape]
     body += [f"e{i} = np.empty({o.shape!r}, {_dtype(o.dtype)})" for i, o in enumerate(extras)]
     if forward:
         body += ["trips = 0", f"while condition == {attrs['continues']!r}:"]
