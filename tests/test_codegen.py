@@ -205,6 +205,31 @@ def test_large_groups_run_in_parallel_and_agree():
 
 
 @pytest.mark.parametrize("dtype", [D.float32, D.float64])
+def test_reductions_over_the_innermost_axes_accumulate_in_registers(dtype):
+    """A partial reduction whose innermost axes are reduced (a convolution's bias gradient, sums
+    over (0, 2, 3)) adds into a register over them and into its output once per run; one over an
+    outer axis only adds into the output per element. Both agree with the interpreter, NaN
+    propagating through amax as in NumPy."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype.np)
+    x[1, 2, 3, 4] = np.nan
+    b = Builder()
+    p = b.placeholder(None, x.shape, dtype)
+    masked = b.where(b.le(p, 0.0), 0.0, p)
+    graph = b.graph([masked, b.sum(masked, axes=(0, 2, 3), keepdim=False),
+                     b.amax(p, axes=(2, 3), keepdim=False, nans_win=True), b.prod(p, axes=(3,), keepdim=False),
+                     b.sum(p, axes=(1,), keepdim=False)])
+    plan = Plan(graph)
+    sources = "\n".join(k.source for k in plan.kernels)
+    assert "y1[0, i1, 0, 0] = y1[0, i1, 0, 0] + acc0" in sources, sources
+    assert "y4[i0, 0, i2, i3] = y4[i0, 0, i2, i3] + x0_0" in sources, sources
+    for got, want in zip(plan([x]), run_graph(graph, [x])):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5 if dtype is D.float32 else 1e-12, equal_nan=True)
+    assert np.isnan(plan([x])[2][1, 2])
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
 def test_groups_too_large_to_compile_run_on_the_interpreter(dtype):
     """A group of thousands of ops over few elements (an unrolled loop) runs on the interpreter:
     every instruction, broadcast inputs, constants and reductions agree with the graph interpreter."""

@@ -114,7 +114,9 @@ class Plan:
         return values
 
     def _compilations(self):
-        return sum(sum(k.fn.stats.cache_misses.values()) for k in self._late.values() if hasattr(k.fn, "stats"))
+        # kernels of the same source share one Numba function: count each function once
+        functions = {id(k.fn): k.fn for k in self._late.values() if hasattr(k.fn, "stats")}
+        return sum(sum(fn.stats.cache_misses.values()) for fn in functions.values())
 
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
