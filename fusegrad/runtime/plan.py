@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu, cuda, interpreter
+from ..codegen import cpu, cuda, interpreter, windows
 from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
@@ -32,6 +32,8 @@ from .quiet import quiet, restore
 
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
+# hand-written kernels that run single nodes (convolution and pooling) in place of their op's impl
+LOWERINGS = {"cpu": windows.lower}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group larger
 # than this, from a long straight-line trace (a Python loop unrolled by capture), runs on the
 # backend's interpreter when it has one for the group (small iteration spaces), else as NumPy calls,
@@ -73,8 +75,10 @@ class Plan:
             if isinstance(step, FusionGroup):
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
         self.xp = devices.array_module(devices.canonical(target))   # allocates the kernels' outputs
+        lower = LOWERINGS.get(target)
+        self.lowered = {} if lower is None else lower([s for s in self.steps if isinstance(s, Node)], cache_dir)
         self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, self.xp,
-                                                           profiled=False)
+                                                           self.lowered, profiled=False)
         self._run = self._namespace["run"]
         self._profiled = None
         self._recorded = False
@@ -85,7 +89,8 @@ class Plan:
             return self._first_call(bindings)
         if observers:
             if self._profiled is None:
-                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True)
+                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, self.lowered,
+                                             profiled=True)
                 namespace.update((name, kernel.fn) for name, kernel in late.items())
                 self._profiled = namespace["run"]
             run = self._profiled
@@ -121,7 +126,8 @@ class Plan:
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
         parts = [format_nodes(self.graph.nodes, self.graph.inputs, self.graph.outputs, name=self.label), ""]
-        parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
+        parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps"
+                  + (f" ({len(self.lowered)} on window kernels: W in the driver)" if self.lowered else ""), ""]
         parts += [f"# {k.name}: module {k.module}\n{k.source}" for k in self.kernels]
         parts += ["# driver", self.source]
         return "\n".join(parts)
@@ -131,10 +137,11 @@ class Plan:
         return plan_dot(self)
 
 
-def _driver(graph, steps, kernels, xp, profiled):
-    """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`.
-    Returns its source, its namespace, and {global name: kernel} for the kernels, which the
-    caller binds (kernel.fn) before the first run."""
+def _driver(graph, steps, kernels, xp, lowered, profiled):
+    """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`,
+    running a node of `lowered` (node -> function of its input values) with its function instead
+    of its op's impl. Returns its source, its namespace, and {global name: kernel} for the kernels,
+    which the caller binds (kernel.fn) before the first run."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
     emitted = []
@@ -227,8 +234,9 @@ def _driver(graph, steps, kernels, xp, profiled):
                 namespace[key] = np.asarray(node.attrs["value"], node.attrs["dtype"].np)
                 names[node] = key
                 continue
-            fname = f"F{len(namespace)}"
-            namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
+            fname = f"{'W' if node in lowered else 'F'}{len(namespace)}"
+            namespace[fname] = lowered[node] if node in lowered else \
+                functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
             out = names[node] = f"v{len(names)}"
             call = f"{out} = {fname}({', '.join(name_of(v) for v in node.inputs)})"
             if profiled:
