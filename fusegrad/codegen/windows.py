@@ -99,6 +99,18 @@ def col2im(cols, grad, out_h, out_w):
         for i in range(KH):
             for j in range(KW):
                 row, rows_lo, rows_hi, lo, hi, origin = _kernel_cell(plane, i, j, h, w, out_h, out_w)
+                if SH == 1 and SW == 1 and out_w == w and rows_lo < rows_hi and lo < hi:
+                    # as im2col's band: one run, after zeroing the entries of the padding columns
+                    # (the run adds them to cells of a neighbouring row)
+                    start = row * size
+                    for oy in range(rows_lo, rows_hi):
+                        for ox in range(lo):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                        for ox in range(hi, w):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                    for t in range(rows_lo * w + lo, rows_hi * w - (w - hi)):
+                        grad[np.uintp(origin + t)] += cols[np.uintp(start + t)]
+                    continue
                 for oy in range(rows_lo, rows_hi):
                     src = row * size + oy * out_w + lo
                     dst = origin + oy * SH * w + lo * SW
@@ -250,19 +262,20 @@ def _out_size(size, pad, kernel, stride, dilation):
 class SharedColumns:
     """The columns of one input, made by a plan's conv2d for the conv2d_weight_grad of the same
     input and geometry later in the plan (the im2col of the forward pass, not done twice). Taken
-    once: the slot holds them only from the forward to the backward pass of one run."""
-    __slots__ = ("x", "cols")
+    once: the slot holds them only from the forward to the backward pass of one run. The input
+    and its columns are one attribute, so that runs in two threads never pair one's input with
+    the other's columns (the loser computes its own)."""
+    __slots__ = ("pair",)
 
     def __init__(self):
-        self.x = self.cols = None
+        self.pair = None
 
     def put(self, x, cols):
-        self.x, self.cols = x, cols
+        self.pair = (x, cols)
 
     def take(self, x):
-        cols = self.cols if self.x is x else None
-        self.x = self.cols = None
-        return cols
+        pair, self.pair = self.pair, None
+        return pair[1] if pair is not None and pair[0] is x else None
 
 
 def _columns(k, x, kernel, stride, padding, dilation):
