@@ -8,21 +8,22 @@ A conv2d hands its columns to the conv2d_weight_grad of the same input later in 
 
 `lower(nodes)` gives the function a plan calls for each node it can run so, with the node's input
 values as arguments (float32 and float64; grouped convolutions keep the impl). The ops' impls stay
-what eager mode runs and the reference these are tested against (tests/test_codegen.py); the
-kernels add in the impls' order, so results match them to rounding. The kernels are one module per
-window geometry (its sizes are constants, so that Numba unrolls the windows and vectorises strided
-loads), loaded through the kernel store at a plan's first call. They have no native libraries
-(codegen/native.py): a process running a plan with them imports Numba.
+what eager mode runs and the reference these are tested against (tests/test_codegen.py): results
+match them to rounding (col2im adds in the impl's order). The kernels are one module per
+window geometry (its sizes are constants, so that Numba unrolls the windows and folds the strides
+into the index arithmetic), loaded through the kernel store at a plan's first call. They have no
+native libraries (codegen/native.py): a process running a plan with them imports Numba.
 """
 import hashlib
 
 import numpy as np
 
 from ..ir import dtypes as D
+from ..ir.ops import conv_output_size
 from .store import store
 
 # The kernels' body: the module of one geometry is its constants (_source) followed by this, so
-# that Numba compiles the window loops with their sizes known (unrolled, strided loads vectorised).
+# that Numba compiles the window loops with their sizes known (unrolled, constant index arithmetic).
 KERNELS = '''
 
 @njit(inline="always")
@@ -255,10 +256,6 @@ class _Kernels:
         return fn
 
 
-def _out_size(size, pad, kernel, stride, dilation):
-    return (size + pad[0] + pad[1] - dilation * (kernel - 1) - 1) // stride + 1
-
-
 class SharedColumns:
     """The columns of one input, made by a plan's conv2d for the conv2d_weight_grad of the same
     input and geometry later in the plan (the im2col of the forward pass, not done twice). Taken
@@ -281,8 +278,8 @@ class SharedColumns:
 def _columns(k, x, kernel, stride, padding, dilation):
     """(N, C * kh * kw, Ho * Wo) columns of x's windows, and (Ho, Wo)."""
     n, c, h, w = x.shape
-    out_h = _out_size(h, padding[0], kernel[0], stride[0], dilation[0])
-    out_w = _out_size(w, padding[1], kernel[1], stride[1], dilation[1])
+    out_h = conv_output_size(h, padding[0], kernel[0], stride[0], dilation[0])
+    out_w = conv_output_size(w, padding[1], kernel[1], stride[1], dilation[1])
     cols = np.empty((n, c * kernel[0] * kernel[1], out_h * out_w), x.dtype)
     k.im2col(np.ascontiguousarray(x), cols, out_h, out_w)
     return cols, (out_h, out_w)
@@ -322,8 +319,8 @@ def _conv2d_input_grad(k, g, w, stride, padding, dilation, groups, input_shape):
 
 def _max_pool2d(k, x, kernel, stride, padding, dilation):
     n, c, h, w = x.shape
-    out = np.empty((n, c, _out_size(h, padding[0], kernel[0], stride[0], dilation[0]),
-                    _out_size(w, padding[1], kernel[1], stride[1], dilation[1])), x.dtype)
+    out = np.empty((n, c, conv_output_size(h, padding[0], kernel[0], stride[0], dilation[0]),
+                    conv_output_size(w, padding[1], kernel[1], stride[1], dilation[1])), x.dtype)
     k.max_pool2d(np.ascontiguousarray(x), out, x.dtype.type(-np.inf))
     return out
 
