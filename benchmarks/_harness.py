@@ -426,7 +426,7 @@ def machine_info():
         versions.append("jax not importable")
     lines.append("versions: " + ", ".join(versions))
     pools = {name: os.environ.get(name, "unset") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "OPENBLAS_NUM_THREADS")}
+                                                             "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     lines.append("threads per compute pool: " + ", ".join(f"{k}={v}" for k, v in pools.items()))
     lines.append(f"load average at start: {load()}")
     return "\n".join(lines)
@@ -458,7 +458,7 @@ def standalone_main(doc, run, default_repeats, unit, argv=None):
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None, help=f"timed {unit} (default {default_repeats})")
     parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
+                        help="threads per compute pool (OpenMP, MKL, OpenBLAS, Numba; default 1)")
     parser.add_argument("--quick", action="store_true", help=f"a few {unit} only (smoke test)")
     args = parser.parse_args(argv)
     print_flush(machine_info())

@@ -4,13 +4,15 @@ PyTorch computes with an OpenMP pool, NumPy with OpenBLAS's own pthreads, and bo
 spinning for a while after each parallel call. In one process on a small machine (two CPUs here, shared
 with other jobs) the two pools starve each other: a TinyModel step that takes ~0.5 ms alone took over
 100 ms once NumPy's matmul had run in the same process. That measures pool contention, not the
-frameworks, so by default every pool gets one thread (`--threads N` changes it). This module must not
-import NumPy: it has to run before NumPy's first import to take effect."""
+frameworks, so by default every pool gets one thread (`--threads N` changes it). That includes Numba's,
+which runs fusegrad's largest kernels with prange: with the other CPU busy, waking its second thread
+made a 0.1 ms ReLU kernel of the CNN step take 2-6 ms. This module must not import NumPy: it has to
+run before NumPy's first import to take effect."""
 import os
 import sys
 
 VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-             "NUMEXPR_NUM_THREADS")
+             "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
 DEFAULT = 1
 
 

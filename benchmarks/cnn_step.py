@@ -165,7 +165,11 @@ def run_workload(name, repeats=None, quick=False, out=print_flush):
     warmup = QUICK_WARMUP if quick else WARMUP[name]
     repeats = repeats or (QUICK_REPEATS if quick else REPEATS[name])
     title = f"{name}: {WORKLOADS[name][4]}"
-    cases = training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), use_torch)
+    # cnn_step's auto-compiled row: eager steps once their backward has repeated (its convolution and
+    # pooling gradients on the window kernels); "fusegrad (warm)" interprets it. (Not for resnet_step:
+    # compiling its backward graph takes minutes.)
+    cases = training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), use_torch,
+                                auto=name in COMPILED_TARGET)
     if name in COMPILED_TARGET:
         import fusegrad
         check_compiled(name, state)

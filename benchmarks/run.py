@@ -40,7 +40,7 @@ def main(argv=None):
                              f"for cnn_step, {cnn_step.REPEATS['resnet_step']} for resnet_step)")
     parser.add_argument("--quick", action="store_true", help="a few repeats only (smoke test)")
     parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS; default 1)")
+                        help="threads per compute pool (OpenMP, MKL, OpenBLAS, Numba; default 1)")
     parser.add_argument("--only", choices=sorted(WORKLOADS), action="append",
                         help="run only this workload (may be repeated)")
     args = parser.parse_args(argv)

@@ -204,6 +204,102 @@ def test_large_groups_run_in_parallel_and_agree():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+def test_reductions_over_the_innermost_axes_accumulate_in_registers(dtype):
+    """A partial reduction whose innermost axes are reduced (a convolution's bias gradient, sums
+    over (0, 2, 3)) adds into a register over them and into its output once per run; one over an
+    outer axis only adds into the output per element. Both agree with the interpreter, NaN
+    propagating through amax as in NumPy."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(dtype.np)
+    x[1, 2, 3, 4] = np.nan
+    b = Builder()
+    p = b.placeholder(None, x.shape, dtype)
+    masked = b.where(b.le(p, 0.0), 0.0, p)
+    graph = b.graph([masked, b.sum(masked, axes=(0, 2, 3), keepdim=False),
+                     b.amax(p, axes=(2, 3), keepdim=False, nans_win=True), b.prod(p, axes=(3,), keepdim=False),
+                     b.sum(p, axes=(1,), keepdim=False)])
+    plan = Plan(graph)
+    sources = "\n".join(k.source for k in plan.kernels)
+    assert "y1[0, i1, 0, 0] = y1[0, i1, 0, 0] + acc0" in sources, sources
+    assert "y4[i0, 0, i2, i3] = y4[i0, 0, i2, i3] + x0_0" in sources, sources
+    for got, want in zip(plan([x]), run_graph(graph, [x])):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5 if dtype is D.float32 else 1e-12, equal_nan=True)
+    assert np.isnan(plan([x])[2][1, 2])
+
+
+# (input shape, weight or kernel size, stride, padding ((top, bottom), (left, right)), dilation)
+WINDOW_GEOMETRIES = [
+    ((2, 3, 9, 8), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),     # the CNNs' 3 x 3 "same"
+    ((2, 2, 9, 7), (3, 2, 3, 2), (2, 1), ((1, 0), (2, 2)), (1, 2)),     # strided, uneven, dilated
+    ((1, 2, 6, 6), (2, 2, 1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1)),     # resnet's 1 x 1 shortcut
+    ((2, 1, 7, 9), (2, 1, 3, 3), (2, 3), ((1, 1), (1, 1)), (2, 1)),
+    ((2, 2, 7, 6), (3, 2, 3, 3), (1, 1), ((2, 2), (2, 2)), (2, 2)),     # dilated "same": rows copied as one run
+    ((1, 2, 5, 6), (2, 2, 2, 3), (1, 1), ((0, 1), (1, 1)), (1, 1)),     # PyTorch's "same" for an even kernel
+]
+POOLINGS = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),          # tiles the plane
+    ((2, 2, 9, 7), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),          # resnet's stem: overlapping, padded
+    ((1, 2, 7, 8), (2, 3), (1, 2), ((1, 2), (0, 1)), (2, 1)),          # ceil_mode's extra padding, dilated
+]
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", WINDOW_GEOMETRIES)
+def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
+    """A plan runs conv2d and its two gradients with the window kernels (im2col and col2im in
+    Numba around the matmuls); they agree with the ops' NumPy impls to rounding, for any stride,
+    padding and dilation, and for a non-contiguous input."""
+    x_shape, w_shape, stride, padding, dilation = geometry
+    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=1)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((x_shape[0], x_shape[1], x_shape[3], x_shape[2])).astype(dtype.np).transpose(0, 1, 3, 2)
+    w = rng.standard_normal(w_shape).astype(dtype.np)
+    b = Builder()
+    px, pw = b.placeholder(None, x_shape, dtype), b.placeholder(None, w_shape, dtype)
+    out = b.conv2d(px, pw, **attrs)
+    g = b.mul(out, out)   # a cotangent that is not the output itself
+    graph = b.graph([out, b.conv2d_input_grad(g, pw, input_shape=x_shape, **attrs),
+                     b.conv2d_weight_grad(px, g, weight_shape=w_shape, **attrs)])
+    alone = Builder()   # a weight gradient without the forward pass: columns of its own
+    qx, qg = alone.placeholder(None, x_shape, dtype), alone.placeholder(None, out.shape, dtype)
+    gradient_only = alone.graph([alone.conv2d_weight_grad(qx, qg, weight_shape=w_shape, **attrs)])
+    cotangent = rng.standard_normal(out.shape).astype(dtype.np)
+    for graph, values in ((graph, [x, w]), (gradient_only, [x, cotangent])):
+        plan = Plan(graph)
+        assert {n.op.name for n in plan.lowered} == {n.op.name for n in graph.nodes if n.op.name.startswith("conv")}
+        assert "on window kernels" in plan.describe()
+        for _ in range(2):   # the second run takes the columns the forward pass shares again
+            for got, want in zip(plan(values), run_graph(graph, values)):
+                assert got.dtype == want.dtype and got.shape == want.shape
+                np.testing.assert_allclose(got, want, rtol=1e-4 if dtype is D.float32 else 1e-10,
+                                           atol=1e-4 if dtype is D.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", POOLINGS)
+def test_max_pooling_runs_as_window_kernels_in_plans(geometry, dtype):
+    """max_pool2d and its gradient in a plan run the window kernels: equal to the ops' impls,
+    ties going to the first maximal cell, NaN winning its window and taking the gradient, -inf
+    windows and windows reaching into the padding included."""
+    x_shape, kernel, stride, padding, dilation = geometry
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 3, x_shape).astype(dtype.np)   # many ties
+    x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
+    x[0, 1, :3, :3] = -np.inf
+    b = Builder()
+    px = b.placeholder(None, x_shape, dtype)
+    out = b.max_pool2d(px, **attrs)
+    graph = b.graph([out, b.max_pool2d_backward(b.add(out, 1.5), px, out, **attrs)])
+    plan = Plan(graph)
+    assert sorted(n.op.name for n in plan.lowered) == ["max_pool2d", "max_pool2d_backward"]
+    for got, want in zip(plan([x]), run_graph(graph, [x])):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
 def _rounds(dtype, factor):
     """150 rounds of every interpreter instruction over a (2, 3) space, values kept near 1; round k
     first scales by factor(k). Returns (graph, input arrays)."""

@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from ..codegen import cpu, cuda, interpreter, loops as cpu_loops
+from ..codegen import cpu, cuda, interpreter, loops as cpu_loops, windows
 from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
@@ -34,6 +34,8 @@ from .quiet import quiet, restore
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
 LOOP_KERNELS = {"cpu": cpu_loops}
+# hand-written kernels that run single nodes (convolution and pooling) in place of their op's impl
+LOWERINGS = {"cpu": windows.lower}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group from
 # a long straight-line trace (a Python loop unrolled by capture) is re-rolled into loops by the
 # backends that can (ir.rolling). One whose kernel would still be longer than this runs on the
@@ -84,8 +86,10 @@ class Plan:
             if node.op is LOOP or node.op is LOOP_BACK:
                 body = Plan(node.attrs["body"].graph, target, f"{label}_loop{len(self.loops)}", self.info, cache_dir)
                 self.loops[node] = (body, _Loop(node, body, target, cache_dir))
+        lower = LOWERINGS.get(target)
+        self.lowered = {} if lower is None else lower([s for s in self.steps if isinstance(s, Node)], cache_dir)
         self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, self.xp,
-                                                           profiled=False, loops=self.loops)
+                                                           self.lowered, profiled=False, loops=self.loops)
         self._run = self._namespace["run"]
         self._profiled = None
         self._recorded = False
@@ -96,8 +100,8 @@ class Plan:
             return self._first_call(bindings)
         if observers:
             if self._profiled is None:
-                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, profiled=True,
-                                             loops=self.loops)
+                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, self.lowered,
+                                             profiled=True, loops=self.loops)
                 namespace.update((name, kernel.fn) for name, kernel in late.items())
                 self._profiled = namespace["run"]
             run = self._profiled
@@ -126,12 +130,15 @@ class Plan:
         return values
 
     def _compilations(self):
-        return sum(sum(k.fn.stats.cache_misses.values()) for k in self._late.values() if hasattr(k.fn, "stats"))
+        # kernels of the same source share one Numba function: count each function once
+        functions = {id(k.fn): k.fn for k in self._late.values() if hasattr(k.fn, "stats")}
+        return sum(sum(fn.stats.cache_misses.values()) for fn in functions.values())
 
     def describe(self):
         """The optimised graph, the fusion groups and the generated sources, as text."""
         parts = [format_nodes(self.graph.nodes, self.graph.inputs, self.graph.outputs, name=self.label), ""]
-        parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps", ""]
+        parts += [f"# {len(self.kernels)} kernels, {len(self.steps) - len(self.kernels)} other steps"
+                  + (f" ({len(self.lowered)} on window kernels: W in the driver)" if self.lowered else ""), ""]
         parts += [f"# {k.name}: module {k.module}\n{k.source}" for k in self.kernels]
         parts += ["# driver", self.source]
         parts += [f"# loop body {body.label}\n{body.describe()}" for body, _ in self.loops.values()]
@@ -178,10 +185,11 @@ def _loop_step(body):
     return step
 
 
-def _driver(graph, steps, kernels, xp, profiled, loops):
-    """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`.
-    Returns its source, its namespace, and {global name: kernel} for the kernels, which the
-    caller binds (kernel.fn) before the first run."""
+def _driver(graph, steps, kernels, xp, lowered, profiled, loops):
+    """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`,
+    running a node of `lowered` (node -> function of its input values) with its function instead
+    of its op's impl, and a loop node with its _Loop. Returns its source, its namespace, and
+    {global name: kernel} for the kernels, which the caller binds (kernel.fn) before the first run."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
     emitted = []
@@ -280,9 +288,11 @@ def _driver(graph, steps, kernels, xp, profiled, loops):
                 lines.append(f"{out} = {names[node.inputs[0]]}[{node.attrs['index']}]")
                 written = (node,)
             else:
-                fname = f"F{len(namespace)}"
+                fname = f"{'W' if node in lowered else 'F'}{len(namespace)}"
                 if node in loops:
                     namespace[fname] = loops[node][1]
+                elif node in lowered:
+                    namespace[fname] = lowered[node]
                 else:
                     namespace[fname] = functools.partial(node.op.impl, **node.attrs) if node.attrs else node.op.impl
                 out = names[node] = f"v{len(names)}"

@@ -1,0 +1,381 @@
+"""Hand-written CPU kernels for the ops that loop over windows of image planes: convolution (its
+columns gathered, im2col, and scattered back, col2im, around one BLAS matmul per image) and max
+pooling and its gradient. A compiled plan runs these in place of the ops' NumPy impls, which take a
+pass over the whole batch per kernel position (pooling: about ten passes for a 2 x 2 window) where
+a kernel takes one pass over the windows, and which pad each image row so that the columns are
+contiguous runs, costing a zero-extended copy of every cotangent and an output slice copied out.
+A conv2d hands its columns to the conv2d_weight_grad of the same input later in the plan.
+
+`lower(nodes)` gives the function a plan calls for each node it can run so, with the node's input
+values as arguments (float32 and float64; grouped convolutions keep the impl). The ops' impls stay
+what eager mode runs and the reference these are tested against (tests/test_codegen.py): results
+match them to rounding (col2im adds in the impl's order). The kernels are one module per
+window geometry (its sizes are constants, so that Numba unrolls the windows and folds the strides
+into the index arithmetic), loaded through the kernel store at a plan's first call. They have no
+native libraries (codegen/native.py): a process running a plan with them imports Numba.
+"""
+import hashlib
+
+import numpy as np
+
+from ..ir import dtypes as D
+from ..ir.ops import conv_output_size
+from .store import store
+
+# The kernels' body: the module of one geometry is its constants (_source) followed by this, so
+# that Numba compiles the window loops with their sizes known (unrolled, constant index arithmetic).
+KERNELS = '''
+
+@njit(inline="always")
+def _span(out_size, stride, offset, size):
+    # the outputs o in [lo, hi) whose cell o * stride + offset lies in 0 .. size - 1
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = min(out_size, (size - 1 - offset) // stride + 1) if offset < size else 0
+    return lo, max(lo, hi)
+
+
+@njit(inline="always")
+def _kernel_cell(plane, i, j, h, w, out_h, out_w):
+    # kernel cell (i, j) of a plane: its row of the columns, the outputs whose cell lies inside
+    # the plane (rows [rows_lo, rows_hi), columns [lo, hi)), and the flat index of output (0, 0)'s
+    # cell (outside the plane where it is padding)
+    rows_lo, rows_hi = _span(out_h, SH, i * DH - TOP, h)
+    lo, hi = _span(out_w, SW, j * DW - LEFT, w)
+    return (plane * KH + i) * KW + j, rows_lo, rows_hi, lo, hi, (plane * h - TOP + i * DH) * w - LEFT + j * DW
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def im2col(x, cols, out_h, out_w):
+    # cols[b, (c * KH + i) * KW + j, oy * out_w + ox] = x[b, c, oy * SH - TOP + i * DH, ox * SW - LEFT + j * DW],
+    # zero in the padding. On flat arrays, with indices cast to unsigned: Numba checks a signed
+    # index for wraparound per element, a select that stops vectorisation
+    n, c, h, w = x.shape
+    x, cols = x.reshape(-1), cols.reshape(-1)
+    size = out_h * out_w
+    for plane in range(n * c):
+        for i in range(KH):
+            for j in range(KW):
+                row, rows_lo, rows_hi, lo, hi, origin = _kernel_cell(plane, i, j, h, w, out_h, out_w)
+                start = row * size
+                if SH == 1 and SW == 1 and out_w == w:
+                    # rows as wide as the input's: the band of rows inside is one run of the
+                    # plane, copied at once; its cells that wrapped into a neighbouring row are
+                    # then zeroed (the padding columns)
+                    first, last = 0, 0   # the run from the band's first cell inside to its last
+                    if rows_lo < rows_hi and lo < hi:
+                        first, last = rows_lo * w + lo, rows_hi * w - (w - hi)
+                    for t in range(first):
+                        cols[np.uintp(start + t)] = 0
+                    for t in range(first, last):
+                        cols[np.uintp(start + t)] = x[np.uintp(origin + t)]
+                    for t in range(last, size):
+                        cols[np.uintp(start + t)] = 0
+                    for oy in range(rows_lo, rows_hi):
+                        for ox in range(lo):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                        for ox in range(hi, w):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                    continue
+                for oy in range(out_h):
+                    dst = start + oy * out_w
+                    inside = oy >= rows_lo and oy < rows_hi
+                    row_lo, row_hi = (lo, hi) if inside else (out_w, out_w)
+                    for k in range(row_lo):
+                        cols[np.uintp(dst + k)] = 0
+                    src = origin + oy * SH * w + row_lo * SW
+                    for k in range(row_hi - row_lo):
+                        cols[np.uintp(dst + row_lo + k)] = x[np.uintp(src + k * SW)]
+                    for k in range(row_hi, out_w):
+                        cols[np.uintp(dst + k)] = 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def col2im(cols, grad, out_h, out_w):
+    # im2col's transpose: each column entry added to its pixel of grad (zeros on entry), kernel
+    # position by kernel position as the op's impl adds them
+    n, c, h, w = grad.shape
+    cols, grad = cols.reshape(-1), grad.reshape(-1)
+    size = out_h * out_w
+    for plane in range(n * c):
+        for i in range(KH):
+            for j in range(KW):
+                row, rows_lo, rows_hi, lo, hi, origin = _kernel_cell(plane, i, j, h, w, out_h, out_w)
+                if SH == 1 and SW == 1 and out_w == w and rows_lo < rows_hi and lo < hi:
+                    # as im2col's band: one run, after zeroing the entries of the padding columns
+                    # (the run adds them to cells of a neighbouring row)
+                    start = row * size
+                    for oy in range(rows_lo, rows_hi):
+                        for ox in range(lo):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                        for ox in range(hi, w):
+                            cols[np.uintp(start + oy * w + ox)] = 0
+                    for t in range(rows_lo * w + lo, rows_hi * w - (w - hi)):
+                        grad[np.uintp(origin + t)] += cols[np.uintp(start + t)]
+                    continue
+                for oy in range(rows_lo, rows_hi):
+                    src = row * size + oy * out_w + lo
+                    dst = origin + oy * SH * w + lo * SW
+                    for k in range(hi - lo):
+                        grad[np.uintp(dst + k * SW)] += cols[np.uintp(src + k)]
+
+
+@njit(inline="always")
+def _window_max(x, top, ox, i_lo, i_hi, w, m):
+    # the maximum of m and the window's cells inside the plane; NaN wins (a select, not a
+    # branch: which cell is larger is data, and mispredicted branches cost more than the pass)
+    for i in range(i_lo, i_hi):
+        for j in range(KW):
+            xx = ox * SW - LEFT + j * DW
+            if xx >= 0 and xx < w:
+                v = x[np.uintp(top + i * DH * w + ox * SW + j * DW)]
+                m = v if (v > m) | (v != v) else m
+    return m
+
+
+@njit(inline="always")
+def _window_first(g, x, grad, top, ox, i_lo, i_hi, w, m, cotangent, zero):
+    # the cotangent added at the window's first cell equal to its maximum m (or NaN), in scan order
+    taken = False
+    for i in range(i_lo, i_hi):
+        for j in range(KW):
+            xx = ox * SW - LEFT + j * DW
+            if xx >= 0 and xx < w:
+                cell = np.uintp(top + i * DH * w + ox * SW + j * DW)
+                v = x[cell]
+                first = ((v == m) | (v != v)) > taken
+                taken = taken | first
+                grad[cell] += cotangent if first else zero
+
+
+@njit(inline="always")
+def _row_geometry(plane, oy, h, w, out_w):
+    # the kernel rows inside the plane, the flat index of the window row's top-left cell, and
+    # the windows [lo, hi) wholly inside the plane (none when some kernel rows are outside)
+    i_lo, i_hi = _span(KH, DH, oy * SH - TOP, h)
+    top = (plane * h + oy * SH - TOP) * w - LEFT
+    if i_lo != 0 or i_hi != KH:
+        return i_lo, i_hi, top, 0, 0
+    lo, _ = _span(out_w, SW, -LEFT, w)
+    _, hi = _span(out_w, SW, (KW - 1) * DW - LEFT, w)
+    return i_lo, i_hi, top, lo, max(lo, hi)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def max_pool2d(x, out, fill):
+    # window maxima over the cells inside the plane (the padding is `fill`, -inf); NaN wins.
+    # Windows wholly inside the plane run with the cells unrolled and unchecked
+    n, c, h, w = x.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    x, out = x.reshape(-1), out.reshape(-1)
+    for plane in range(n * c):
+        for oy in range(out_h):
+            row = (plane * out_h + oy) * out_w
+            i_lo, i_hi, top, lo, hi = _row_geometry(plane, oy, h, w, out_w)
+            for ox in range(lo):
+                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill)
+            for ox in range(lo, hi):
+                m = fill
+                for i in range(KH):
+                    for j in range(KW):
+                        v = x[np.uintp(top + i * DH * w + ox * SW + j * DW)]
+                        m = v if (v > m) | (v != v) else m
+                out[np.uintp(row + ox)] = m
+            for ox in range(hi, out_w):
+                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def max_pool2d_backward(g, x, out, grad):
+    # each window's cotangent added at its first maximal cell in scan order (its first NaN, if
+    # any) inside the plane; grad is zeros on entry
+    n, c, h, w = x.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    g, x, out, grad = g.reshape(-1), x.reshape(-1), out.reshape(-1), grad.reshape(-1)
+    zero = g.dtype.type(0)
+    for plane in range(n * c):
+        for oy in range(out_h):
+            row = (plane * out_h + oy) * out_w
+            i_lo, i_hi, top, lo, hi = _row_geometry(plane, oy, h, w, out_w)
+            for ox in range(lo):
+                _window_first(g, x, grad, top, ox, i_lo, i_hi, w, out[np.uintp(row + ox)], g[np.uintp(row + ox)], zero)
+            for ox in range(lo, hi):
+                m = out[np.uintp(row + ox)]
+                cotangent = g[np.uintp(row + ox)]
+                taken = False
+                for i in range(KH):
+                    for j in range(KW):
+                        cell = np.uintp(top + i * DH * w + ox * SW + j * DW)
+                        v = x[cell]
+                        first = ((v == m) | (v != v)) > taken
+                        taken = taken | first
+                        if TILES:   # each cell in one window at most: written, not added (no load)
+                            grad[cell] = cotangent if first else zero
+                        else:
+                            grad[cell] += cotangent if first else zero
+            for ox in range(hi, out_w):
+                _window_first(g, x, grad, top, ox, i_lo, i_hi, w, out[np.uintp(row + ox)], g[np.uintp(row + ox)], zero)
+'''
+FLOATS = (D.float32, D.float64)   # Numba has no float16; integer pooling keeps the impl
+
+
+def _source(kernel, stride, padding, dilation):
+    """The kernel module of one window geometry."""
+    (kh, kw), (sh, sw), (top, left), (dh, dw) = kernel, stride, (padding[0][0], padding[1][0]), dilation
+    return (f"# fusegrad's kernels over {kh} x {kw} windows of image planes (N, C, H, W): stride {sh} x {sw}, "
+            f"padding {top} (top) x {left} (left), dilation {dh} x {dw}\n"
+            "import numpy as np\nfrom numba import njit\n\n"
+            f"KH, KW, SH, SW, TOP, LEFT, DH, DW = {kh}, {kw}, {sh}, {sw}, {top}, {left}, {dh}, {dw}\n"
+            f"TILES = {sh >= dh * (kh - 1) + 1 and sw >= dw * (kw - 1) + 1}   # windows never overlap\n"
+            + KERNELS)
+
+
+class _Lowered:
+    """A node computed by `run(kernels, *input values, **attrs)`; `kernels` (the module of the
+    node's window geometry) is loaded at the first call, so a plan that never runs loads nothing."""
+    __slots__ = ("run", "attrs", "geometry", "cache_dir", "kernels")
+
+    def __init__(self, run, attrs, geometry, cache_dir):
+        self.run, self.attrs, self.geometry, self.cache_dir, self.kernels = run, attrs, geometry, cache_dir, None
+
+    def __call__(self, *values):
+        if self.kernels is None:
+            self.kernels = _Kernels(_source(*self.geometry), self.cache_dir)
+        return self.run(self.kernels, *values, **self.attrs)
+
+
+class _Kernels:
+    """The functions of one kernel module, each loaded from the store at its first use."""
+
+    def __init__(self, source, cache_dir):
+        self._source, self._store = source, store(cache_dir)
+        self._module = f"fusegrad_windows_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
+
+    def __getattr__(self, name):
+        fn = self._store.numba_kernel(self._source, self._module, name)
+        setattr(self, name, fn)
+        return fn
+
+
+class SharedColumns:
+    """The columns of one input, made by a plan's conv2d for the conv2d_weight_grad of the same
+    input and geometry later in the plan (the im2col of the forward pass, not done twice). Taken
+    once: the slot holds them only from the forward to the backward pass of one run. The input
+    and its columns are one attribute, so that runs in two threads never pair one's input with
+    the other's columns (the loser computes its own)."""
+    __slots__ = ("pair",)
+
+    def __init__(self):
+        self.pair = None
+
+    def put(self, x, cols):
+        self.pair = (x, cols)
+
+    def take(self, x):
+        pair, self.pair = self.pair, None
+        return pair[1] if pair is not None and pair[0] is x else None
+
+
+def _columns(k, x, kernel, stride, padding, dilation):
+    """(N, C * kh * kw, Ho * Wo) columns of x's windows, and (Ho, Wo)."""
+    n, c, h, w = x.shape
+    out_h = conv_output_size(h, padding[0], kernel[0], stride[0], dilation[0])
+    out_w = conv_output_size(w, padding[1], kernel[1], stride[1], dilation[1])
+    cols = np.empty((n, c * kernel[0] * kernel[1], out_h * out_w), x.dtype)
+    k.im2col(np.ascontiguousarray(x), cols, out_h, out_w)
+    return cols, (out_h, out_w)
+
+
+def _conv2d(k, x, w, stride, padding, dilation, groups, shared=None):
+    cols, (out_h, out_w) = _columns(k, x, w.shape[2:], stride, padding, dilation)
+    if shared is not None:
+        shared.put(x, cols)
+    out = np.matmul(w.reshape(w.shape[0], -1), cols)   # one product per image: (N, Cout, Ho * Wo)
+    return out.reshape(x.shape[0], w.shape[0], out_h, out_w)
+
+
+def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape, shared=None):
+    cols = None if shared is None else shared.take(x)
+    if cols is None:
+        cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
+    n, c_out = g.shape[:2]
+    g = np.ascontiguousarray(g).reshape(n, c_out, -1)
+    out = np.empty(weight_shape, x.dtype)
+    flat = out.reshape(c_out, -1)
+    if n == 1:
+        np.matmul(g[0], cols[0].T, out=flat)
+    else:   # columns x cotangent per image (as the op's impl: OpenBLAS ran the transposed product slower),
+        # summed into a contiguous array (4x faster than into the transposed view of out), then placed
+        flat[...] = np.sum(np.matmul(cols, g.transpose(0, 2, 1)), axis=0).T
+    return out
+
+
+def _conv2d_input_grad(k, g, w, stride, padding, dilation, groups, input_shape):
+    n, c_out, out_h, out_w = g.shape
+    cols = np.matmul(w.reshape(c_out, -1).T, np.ascontiguousarray(g).reshape(n, c_out, out_h * out_w))
+    grad = np.zeros(input_shape, g.dtype)
+    k.col2im(cols, grad, out_h, out_w)
+    return grad
+
+
+def _max_pool2d(k, x, kernel, stride, padding, dilation):
+    n, c, h, w = x.shape
+    out = np.empty((n, c, conv_output_size(h, padding[0], kernel[0], stride[0], dilation[0]),
+                    conv_output_size(w, padding[1], kernel[1], stride[1], dilation[1])), x.dtype)
+    k.max_pool2d(np.ascontiguousarray(x), out, x.dtype.type(-np.inf))
+    return out
+
+
+def _max_pool2d_backward(k, g, x, out, kernel, stride, padding, dilation):
+    grad = np.zeros(x.shape, g.dtype)
+    k.max_pool2d_backward(np.ascontiguousarray(g), np.ascontiguousarray(x), np.ascontiguousarray(out), grad)
+    return grad
+
+
+def _convolution(node):
+    a = node.attrs
+    return (node.inputs[1].shape[2:] if node.op.name != "conv2d_weight_grad" else a["weight_shape"][2:],
+            a["stride"], a["padding"], a["dilation"]) if a["groups"] == 1 else None
+
+
+def _pooling(node):
+    a = node.attrs
+    return a["kernel"], a["stride"], a["padding"], a["dilation"]
+
+
+LOWERINGS = {   # op -> (its computation, its window geometry: None where the impl runs)
+    "conv2d": (_conv2d, _convolution),
+    "conv2d_input_grad": (_conv2d_input_grad, _convolution),
+    "conv2d_weight_grad": (_conv2d_weight_grad, _convolution),
+    "max_pool2d": (_max_pool2d, _pooling),
+    "max_pool2d_backward": (_max_pool2d_backward, _pooling),
+}
+
+
+def _lowering(node, cache_dir):
+    entry = LOWERINGS.get(node.op.name)
+    if entry is None or node.dtype not in FLOATS or any(v.dtype not in FLOATS for v in node.inputs):
+        return None
+    geometry = entry[1](node)
+    return None if geometry is None else _Lowered(entry[0], dict(node.attrs), geometry, cache_dir)
+
+
+def lower(nodes, cache_dir=None):
+    """{node: a callable computing it from its input values with the window kernels} for those of
+    `nodes` (a plan's single-node steps, in order) that can run so. A conv2d and a later
+    conv2d_weight_grad of the same input and geometry share its columns."""
+    lowered = {}
+    forward = {}   # (input, geometry) -> the conv2d waiting for its weight gradient
+    for node in nodes:
+        fn = _lowering(node, cache_dir)
+        if fn is None:
+            continue
+        lowered[node] = fn
+        key = (node.inputs[0], fn.geometry)
+        if node.op.name == "conv2d":
+            forward[key] = fn
+        elif node.op.name == "conv2d_weight_grad" and key in forward:
+            fn.attrs["shared"] = forward.pop(key).attrs["shared"] = SharedColumns()
+    return lowered
+
+
+__all__ = ["lower", "SharedColumns", "KERNELS"]
