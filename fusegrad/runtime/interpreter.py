@@ -3,9 +3,10 @@
 Always correct, and the reference that compiled plans are checked against. A graph that runs
 again (a cached backward graph does, every training step) is lowered to a Schedule: a flat list
 of steps over numbered slots, each with the slots it frees, run as a tight loop. The first run
-walks the nodes directly, so a graph used once pays nothing for lowering. `apply` can replace
-the NumPy evaluation (the tracer passes its own ops to record a graph of the graph, which is how
-`create_graph=True` makes backward graphs differentiable)."""
+walks the nodes directly, so a graph used once pays nothing for lowering; a small graph that runs
+very often (one node's VJP) is also written out as one Python function (`run_lowered`). `apply`
+can replace the NumPy evaluation (the tracer passes its own ops to record a graph of the graph,
+which is how `create_graph=True` makes backward graphs differentiable)."""
 import weakref
 
 import numpy as np
@@ -43,6 +44,39 @@ def run_graph(graph, bindings, apply=None):
         if seen is True:
             seen = _runs[graph] = Schedule(graph)
         return _run_schedule(seen, bindings, apply)
+
+
+def run_lowered(owner, bindings):
+    """run_graph for a small graph that runs very often (a node's VJP runs once per node of its
+    kind), where looping over steps would cost more than its NumPy calls: `owner.graph`, lowered
+    at its first run to a Schedule and the same steps written out as one Python function, kept in
+    `owner.lowered`. Runs inside the caller's np.errstate."""
+    lowered = owner.lowered
+    if lowered is None:
+        schedule = Schedule(owner.graph)
+        lowered = owner.lowered = (schedule, _as_function(schedule))
+    if observers:   # the loop reports each node
+        return _run_schedule(lowered[0], bindings, None)
+    return lowered[1](*bindings)
+
+
+def _as_function(schedule):
+    """The schedule's steps as the body of a function of its inputs returning its outputs."""
+    names = [f"v{i}" for i in range(schedule.n_slots)]
+    lines = [f"def run({', '.join(names[:schedule.n_inputs])}):"]
+    namespace = {}
+    for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
+        namespace[f"op{k}"] = impl
+        args = [names[i] for i in ins]
+        if attrs:
+            namespace[f"attrs{k}"] = attrs
+            args.append(f"**attrs{k}")
+        lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
+        if free:
+            lines.append(f"    del {', '.join(names[i] for i in free)}")
+    lines.append(f"    return [{', '.join(names[i] for i in schedule.outputs)}]")
+    exec("\n".join(lines), namespace)   # names only, generated here: no user text reaches it
+    return namespace["run"]
 
 
 def _evaluate(impl, values, attrs, node, apply):
