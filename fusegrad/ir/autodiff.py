@@ -214,55 +214,54 @@ def _hooks_as_callbacks(b, hook):
 
 class NodeVJP:
     """One node's VJP rule as a graph of its own, which serves every node of the same signature
-    (see vjp_signature).
+    (see vjp_signature), and how to call it: with the node's cotangent g and saved values s, it
+    returns one cotangent (or None) per node input.
 
     graph: inputs are placeholders, outputs the input cotangents.
-    sources: per graph input, where its value comes from: j >= 0 the node's j-th saved value, -1
-    its cotangent, -2 - k entry k of a cotangent that is a tuple.
+    parameters, inputs, returns: the calling convention (runtime.interpreter.run_lowered): "g, s";
+    per graph input the expression reading it ("g", "s[j]", or "g[k]" for entry k of a cotangent
+    that is a tuple); and the return value as a str.format template over the graph outputs.
     reads: the saved values it reads (to check for in-place changes), in order.
-    outputs: per node input, None (no cotangent), the index of its graph output, or a tuple of
-    those for an input with several outputs.
-    absorbed: the inputs whose rule it applies too (permute nodes, see _absorbs): for those, the
-    output is the cotangent of the permute's own input.
-    passed: indices of graph outputs that are saved values passed through unchanged.
+    absorbed: the inputs whose rule it applies too (permute nodes, see evaluate_backward): for
+    those, the cotangent is that of the permute's own input.
+    passed: the inputs whose cotangent is a saved value passed through unchanged.
     lowered: None, or the executor's form of graph, made at its first run."""
-    __slots__ = ("graph", "sources", "reads", "outputs", "absorbed", "passed", "lowered")
+    __slots__ = ("graph", "parameters", "inputs", "returns", "reads", "absorbed", "passed", "lowered")
 
     def __init__(self, node, g, values, needed, absorbed):
         b = Builder()
         where = {}
         if g.__class__ is tuple:
             cotangent = tuple(None if c is None else b.placeholder(c, *_value_type(c)) for c in g)
-            where.update((p, -2 - k) for k, p in enumerate(cotangent) if p is not None)
+            where.update((p, f"g[{k}]") for k, p in enumerate(cotangent) if p is not None)
         else:
             cotangent = b.placeholder(g, *_value_type(g))
-            where[cotangent] = -1
+            where[cotangent] = "g"
         saved = _saved_placeholders(b, values)
-        where.update((s, j) for j, s in enumerate(saved) if isinstance(s, Node))
+        slots = {p: j for j, p in enumerate(saved) if isinstance(p, Node)}
+        where.update((p, f"s[{j}]") for p, j in slots.items())
         cotangents = _input_cotangents(b, node, cotangent, saved, needed)
         for i in absorbed:   # a permute saves nothing
             if cotangents[i] is not None:
                 cotangents[i] = _input_cotangents(b, node.inputs[i], cotangents[i], (), needed)[0]
-        flat, outputs = [], []
-        for c in cotangents:
+        flat = []
+
+        def returned(c):   # c's place in the return template: "{k}" for the k-th graph output
             if c is None:
-                outputs.append(None)
-            elif c.__class__ is tuple:
-                outputs.append(tuple(None if q is None else _append_index(flat, q) for q in c))
-            else:
-                outputs.append(_append_index(flat, c))
+                return "None"
+            if c.__class__ is tuple:
+                return "(" + "".join(returned(q) + ", " for q in c) + ")"
+            flat.append(c)
+            return "{%d}" % (len(flat) - 1)
+
+        self.returns = "[" + ", ".join(returned(c) for c in cotangents) + "]"
         self.graph = dead_code_elimination(b.graph(flat))
-        self.sources = [where[p] for p in self.graph.inputs]
-        self.reads = tuple(j for j in self.sources if j >= 0)
-        self.outputs = outputs
+        self.parameters = "g, s"
+        self.inputs = [where[p] for p in self.graph.inputs]
+        self.reads = tuple(slots[p] for p in self.graph.inputs if p in slots)
         self.absorbed = absorbed
-        self.passed = tuple(i for i, o in enumerate(flat) if where.get(o, -1) >= 0)
+        self.passed = tuple(i for i, c in enumerate(cotangents) if c.__class__ is not tuple and c in slots)
         self.lowered = None
-
-
-def _append_index(items, item):
-    items.append(item)
-    return len(items) - 1
 
 
 class _Forwarded:
@@ -312,7 +311,7 @@ def evaluate_backward(order, roots, root_cotangents, wanted, saved_values, check
 
     order: topological_order(roots). saved_values and hook as for backward_graph (the function hook
     returns is called with the cotangent); check_saved(node, reads) checks the saved values a rule
-    reads against in-place changes; run(vjp, bindings) evaluates a NodeVJP's graph; vjps caches
+    reads against in-place changes; run(vjp, g, values) calls a NodeVJP; vjps caches
     NodeVJPs by signature (get/put); add(a, b) sums two cotangents as the `add` op does. Returns
     the cotangents of the wanted nodes {node: value}, the positions of the nodes whose rules ran,
     and the ids of delivered values that are saved values passed through (others hold those)."""
@@ -348,11 +347,9 @@ def evaluate_backward(order, roots, root_cotangents, wanted, saved_values, check
             vjp = NodeVJP(node, g, values, needed, absorbed)
         if vjp.reads:
             check_saved(node, vjp.reads)
-        results = run(vjp, [values[j] if j >= 0 else g if j == -1 else g[-2 - j] for j in vjp.sources])
+        cotangents = run(vjp, g, values)
         if vjp.passed:
-            held.update(id(results[i]) for i in vjp.passed)
-        cotangents = [None if o is None else results[o] if o.__class__ is int else
-                      tuple(None if i is None else results[i] for i in o) for o in vjp.outputs]
+            held.update(id(cotangents[i]) for i in vjp.passed)
         for i in vjp.absorbed:
             if cotangents[i] is not None:
                 cotangents[i] = _Forwarded(cotangents[i])

@@ -46,36 +46,44 @@ def run_graph(graph, bindings, apply=None):
         return _run_schedule(seen, bindings, apply)
 
 
-def run_lowered(owner, bindings):
-    """run_graph for a small graph that runs very often (a node's VJP runs once per node of its
-    kind), where looping over steps would cost more than its NumPy calls: `owner.graph`, lowered
-    at its first run to a Schedule and the same steps written out as one Python function, kept in
-    `owner.lowered`. Runs inside the caller's np.errstate."""
+def run_lowered(owner, *arguments):
+    """Evaluate a small graph that runs very often (a node's VJP runs once per node of its kind),
+    where looping over steps would cost more than its NumPy calls: `owner.graph`, lowered at its
+    first run to one Python function of `arguments` (see _as_function), kept in `owner.lowered`.
+    Runs inside the caller's np.errstate."""
     lowered = owner.lowered
     if lowered is None:
         schedule = Schedule(owner.graph)
-        lowered = owner.lowered = (schedule, _as_function(schedule))
-    if observers:   # the loop reports each node
-        return _run_schedule(lowered[0], bindings, None)
-    return lowered[1](*bindings)
+        lowered = owner.lowered = (_as_function(schedule, owner, inline=True),
+                                   _as_function(schedule, owner, inline=False))
+    return lowered[1 if observers else 0](*arguments)
 
 
-def _as_function(schedule):
-    """The schedule's steps as the body of a function of its inputs returning its outputs."""
+def _as_function(schedule, owner, inline):
+    """The schedule as a function of owner.parameters (a Python parameter list), reading each graph
+    input as the expression in owner.inputs and returning owner.returns (a str.format template)
+    filled with the outputs. Inline, its steps are the body, one NumPy call a line; otherwise the
+    body runs the schedule's loop, which reports each node to observers."""
     names = [f"v{i}" for i in range(schedule.n_slots)]
-    lines = [f"def run({', '.join(names[:schedule.n_inputs])}):"]
-    namespace = {}
-    for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
-        namespace[f"op{k}"] = impl
-        args = [names[i] for i in ins]
-        if attrs:
-            namespace[f"attrs{k}"] = attrs
-            args.append(f"**attrs{k}")
-        lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
-        if free:
-            lines.append(f"    del {', '.join(names[i] for i in free)}")
-    lines.append(f"    return [{', '.join(names[i] for i in schedule.outputs)}]")
-    exec("\n".join(lines), namespace)   # names only, generated here: no user text reaches it
+    namespace = {"run_schedule": _run_schedule, "schedule": schedule}
+    lines = [f"def run({owner.parameters}):"]
+    if inline:
+        lines += [f"    {names[i]} = {expression}" for i, expression in enumerate(owner.inputs)]
+        for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
+            namespace[f"op{k}"] = impl
+            args = [names[i] for i in ins]
+            if attrs:
+                namespace[f"attrs{k}"] = attrs
+                args.append(f"**attrs{k}")
+            lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
+            if free:
+                lines.append(f"    del {', '.join(names[i] for i in free)}")
+        outputs = [names[i] for i in schedule.outputs]
+    else:
+        lines.append(f"    outputs = run_schedule(schedule, [{', '.join(owner.inputs)}], None)")
+        outputs = [f"outputs[{k}]" for k in range(len(schedule.outputs))]
+    lines.append(f"    return {owner.returns.format(*outputs)}")
+    exec("\n".join(lines), namespace)   # names and owner's expressions only: no user text reaches it
     return namespace["run"]
 
 
