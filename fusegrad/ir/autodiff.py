@@ -214,54 +214,80 @@ def _hooks_as_callbacks(b, hook):
 
 class NodeVJP:
     """One node's VJP rule as a graph of its own, which serves every node of the same signature
-    (see vjp_signature), and how to call it: with the node's cotangent g and saved values s, it
-    returns one cotangent (or None) per node input.
+    (see vjp_signature). Called with the node's cotangent g and saved values s, it returns one
+    cotangent (or None) per node input: runtime.interpreter.run_lowered binds and delivers its
+    first runs with `bind` and `deliver`, and then writes them into one generated function
+    (`parameters`, `inputs`, `returns`).
 
     graph: inputs are placeholders, outputs the input cotangents.
-    parameters, inputs, returns: the calling convention (runtime.interpreter.run_lowered): "g, s";
-    per graph input the expression reading it ("g", "s[j]", or "g[k]" for entry k of a cotangent
-    that is a tuple); and the return value as a str.format template over the graph outputs.
+    sources: per graph input, where its value comes from: j >= 0 the j-th saved value, -1 the
+    cotangent, -2 - k entry k of a cotangent that is a tuple.
+    outputs: per node input, None (no cotangent), the index of its graph output, or a tuple of
+    those for an input with several outputs.
     reads: the saved values it reads (to check for in-place changes), in order.
     absorbed: the inputs whose rule it applies too (permute nodes, see evaluate_backward): for
     those, the cotangent is that of the permute's own input.
     passed: the inputs whose cotangent is a saved value passed through unchanged.
     lowered: None, or the executor's form of graph, made at its first run."""
-    __slots__ = ("graph", "parameters", "inputs", "returns", "reads", "absorbed", "passed", "lowered")
+    __slots__ = ("graph", "sources", "outputs", "reads", "absorbed", "passed", "lowered")
+    parameters = "g, s"
 
     def __init__(self, node, g, values, needed, absorbed):
         b = Builder()
         where = {}
         if g.__class__ is tuple:
             cotangent = tuple(None if c is None else b.placeholder(c, *_value_type(c)) for c in g)
-            where.update((p, f"g[{k}]") for k, p in enumerate(cotangent) if p is not None)
+            where.update((p, -2 - k) for k, p in enumerate(cotangent) if p is not None)
         else:
             cotangent = b.placeholder(g, *_value_type(g))
-            where[cotangent] = "g"
+            where[cotangent] = -1
         saved = _saved_placeholders(b, values)
-        slots = {p: j for j, p in enumerate(saved) if isinstance(p, Node)}
-        where.update((p, f"s[{j}]") for p, j in slots.items())
+        where.update((p, j) for j, p in enumerate(saved) if isinstance(p, Node))
         cotangents = _input_cotangents(b, node, cotangent, saved, needed)
         for i in absorbed:   # a permute saves nothing
             if cotangents[i] is not None:
                 cotangents[i] = _input_cotangents(b, node.inputs[i], cotangents[i], (), needed)[0]
         flat = []
 
-        def returned(c):   # c's place in the return template: "{k}" for the k-th graph output
+        def output(c):   # c's index among the graph outputs (a tuple of those, or None)
             if c is None:
-                return "None"
+                return None
             if c.__class__ is tuple:
-                return "(" + "".join(returned(q) + ", " for q in c) + ")"
+                return tuple(output(q) for q in c)
             flat.append(c)
-            return "{%d}" % (len(flat) - 1)
+            return len(flat) - 1
 
-        self.returns = "[" + ", ".join(returned(c) for c in cotangents) + "]"
+        self.outputs = [output(c) for c in cotangents]
         self.graph = dead_code_elimination(b.graph(flat))
-        self.parameters = "g, s"
-        self.inputs = [where[p] for p in self.graph.inputs]
-        self.reads = tuple(slots[p] for p in self.graph.inputs if p in slots)
+        self.sources = [where[p] for p in self.graph.inputs]
+        self.reads = tuple(j for j in self.sources if j >= 0)
         self.absorbed = absorbed
-        self.passed = tuple(i for i, c in enumerate(cotangents) if c.__class__ is not tuple and c in slots)
+        self.passed = tuple(i for i, c in enumerate(cotangents)
+                            if c.__class__ is not tuple and where.get(c, -1) >= 0)
         self.lowered = None
+
+    def bind(self, g, s):
+        """The graph's input values."""
+        return [s[j] if j >= 0 else g if j == -1 else g[-2 - j] for j in self.sources]
+
+    def deliver(self, results):
+        """The cotangent (or None) of each node input, from the graph's output values."""
+        return [None if o is None else results[o] if o.__class__ is int else
+                tuple(None if i is None else results[i] for i in o) for o in self.outputs]
+
+    @property
+    def inputs(self):
+        """bind, as one expression per graph input."""
+        return [f"s[{j}]" if j >= 0 else "g" if j == -1 else f"g[{-2 - j}]" for j in self.sources]
+
+    @property
+    def returns(self):
+        """deliver, as a str.format template over the graph outputs."""
+        def text(o):
+            if o is None or o.__class__ is int:
+                return "None" if o is None else "{%d}" % o
+            return "(" + "".join(text(i) + ", " for i in o) + ")"
+        return "[" + ", ".join(text(o) for o in self.outputs) + "]"
 
 
 class _Forwarded:

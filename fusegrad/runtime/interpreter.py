@@ -48,41 +48,43 @@ def run_graph(graph, bindings, apply=None):
 
 def run_lowered(owner, *arguments):
     """Evaluate a small graph that runs very often (a node's VJP runs once per node of its kind),
-    where looping over steps would cost more than its NumPy calls: `owner.graph`, lowered at its
-    first run to one Python function of `arguments` (see _as_function), kept in `owner.lowered`.
-    Runs inside the caller's np.errstate."""
+    where looping over steps would cost more than its NumPy calls. `owner.graph` is lowered to a
+    Schedule at its first run and, at its second, written out as one Python function of
+    `arguments` (see _as_function); both are kept in `owner.lowered`. The Schedule runs, between
+    owner.bind(*arguments) and owner.deliver(outputs), until then and while observers listen (it
+    reports each node). Runs inside the caller's np.errstate."""
     lowered = owner.lowered
     if lowered is None:
         schedule = Schedule(owner.graph)
-        lowered = owner.lowered = (_as_function(schedule, owner, inline=True),
-                                   _as_function(schedule, owner, inline=False))
-    return lowered[1 if observers else 0](*arguments)
-
-
-def _as_function(schedule, owner, inline):
-    """The schedule as a function of owner.parameters (a Python parameter list), reading each graph
-    input as the expression in owner.inputs and returning owner.returns (a str.format template)
-    filled with the outputs. Inline, its steps are the body, one NumPy call a line; otherwise the
-    body runs the schedule's loop, which reports each node to observers."""
-    names = [f"v{i}" for i in range(schedule.n_slots)]
-    namespace = {"run_schedule": _run_schedule, "schedule": schedule}
-    lines = [f"def run({owner.parameters}):"]
-    if inline:
-        lines += [f"    {names[i]} = {expression}" for i, expression in enumerate(owner.inputs)]
-        for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
-            namespace[f"op{k}"] = impl
-            args = [names[i] for i in ins]
-            if attrs:
-                namespace[f"attrs{k}"] = attrs
-                args.append(f"**attrs{k}")
-            lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
-            if free:
-                lines.append(f"    del {', '.join(names[i] for i in free)}")
-        outputs = [names[i] for i in schedule.outputs]
+        owner.lowered = (schedule, None)
     else:
-        lines.append(f"    outputs = run_schedule(schedule, [{', '.join(owner.inputs)}], None)")
-        outputs = [f"outputs[{k}]" for k in range(len(schedule.outputs))]
-    lines.append(f"    return {owner.returns.format(*outputs)}")
+        schedule, function = lowered
+        if not observers:
+            if function is None:
+                function = _as_function(schedule, owner)
+                owner.lowered = (schedule, function)
+            return function(*arguments)
+    return owner.deliver(_run_schedule(schedule, owner.bind(*arguments), None))
+
+
+def _as_function(schedule, owner):
+    """The schedule as a function of owner.parameters (a Python parameter list): it reads each
+    graph input as the expression in owner.inputs, runs the steps one NumPy call a line, and
+    returns owner.returns (a str.format template) filled with the outputs."""
+    names = [f"v{i}" for i in range(schedule.n_slots)]
+    namespace = {}
+    lines = [f"def run({owner.parameters}):"]
+    lines += [f"    {names[i]} = {expression}" for i, expression in enumerate(owner.inputs)]
+    for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
+        namespace[f"op{k}"] = impl
+        args = [names[i] for i in ins]
+        if attrs:
+            namespace[f"attrs{k}"] = attrs
+            args.append(f"**attrs{k}")
+        lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
+        if free:
+            lines.append(f"    del {', '.join(names[i] for i in free)}")
+    lines.append(f"    return {owner.returns.format(*[names[i] for i in schedule.outputs])}")
     exec("\n".join(lines), namespace)   # names and owner's expressions only: no user text reaches it
     return namespace["run"]
 
