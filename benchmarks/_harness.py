@@ -95,25 +95,39 @@ def measure(cases, repeats, warmup, collect_every=1, block=BLOCK):
 def cache_checked(backward_graphs, cold):
     """(setup hook, after) pair asserting a call was a cache miss (cold) or a hit (warm).
 
-    A cold call runs on an empty cache and puts the previous entries back afterwards, so the warm
-    rows of the same round keep measuring the steady state of a training loop (a graph that has
-    run before), not the first reuse of a graph the cold call just derived."""
+    A cold call runs on an empty cache, and without the node VJPs that a first backward reuses
+    across structures (see `emptied`), so the warm rows of the same round keep measuring the
+    steady state of a training loop (a graph that has run before), not the first reuse of a
+    graph the cold call just derived."""
+    from fusegrad.runtime import node_vjps
     before = {}
 
     def setup_hook():
-        if cold:
-            before["entries"] = dict(backward_graphs.entries)
-            backward_graphs.entries.clear()
         before["hits"], before["misses"] = backward_graphs.hits, backward_graphs.misses
 
     def after(_):
         hits = backward_graphs.hits - before["hits"]
         misses = backward_graphs.misses - before["misses"]
-        if cold:
-            backward_graphs.entries.clear()
-            backward_graphs.entries.update(before["entries"])
         expected = (0, 1) if cold else (1, 0)
         assert (hits, misses) == expected, f"{'cold' if cold else 'warm'} call: {hits} hits, {misses} misses"
+
+    if cold:
+        return chained(emptied(backward_graphs), emptied(node_vjps), (setup_hook, after))
+    return setup_hook, after
+
+
+def emptied(cache):
+    """(setup hook, after) pair running a call on an empty GraphCache and putting its entries back
+    afterwards."""
+    saved = {}
+
+    def setup_hook():
+        saved["entries"] = dict(cache.entries)
+        cache.entries.clear()
+
+    def after(_):
+        cache.entries.clear()
+        cache.entries.update(saved.pop("entries"))
 
     return setup_hook, after
 
@@ -179,9 +193,10 @@ def chained(*pairs):
 
 
 def prime_eager_compilation(fn, setup):
-    """Run fn(*setup()) until eager backward has compiled its structure (plan.COMPILE_AFTER runs)."""
+    """Run fn(*setup()) until eager backward has compiled its structure: its first backward runs
+    without a graph, then the graph runs plan.COMPILE_AFTER times."""
     from fusegrad.runtime import plan
-    for _ in range(max(plan.COMPILE_AFTER, 1)):
+    for _ in range(max(plan.COMPILE_AFTER, 1) + 1):
         fn(*setup())
 
 

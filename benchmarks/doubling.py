@@ -115,7 +115,8 @@ def run(repeats=None, quick=False, out=print_flush):
 
     rows.insert(1, Case(f"fusegrad compiled, k always {FIXED_TRIP_COUNT}", fixed, replay_setup, "fusegrad", after))
     calls, replays = compiled.calls, compiled.replays
-    # warm-up: every trip count's structure past eager backward's compilation (plan.COMPILE_AFTER runs)
+    # warm-up: every trip count's structure past eager backward's compilation (its first backward runs
+    # without a graph, then plan.COMPILE_AFTER runs of the graph)
     from fusegrad.runtime import plan
     results = measure(rows, repeats or (QUICK_REPEATS if quick else REPEATS),
                       (plan.COMPILE_AFTER + 1) * len(TRIP_COUNTS), collect_every=10)

@@ -8,8 +8,8 @@ The tensors are tiny, so the time is almost all per-op overhead (dispatch, graph
 graph derivation and execution). Timed as
   (a) the forward loop only (recording the graph, no backward), and
   (b) forward loop + z.sum().backward(),
-for fusegrad (warm: backward-graph structure cache already populated; cold: cache cleared before each
-call, so the backward graph is derived again), PyTorch eager, a hand-written NumPy version (the loop, and
+for fusegrad (warm: backward-graph structure cache already populated; cold: caches cleared before each
+call, so the structure is new: its first backward runs each node's VJP rule at once), PyTorch eager, a hand-written NumPy version (the loop, and
 the hand-derived backward with the same math as PyTorch's div/mul derivatives: the floor for "NumPy"),
 and JAX when importable (jax.grad of the same Python function, with and without jax.jit).
 
@@ -296,7 +296,7 @@ def run(repeats, quick, out):
         out("")
         out(table(title, results))
         target = None if group is not full else "\n".join(
-            [target_line(results, "fusegrad (warm)"),
+            [target_line(results, "fusegrad (warm)"), target_line(results, "fusegrad (cold)"),
              speedup_target_line(results, "fusegrad (auto-compiled backward)", "fusegrad (warm)", 1.5)])
         if target:
             out(target)

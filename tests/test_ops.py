@@ -284,6 +284,37 @@ def test_compiled_matches_eager(row, shapes, dtype):
         assert compiled.replays == 2, getattr(compiled, "last_reason", None)
 
 
+# ----------------------------------------------------------------------------- 7b. first backward against the derived graph
+
+
+@pytest.mark.parametrize("row, shapes, dtype", cases("first_backward", lambda r: r.differentiable, both_floats=True))
+def test_first_backward_matches_the_derived_graph_bit_for_bit(row, shapes, dtype):
+    """A structure's first backward runs each node's rule at once, without deriving its graph (as a
+    schedule of the rule's ops the first time a rule runs, as a generated function after); the
+    second derives the graph and later ones fetch it. All give the same bits (NaN for NaN)."""
+    from fusegrad.ir import Derivation
+    from fusegrad.runtime import backward_graphs, node_vjps
+    arrays = input_arrays(row, shapes, dtype)
+    step = _step(row)
+    node_vjps.clear()
+    grads, kinds = [], []
+    for call in range(4):
+        if call < 2:   # a new structure, twice
+            backward_graphs.clear()
+        inputs = make_inputs(fusegrad, arrays, row)
+        step(*inputs)
+        grads.append([None if x.grad is None else x.grad.numpy() for x in inputs])
+        kinds.append({type(entry) for entry in backward_graphs.entries.values()})
+    assert Derivation not in kinds[0] | kinds[1]
+    assert kinds[2] == kinds[3] == ({Derivation} if kinds[0] else set())
+    for later in grads[1:]:
+        for first, other in zip(grads[0], later):
+            assert (first is None) == (other is None)
+            if first is not None:
+                assert first.dtype == other.dtype
+                np.testing.assert_array_equal(other, first)
+
+
 # ----------------------------------------------------------------------------- 8. special inputs
 
 

@@ -36,3 +36,5 @@ class GraphCache:
 
 
 backward_graphs = GraphCache()
+# one node's VJP graph per signature: what a structure seen for the first time runs (ir.NodeVJP)
+node_vjps = GraphCache(maxsize=1024)

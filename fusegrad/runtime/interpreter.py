@@ -3,9 +3,10 @@
 Always correct, and the reference that compiled plans are checked against. A graph that runs
 again (a cached backward graph does, every training step) is lowered to a Schedule: a flat list
 of steps over numbered slots, each with the slots it frees, run as a tight loop. The first run
-walks the nodes directly, so a graph used once pays nothing for lowering. `apply` can replace
-the NumPy evaluation (the tracer passes its own ops to record a graph of the graph, which is how
-`create_graph=True` makes backward graphs differentiable)."""
+walks the nodes directly, so a graph used once pays nothing for lowering; a small graph that runs
+very often (one node's VJP) is also written out as one Python function (`run_lowered`). `apply`
+can replace the NumPy evaluation (the tracer passes its own ops to record a graph of the graph,
+which is how `create_graph=True` makes backward graphs differentiable)."""
 import weakref
 
 import numpy as np
@@ -43,6 +44,49 @@ def run_graph(graph, bindings, apply=None):
         if seen is True:
             seen = _runs[graph] = Schedule(graph)
         return _run_schedule(seen, bindings, apply)
+
+
+def run_lowered(owner, *arguments):
+    """Evaluate a small graph that runs very often (a node's VJP runs once per node of its kind),
+    where looping over steps would cost more than its NumPy calls. `owner.graph` is lowered to a
+    Schedule at its first run and, at its second, written out as one Python function of
+    `arguments` (see _as_function); both are kept in `owner.lowered`. The Schedule runs, between
+    owner.bind(*arguments) and owner.deliver(outputs), until then and while observers listen (it
+    reports each node). Runs inside the caller's np.errstate."""
+    lowered = owner.lowered
+    if lowered is None:
+        schedule = Schedule(owner.graph)
+        owner.lowered = (schedule, None)
+    else:
+        schedule, function = lowered
+        if not observers:
+            if function is None:
+                function = _as_function(schedule, owner)
+                owner.lowered = (schedule, function)
+            return function(*arguments)
+    return owner.deliver(_run_schedule(schedule, owner.bind(*arguments), None))
+
+
+def _as_function(schedule, owner):
+    """The schedule as a function of owner.parameters (a Python parameter list): it reads each
+    graph input as the expression in owner.inputs, runs the steps one NumPy call a line, and
+    returns owner.returns (a str.format template) filled with the outputs."""
+    names = [f"v{i}" for i in range(schedule.n_slots)]
+    namespace = {}
+    lines = [f"def run({owner.parameters}):"]
+    lines += [f"    {names[i]} = {expression}" for i, expression in enumerate(owner.inputs)]
+    for k, (impl, ins, attrs, out, free, _) in enumerate(schedule.steps):
+        namespace[f"op{k}"] = impl
+        args = [names[i] for i in ins]
+        if attrs:
+            namespace[f"attrs{k}"] = attrs
+            args.append(f"**attrs{k}")
+        lines.append(f"    {names[out]} = op{k}({', '.join(args)})")
+        if free:
+            lines.append(f"    del {', '.join(names[i] for i in free)}")
+    lines.append(f"    return {owner.returns.format(*[names[i] for i in schedule.outputs])}")
+    exec("\n".join(lines), namespace)   # names and owner's expressions only: no user text reaches it
+    return namespace["run"]
 
 
 def _evaluate(impl, values, attrs, node, apply):

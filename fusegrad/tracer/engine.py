@@ -8,10 +8,12 @@ import warnings
 
 import numpy as np
 
-from ..ir import OPS, backward_graph, structure_key, topological_order
+from ..ir import OPS, Derivation, backward_graph, evaluate_backward, structure_key, topological_order
 from ..ir.dtypes import from_numpy_dtype
-from ..runtime import backward_graphs, run_graph
+from ..runtime import backward_graphs, node_vjps, run_graph
 from ..runtime.devices import CPU
+from ..runtime.events import notify, now, observers
+from ..runtime.interpreter import run_lowered
 from ..runtime.plan import eager_plan_run
 from . import grad_mode
 from .capture import active as capturing
@@ -112,11 +114,12 @@ def _tensor_hooks(node):
     return node.variable._hooks if isinstance(node, AccumulateGrad) else node._hooks
 
 
-def _on_cotangent(b, node, g):
+def _on_cotangent(node):
+    """The function a node's cotangent passes through (its tensor hooks and pre-hooks), or None."""
     hooks = _tensor_hooks(node)
     if hooks or node.pre_hooks:
-        return b.callback(g, fn=_hook_runner(hooks, node.pre_hooks, node.device))
-    return g
+        return _hook_runner(hooks, node.pre_hooks, node.device)
+    return None
 
 
 def _tracer_apply(node, values):
@@ -171,9 +174,17 @@ def _bind(order, cotangents, sources, saved):
     return bindings
 
 
+# A structure's entry in backward_graphs after its first backward, which runs each node's rule at
+# once (evaluate_backward): a structure seen once may never repeat, so its whole graph is derived
+# (and later compiled) only when it does.
+_SEEN_ONCE = "seen once"
+
+
 def _run(roots, cotangents, wanted, retain_graph, create_graph):
-    """Derive (or fetch by structure) the backward graph, execute it, free what it consumed."""
-    saved = _saved_tensors if create_graph else _saved_arrays
+    """Execute the backward pass: a structure seen before runs its derived graph (fetched by
+    structure, or derived now at its second sighting), a new one runs its nodes' rules at once;
+    then free what it consumed. Returns the cotangents of the wanted nodes and the ids of the
+    values among them that others hold (the caller copies those)."""
     order = topological_order(roots)
     key = None if create_graph else structure_key(order, roots, wanted, _opaque)
     device = roots[0].device if roots else CPU
@@ -183,30 +194,81 @@ def _run(roots, cotangents, wanted, retain_graph, create_graph):
         derivation = backward_graphs.get(key) if key is not None else None
     except TypeError:   # an unhashable attribute: derive without caching
         key = derivation = None
-    if derivation is None:
-        derivation = backward_graph(roots, cotangents, wanted, saved, _on_cotangent, order)
+    if create_graph or capturing() is not None:
+        results, ran, held = _run_traced(order, key, derivation, roots, cotangents, wanted, create_graph)
+    elif derivation is None:   # seen for the first time (or never cached): each node's rule at once
         if key is not None:
-            backward_graphs.put(key, derivation)
+            backward_graphs.put(key, _SEEN_ONCE)
+        hook = _on_cotangent if key is None else None   # a structure with a key has no hooks
+        with np.errstate(all="ignore"):   # log(0), 0/0 and overflow give inf/nan, as in PyTorch
+            results, ran, held = evaluate_backward(order, roots, cotangents, wanted, _saved_arrays, _check_versions,
+                                                   hook, run_lowered, node_vjps, _add if observers else _ADD.impl)
+        held.update(id(c) for c in cotangents)   # a root cotangent passed straight through
+    else:   # seen before: its graph, derived now at the second sighting, compiled once it repeats
+        derivation = _derived(order, key, derivation, roots, cotangents, wanted, _saved_arrays)
+        bindings = _bind(order, cotangents, derivation.sources, _saved_arrays)
+        values = eager_plan_run(derivation.graph, bindings, device.type)
+        if values is None:
+            values = run_graph(derivation.graph, bindings)
+        results, ran, held = _delivered(order, derivation, bindings, values)
+    if not retain_graph:
+        for p in ran:
+            if order[p].saved is not None:
+                order[p].saved = FREED
+    return results, held
+
+
+def _derived(order, key, derivation, roots, cotangents, wanted, saved):
+    """The cached Derivation, or one derived now (and cached under key, when there is one)."""
+    if derivation.__class__ is Derivation:
+        return derivation
+    derivation = backward_graph(roots, cotangents, wanted, saved, _on_cotangent, order)
+    if key is not None:
+        backward_graphs.put(key, derivation)
+    return derivation
+
+
+def _run_traced(order, key, derivation, roots, cotangents, wanted, create_graph):
+    """Run the derived graph with the tracer's ops under create_graph, so that the result is
+    differentiable again, or recorded node by node into the trace being captured."""
+    saved = _saved_tensors if create_graph else _saved_arrays
+    derivation = _derived(order, key, derivation, roots, cotangents, wanted, saved)
     bindings = _bind(order, cotangents, derivation.sources, saved)
     if create_graph:
         with grad_mode.enable_grad():
             values = run_graph(derivation.graph, bindings, _tracer_apply)
-    elif capturing() is not None:   # recorded into the trace being captured, node by node
+    else:   # recorded into the trace being captured, node by node
         values = run_graph(derivation.graph, bindings, capturing().backward_apply(derivation.origins, order))
-    else:
-        values = None if key is None else eager_plan_run(derivation.graph, bindings, device.type)
-        if values is None:
-            values = run_graph(derivation.graph, bindings)
-    if not retain_graph:
-        for p in derivation.ran:
-            if order[p].saved is not None:
-                order[p].saved = FREED
-    reached = [order[p] for p in derivation.wanted]
-    # an output that is a graph input (a root cotangent passed straight through) is a value the
-    # caller holds: delivering it must not alias it
+    return _delivered(order, derivation, bindings, values)
+
+
+def _delivered(order, derivation, bindings, values):
+    """A derived graph's results as _run returns them: {node: value}, the nodes that ran, and the
+    ids of outputs that are graph inputs (a root cotangent passed straight through is a value the
+    caller holds: delivering it must not alias it)."""
     graph = derivation.graph
     held = {id(bindings[graph.inputs.index(o)]) for o in graph.outputs if o.op.name == "placeholder"}
-    return dict(zip(reached, values)), held
+    return dict(zip([order[p] for p in derivation.wanted], values)), derivation.ran, held
+
+
+def _check_versions(node, reads):
+    """Raise if a saved value that a rule reads (the j in reads) was changed in place."""
+    versions = node.versions
+    if versions:
+        for counter, version, _ in versions:
+            if counter[0] != version:   # something changed: find which read, if any, it was
+                for j in reads:
+                    _check_version(node, j)
+                return
+
+
+def _add(a, b):
+    """Two cotangents meeting at a node, summed as the `add` node of a derived graph sums them, and
+    reported to observers as the interpreter reports graph nodes."""
+    start = now()
+    out = _ADD.impl(a, b)
+    notify("add", start, (a, b))
+    return out
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
