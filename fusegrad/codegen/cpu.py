@@ -500,20 +500,17 @@ def _emit_rolled(group, rolled):
     for node, (region, q, j) in place.items():
         e.remote[node] = (f"c{region.index}_{j}[{index}]" if rolled.final(node)
                           else f"s{region.index}_{j}[{q}, {index}]")
-    run_of, runs = {}, 0   # straight member -> the stretch of straight members (loop nest) it is in
-    for piece in rolled.pieces:
-        if isinstance(piece, rolling.Region):
-            runs += 1
-        else:
-            run_of[piece] = runs
-    crossing, runs = set(), 0   # straight members read from another nest
+    # straight member -> the stretch of straight members (loop nest) it is in; those read from
+    # another nest (everything read comes from an earlier piece, so one pass sees every writer)
+    run_of, runs, crossing = {}, 0, set()
     for piece in rolled.pieces:
         if isinstance(piece, rolling.Region):   # its carried values start in the nest before it
             crossing.update(v for v, how in piece.reads.items() if how[0] == "fixed")
             crossing.update(v for v in piece.carried.values() if run_of.get(v, runs) != runs)
             runs += 1
         else:
-            crossing.update(v for v in piece.inputs if run_of.get(v, run_of[piece]) != run_of[piece])
+            run_of[piece] = runs
+            crossing.update(v for v in piece.inputs if run_of.get(v, runs) != runs)
     for node in rolled.pieces:
         if node in crossing and node in run_of:
             e.remote[node] = f"{array(f't{len(allocations)}', node.dtype)}[{index}]"

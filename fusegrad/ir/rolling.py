@@ -215,8 +215,7 @@ class _Finder:
                 pieces.append(self.nodes[s])
                 s += 1
                 continue
-            best.index = len(self.regions)
-            self.regions.append(best)
+            self.regions.append(best)   # its index, len(self.regions) when made, is its place here
             pieces.append(best)
             for r in range(best.reps):
                 for j in range(best.period):
