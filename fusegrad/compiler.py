@@ -413,8 +413,8 @@ def _saved_nodes(node):
 class Specialisation:
     """One captured path: guards, the plan of its joint graph, and how to commit its effects."""
 
-    def __init__(self, guards, guard_fn, guard_source, trace, result, label, compiled):
-        self.guards, self.guard_fn, self.guard_source = guards, guard_fn, guard_source
+    def __init__(self, guards, trace, result, label, compiled):
+        self.guards = guards
         if len(guards.devices) > 1:
             trace.break_(f"it uses tensors on {' and '.join(sorted(map(str, guards.devices)))}; one plan runs on "
                          "one device")
@@ -426,10 +426,13 @@ class Specialisation:
             outputs.append(node)
             return len(outputs) - 1
 
+        donatable = set()   # expressions of written arrays a plan may overwrite (see _donations)
         for array, expr in trace.written.values():   # arrays the caller sees, written in place
             if expr is None:
                 expr = f"H{len(objects)}"
                 objects[expr] = array
+            elif _donatable(array):
+                donatable.add(expr)
             self.commits.append(("write", expr, _owner(expr), output(trace.values[id(array)][0])))
         for tensor, before in trace.grads.values():
             after = tensor._grad
@@ -451,9 +454,33 @@ class Specialisation:
             output(trace.draws[-1])
         nodes, outputs, self.loop = _reroll(trace, outputs, self.value_guards, self.result, compiled.name)
         self.graph = Graph(nodes, trace.inputs, outputs)
-        self.plan = Plan(self.graph, self.device.type, label=label, info=dict(compiled.cache_info, guards=guard_source),
-                         cache_dir=compiled.cache_dir)
+        donate = self._donations(trace, donatable)
+        check = ([k for k, _, _ in self.value_guards], self._check_values) if donate and self.value_guards else None
+        self.plan = Plan(self.graph, self.device.type, label=label, info=dict(compiled.cache_info),
+                         cache_dir=compiled.cache_dir, donate=donate, check=check)
+        for i in self.plan.donated:   # a later call must hand over an array of the same kind
+            source = trace.input_sources[i]
+            guards.check(f"donatable({source})", True, f"{source}: an array of its own, C-contiguous and "
+                                                        "writable (the plan updates it in place)")
+        guards.objects["donatable"] = _donatable
+        self.guard_fn, self.guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
+        self.plan.info["guards"] = self.guard_source
         self.source, self.replay = self._generate(trace, objects)
+
+    def _donations(self, trace, donatable):
+        """{input position: output position} for the arrays the call updates in place (a parameter,
+        an optimizer's buffer) that a plan may overwrite instead of the commit copying the new value
+        in: inputs found by a path (`donatable`: arrays of their own, so that no other input shares
+        their memory, C-contiguous and writable); each becomes a guard when the plan takes it."""
+        position = {source: i for i, source in enumerate(trace.input_sources) if isinstance(source, str)}
+        return {position[expr]: k for kind, expr, _, k in self.commits
+                if kind == "write" and expr in donatable and expr in position}
+
+    def _check_values(self, *values):
+        """The value guards, checked by the plan before it overwrites a donated array."""
+        for value, (_, kind, expected) in zip(values, self.value_guards):
+            if not _value_matches(value, kind, expected):
+                raise ValueGuardMismatch(kind, expected, value)
 
     def _generate(self, trace, objects):
         """def replay(A, K) -> (result, None), or (None, mismatch) when a value guard fails: run
@@ -472,8 +499,11 @@ class Specialisation:
             lines.append(f"if not matches(V[{k}], {kind!r}, X{n}): return None, ({kind!r}, X{n}, V[{k}])")
         if any(c[0] == "grad" for c in self.commits):
             lines.append("held = {id(b) for b in B}")
+        overwritten = {k: i for i, k in self.plan.donated.items()}
         for kind, expr, owner, k in self.commits:
-            if kind == "write":
+            if kind == "write" and k in overwritten:   # unless the plan's first call copied it
+                lines.append(f"if V[{k}] is not B[{overwritten[k]}]: copyto({expr}, V[{k}], casting='unsafe')")
+            elif kind == "write":
                 lines.append(f"copyto({expr}, V[{k}], casting='unsafe')")
                 if owner is not None:
                     lines.append(f"{owner}._vc[0] += 1")
@@ -485,6 +515,17 @@ class Specialisation:
         source = "def replay(A, K):\n" + "\n".join("    " + ln for ln in lines) + "\n"
         exec(builtins.compile(source, "<fusegrad replay>", "exec"), namespace)
         return source, namespace["replay"]
+
+
+class ValueGuardMismatch(Exception):
+    """A value guard failed inside a plan, before it overwrote a donated array: (kind, expected,
+    the value computed)."""
+
+
+def _donatable(array):
+    """Whether a plan may overwrite `array` in place: it owns its memory (no view, so no other
+    array a call binds can overlap it), C-contiguous and writable."""
+    return array.base is None and array.flags.c_contiguous and array.flags.writeable
 
 
 def _fresh(value, held):
@@ -654,6 +695,8 @@ class CompiledFunction:
                 except TripCountOutsideTrace as error:   # raised before anything was committed
                     failures.append((spec, f"value guard: {error}"))
                     continue
+                except ValueGuardMismatch as error:   # checked by the plan before it overwrote anything
+                    result, mismatch = None, error.args
                 except Exception as error:
                     if _numba_error(error):   # a kernel that fails to compile: never use the plan
                         self.specialisations.remove(spec)
@@ -721,10 +764,9 @@ class CompiledFunction:
         if reason is None:
             traced = {p.path for _, _, _, p in hypers if p.array is not None and not p.used}
             guards.checks = [c for c in guards.checks if c[0] not in traced]   # read afresh instead
-            guard_fn, guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
             try:
-                spec = Specialisation(guards, guard_fn, guard_source, trace, result,
-                                      f"{_identifier(self.name)}_{len(self.specialisations)}", self)
+                spec = Specialisation(guards, trace, result, f"{_identifier(self.name)}_{len(self.specialisations)}",
+                                      self)
                 reason = trace.broken
             except Exception as error:   # a trace the backend cannot compile runs eagerly, correctly
                 reason = f"compilation failed ({type(error).__name__}: {error})"

@@ -563,3 +563,83 @@ def test_groups_without_broadcasts_run_as_one_flat_loop():
     for want, got in zip(run_graph(graph, [x, row]), plan([x, row])):
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- donated inputs (overwritten in place)
+
+def _sgd_graph(read_after=None):
+    """p - 0.5 * g over (4, 5) float32, the update's output first; `read_after(b, p)` adds outputs
+    read from p after the update."""
+    b = Builder()
+    p, g = b.placeholder(None, (4, 5), D.float32), b.placeholder(None, (4, 5), D.float32)
+    outputs = [b.sub(p, b.mul(g, 0.5))]
+    if read_after is not None:
+        outputs.append(read_after(b, p))
+    return b.graph(outputs)
+
+
+def test_donated_input_is_overwritten_from_the_second_call():
+    plan = Plan(_sgd_graph(), donate={0: 0})
+    assert plan.donated == {0: 0}
+    rng = np.random.default_rng(0)
+    p, g = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    p[0, :3] = np.nan, np.inf, -np.inf
+    before = p.copy()
+    first = plan([p, g])[0]   # compiles the kernels: the input is copied, not overwritten
+    np.testing.assert_array_equal(p, before)
+    assert first is not p
+    np.testing.assert_array_equal(first, before - g * np.float32(0.5))
+    second = plan([p, g])[0]
+    assert second is p
+    np.testing.assert_array_equal(p, before - g * np.float32(0.5))
+    assert "xp.empty" not in plan.source   # no buffer allocated for the update
+
+
+@pytest.mark.parametrize("read_after", [
+    lambda b, p: b.permute(p, axes=(1, 0)),                        # a view of the input is returned
+    lambda b, p: b.sum(b.mul(b.permute(p, axes=(1, 0)), 2.0), axes=(0, 1), keepdim=False),   # read transposed after the update
+], ids=["view_returned", "read_transposed"])
+def test_input_read_again_is_not_overwritten(read_after):
+    plan = Plan(_sgd_graph(read_after), donate={0: 0})
+    assert plan.donated == {}
+    rng = np.random.default_rng(1)
+    p, g = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    before = p.copy()
+    for _ in range(2):
+        values = plan([p, g])
+        np.testing.assert_array_equal(p, before)
+        np.testing.assert_array_equal(values[0], before - g * np.float32(0.5))
+
+
+def test_kernel_reading_its_donated_input_transposed_keeps_a_buffer():
+    b = Builder()
+    p = b.placeholder(None, (4, 4), D.float32)
+    update = b.sub(p, b.mul(b.permute(p, axes=(1, 0)), 0.5))   # reads p[j, i] while it would write p[i, j]
+    plan = Plan(b.graph([update]), donate={0: 0})
+    assert plan.donated == {}
+    x = np.arange(16, dtype=np.float32).reshape(4, 4)
+    for _ in range(2):
+        np.testing.assert_array_equal(plan([x.copy()])[0], x - x.T * np.float32(0.5))
+
+
+def test_check_runs_before_an_input_is_overwritten():
+    b = Builder()
+    p, g = b.placeholder(None, (4, 5), D.float32), b.placeholder(None, (4, 5), D.float32)
+    total = b.sum(g, axes=(0, 1), keepdim=False)   # read by the update: computed before it
+    graph = b.graph([b.sub(p, b.mul(g, b.mul(total, 0.5))), b.gt(total, 0.0)])
+
+    class Refused(Exception):
+        pass
+
+    def check(value):
+        if not value:
+            raise Refused
+    plan = Plan(graph, donate={0: 0}, check=([1], check))
+    assert plan.donated == {0: 0}
+    p = np.ones((4, 5), np.float32)
+    plan([p, np.ones((4, 5), np.float32)])   # the first call: copied
+    plan([p, np.ones((4, 5), np.float32)])   # overwritten: 1 - 20 * 0.5
+    np.testing.assert_array_equal(p, np.full((4, 5), -9, np.float32))
+    with pytest.raises(Refused):
+        plan([p, -np.ones((4, 5), np.float32)])
+    np.testing.assert_array_equal(p, np.full((4, 5), -9, np.float32))

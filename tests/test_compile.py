@@ -1015,3 +1015,83 @@ def test_loop_over_a_matrix_runs_as_one_kernel_with_flat_body_kernels():
     assert len(cf.specialisations) == 1
     loops = [loop for _, loop in cf.specialisations[0].plan.loops.values()]
     assert len(loops) == 2 and all(loop.run is loop.kernel for loop in loops)
+
+
+# ---------------------------------------------------------------- parameters updated in place
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum", "adam"])
+def test_replays_update_parameters_and_optimizer_state_in_place(optimizer):
+    """The plan's update kernels store into the parameters' and the optimizer buffers' own arrays
+    (donated: no new array, no copy back), which keep their identity; a view taken before a step
+    sees it, as in eager mode."""
+    makers = {"sgd": lambda m: fg.optim.SGD(m.parameters(), lr=0.05),
+              "sgd_momentum": lambda m: fg.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+              "adam": lambda m: fg.optim.Adam(m.parameters(), lr=0.01)}
+    (model, opt), (twin, twin_opt) = _twins(makers[optimizer])
+    step = fg.compile(train_step)
+    rng = np.random.default_rng(0)
+    arrays = [p.detach().numpy() for p in twin.parameters()]
+    for i in range(6):
+        x = fg.tensor(rng.standard_normal((8, 20)).astype(np.float32))
+        y = fg.tensor(rng.integers(0, 4, 8))
+        expected = train_step(model, opt, nn.CrossEntropyLoss(), x, y)
+        got = step(twin, twin_opt, nn.CrossEntropyLoss(), x, y)
+        np.testing.assert_allclose(got.item(), expected.item(), rtol=1e-5)
+        _assert_close(_params(model), _params(twin))
+        _assert_close(_params(model), arrays)   # the views taken before the first step
+        assert all(p.detach().numpy() is a for p, a in zip(twin.parameters(), arrays))
+    spec = step.specialisations[0]
+    buffers = 1 if optimizer == "sgd" else 2 if optimizer == "sgd_momentum" else 3   # parameter, momentum / moments
+    assert len(spec.plan.donated) == buffers * len(arrays)
+    writes = [line.strip() for line in spec.source.splitlines() if "copyto(" in line]
+    # copied only by the first call, but for Adam's 0-d step counts (passed to kernels as scalars)
+    assert writes and all(line.startswith("if V[") or "['step']" in line for line in writes)
+
+
+def test_value_guard_failing_inside_a_plan_leaves_parameters_as_eager():
+    """A branch on a tensor's value is checked by the plan before it overwrites any parameter: a call
+    taking the other branch falls back with the parameters untouched, then runs as eager mode."""
+    def step(model, opt, x):
+        opt.zero_grad()
+        out = model(x)
+        loss = out.sum() if x.sum() > 0 else -out.pow(2).sum()
+        loss.backward()
+        opt.step()
+        return loss
+
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.01))
+    cstep = fg.compile(step)
+    for sign in (1, 1, 1, -1, 1, -1, -1, 1):
+        x = fg.randn(4, 20).abs() * sign
+        np.testing.assert_allclose(cstep(twin, twin_opt, x).item(), step(model, opt, x).item(), rtol=1e-5)
+        _assert_close(_params(model), _params(twin))
+    plans = [s.plan for s in cstep.specialisations]
+    assert plans and all(p.donated and p.check is not None for p in plans)
+
+
+def test_parameter_that_is_a_view_is_copied_into_not_overwritten():
+    """A parameter whose array is a view of another array is never handed to a kernel to overwrite
+    (it may overlap another input): its step copies into it. Viewing it is a guard: a parameter that
+    becomes a view later gets a specialisation of its own."""
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(3):
+        train_step(model, opt, nn.MSELoss(), x, y)
+        step(twin, twin_opt, nn.MSELoss(), x, y)
+    specialisations = len(step.specialisations)   # zero_grad's None grads at the first call, then the rest
+    assert step.specialisations[0].plan.donated
+    storage = np.zeros((2, 16, 20), np.float32)
+    for m in (model, twin):
+        base = storage.copy()
+        base[1] = m.layer1.weight.detach().numpy()
+        m.layer1.weight.data = fg.tensor(base)[1]
+    for _ in range(3):
+        train_step(model, opt, nn.MSELoss(), x, y)
+        step(twin, twin_opt, nn.MSELoss(), x, y)
+        _assert_close(_params(model), _params(twin))
+    assert len(step.specialisations) == specialisations + 1
+    view_plan = step.specialisations[0].plan   # the most recently used first
+    weight = next(i for i, s in enumerate(step.specialisations[0].graph.inputs)
+                  if s.shape == (16, 20))
+    assert view_plan.donated and weight not in view_plan.donated

@@ -164,16 +164,21 @@ class Kernel:
 
     A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
-    the first time it is needed) on fresh output buffers."""
+    the first time it is needed) on fresh output buffers.
+
+    `written` ({output: input}): outputs the kernel stores into an input's array, element by
+    element after reading it (a donated buffer: no output allocated, no copy back); the driver
+    passes that array and the output is the array after the call."""
     __slots__ = ("name", "source", "_fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "module",
-                 "_exact", "space")
+                 "_exact", "space", "written")
 
     def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir=None, module=None,
-                 space=None):
+                 space=None, written=None):
         self.name, self.source, self._fn, self.args, self.outs = name, source, fn, args, outs
         self.buffers, self.group, self.flagged, self.cache_dir = buffers, group, flagged, cache_dir
         self.module, self._exact = module, None   # module: the name of the kernel's module file
         self.space = tuple(group.shape) if space is None else space
+        self.written = written or {}
 
     def arg_shape(self, node):
         """The shape argument `node` is passed with."""
@@ -376,16 +381,20 @@ def flat_space(group):
     return (int(np.prod(group.shape)),)
 
 
-def emit(group, exact_trig=False):
+def emit(group, exact_trig=False, inplace=None):
     """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
-    must pass and allocate, whether it reports out-of-range trigonometric arguments, and the
-    space it runs over (see Kernel). Sizes are arguments and names are not part of it, so every
-    group of the same computation, in any plan and of any size, shares one module and one
-    compilation."""
+    must pass and allocate, whether it reports out-of-range trigonometric arguments, the space it
+    runs over (see Kernel), and which of the outputs `inplace` offers ({output: input}) it stores
+    into the input's array instead of a buffer (see _overwritable; re-rolled kernels never do).
+    Sizes are arguments and names are not part of it, so every group of the same computation, in
+    any plan and of any size, shares one module and one compilation."""
     rolled = rolling.roll(group)
     if rolled is not None:
-        return _emit_rolled(group, rolled)
+        return _emit_rolled(group, rolled) + ({},)
     e = _Emitter(group, exact_trig, flat_space(group))
+    inplace = dict(inplace or {})
+    element = ", ".join(f"i{k}" for k in range(e.ndim)) or "()"   # the index a loop iteration computes
+    deferred = []   # (output, local) of the outputs that may go to an input's array
     body = []
     stores, outs, buffers = [], [], []
     full_reductions = []
@@ -418,12 +427,23 @@ def emit(group, exact_trig=False):
         e.statements.clear()
         body.append(f"{local} = {expression}")
         e.locals[node] = local
-        if node in group.outputs:
+        if node in inplace and node in group.outputs:
+            deferred.append((node, local))
+        elif node in group.outputs:
             out = f"y{len(outs)}"
             outs.append(node)
             buffers.append((e.space, node.dtype, None))
-            index = ", ".join(f"i{k}" for k in range(e.ndim)) or "()"
-            stores.append(f"{out}[{index}] = {local}")
+            stores.append(f"{out}[{element}] = {local}")
+    written = {}   # output -> the input array it is stored into
+    for node, local in deferred:
+        source = inplace[node]
+        if _overwritable(e, node, source, element):
+            written[node] = source
+            stores.append(f"{e.arg_names[source]}[{element}] = {local}")
+        else:
+            outs.append(node)
+            buffers.append((e.space, node.dtype, None))
+            stores.append(f"y{len(outs) - 1}[{element}] = {local}")
 
     if e.trig_args:
         limit = e.literal(TRIG_LIMIT, D.float32)
@@ -467,7 +487,18 @@ def emit(group, exact_trig=False):
         lines.append(f"    {out}[{', '.join(['0'] * e.ndim) or '()'}] = {acc}")
     if e.trig_args:
         lines.append("    flags[0] = nbig")
-    return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args), e.space
+    return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args), e.space, written
+
+
+def _overwritable(e, node, source, element):
+    """Whether `node` can be stored into the array of `source`, an input of its group, instead of
+    a buffer of its own: every read of that array is of the element the same iteration stores
+    (read before the store, so no iteration sees another's new value), with the same dtype, and
+    no kernel that redoes its call (exact trigonometry) reads the array again."""
+    name = e.arg_names.get(source)
+    return (name is not None and not e.trig_args and source.dtype is node.dtype
+            and tuple(source.shape) == tuple(node.shape) == tuple(e.group.shape)
+            and all(i == element for n, i in e.loads if n == name))
 
 
 def _emit_rolled(group, rolled):
@@ -596,14 +627,15 @@ def statements(group):
     return len(group.nodes) if rolled is None else rolled.statements
 
 
-def build(group, name="kernel", exact_trig=False, cache_dir=None):
+def build(group, name="kernel", exact_trig=False, cache_dir=None, inplace=None):
     """The kernel of `group`, loaded at its first use from its module file in the cache
     (`cache_dir`, or the default): one module per distinct source, shared by every group that
     emits it, in this process and, through Numba's cache (or the kernel's native library), across
-    processes."""
-    source, args, outs, buffers, flagged, space = emit(group, exact_trig)
+    processes. `inplace` ({output: input}) offers outputs to store into their input's array."""
+    source, args, outs, buffers, flagged, space, written = emit(group, exact_trig, inplace)
     module_name = f"fusegrad_k_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
-    return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name, space)
+    return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name, space,
+                  written)
 
 
 __all__ = ["can_fuse", "build", "emit", "statements", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

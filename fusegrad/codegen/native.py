@@ -249,9 +249,11 @@ class _Arg:
 def _arguments(kernel):
     """The kernel's call convention (see codegen.cpu.Kernel), from its group and nodes."""
     args = [_Arg(_SIZE, shape=(n,)) for n in kernel.space]
+    overwritten = set(getattr(kernel, "written", {}).values())   # inputs the kernel stores its outputs into
     for node in kernel.args:
         dtype = np.dtype(node.dtype.np)
-        args.append(_Arg(_ARRAY, dtype, kernel.arg_shape(node)) if node.shape else _Arg(_SCALAR, dtype))
+        args.append(_Arg(_ARRAY, dtype, kernel.arg_shape(node), writable=node in overwritten) if node.shape
+                    else _Arg(_SCALAR, dtype))
     for shape, dtype, _ in kernel.buffers:
         args.append(_Arg(_ARRAY, np.dtype(dtype.np), shape, writable=True))
     if kernel.flagged:

@@ -34,6 +34,8 @@ from .quiet import quiet, restore
 BACKENDS = {"cpu": cpu, "cuda": cuda}
 INTERPRETERS = {"cpu": interpreter}
 LOOP_KERNELS = {"cpu": cpu_loops}
+# backends whose build takes `inplace`: kernels that store outputs into donated input arrays
+OVERWRITING = {"cpu"}
 # hand-written kernels that run single nodes (convolution and pooling) in place of their op's impl
 LOWERINGS = {"cpu": windows.lower}
 # Numba compiles about 4 ms per statement of a kernel (a 10,000-op group took 42 s). A group from
@@ -52,14 +54,16 @@ class Plan:
     """A graph compiled for one target. Call it with the graph's input values (in the order of
     `graph.inputs`); it returns the output values in the order of `graph.outputs`."""
 
-    def __init__(self, graph, target="cpu", label="plan", info=None, cache_dir=None):
+    def __init__(self, graph, target="cpu", label="plan", info=None, cache_dir=None, donate=None, check=None):
         started = time.perf_counter()
         backend = BACKENDS[target]
         self.label, self.target, self.cache_dir = label, target, cache_dir
         self.info = info or {"name": label}   # for the cache index: name, source_file, guards
         described = getattr(backend, "target_description", lambda: target)()   # e.g. the GPU's compute capability
-        self.components, self.structure = cache.components(graph, described,
-                                                           dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS))
+        config = dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS)
+        if donate:
+            config["donate"] = sorted(donate.items())
+        self.components, self.structure = cache.components(graph, described, config)
         self.key = cache.key_of(self.components)
         self.graph = optimize(graph)
         self.steps = []
@@ -76,10 +80,18 @@ class Plan:
                     self.steps.extend(step.nodes)
             else:
                 self.steps.append(step)
+        offers = _donations(self.graph, self.steps, donate, check) if donate and target in OVERWRITING else {}
         self.kernels = []
         for step in self.steps:
             if isinstance(step, FusionGroup):
-                self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir))
+                offered = {"inplace": offers[step]} if step in offers else {}
+                self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir,
+                                                  **offered))
+        # input position -> output position: the output is that input's array, overwritten
+        position = {node: k for k, node in enumerate(self.graph.outputs)}
+        self.donated = {self.graph.inputs.index(source): position[out] for kernel in self.kernels
+                        for out, source in getattr(kernel, "written", {}).items()}
+        self.check = check
         self.xp = devices.array_module(devices.canonical(target))   # allocates the kernels' outputs
         self.loops = {}   # loop node -> (its body's Plan, the _Loop the driver calls)
         for node in self.graph.nodes:
@@ -88,46 +100,51 @@ class Plan:
                 self.loops[node] = (body, _Loop(node, body, target, cache_dir))
         lower = LOWERINGS.get(target)
         self.lowered = {} if lower is None else lower([s for s in self.steps if isinstance(s, Node)], cache_dir)
-        self.source, self._namespace, self._late = _driver(self.graph, self.steps, self.kernels, self.xp,
-                                                           self.lowered, profiled=False, loops=self.loops)
-        self._run = self._namespace["run"]
-        self._profiled = None
-        self._recorded = False
+        self.source, self._namespace, self._late = self._generate(profiled=False, overwrite=True)
+        self._drivers = {}   # (profiled, overwriting donated inputs) -> the driver's run
+        self._run = None     # the plain driver, once the first call has loaded the kernels
         self.compile_seconds = time.perf_counter() - started
 
     def __call__(self, bindings):
-        if not self._recorded:
+        if self._run is None:
             return self._first_call(bindings)
-        if observers:
-            if self._profiled is None:
-                _, namespace, late = _driver(self.graph, self.steps, self.kernels, self.xp, self.lowered,
-                                             profiled=True, loops=self.loops)
-                namespace.update((name, kernel.fn) for name, kernel in late.items())
-                self._profiled = namespace["run"]
-            run = self._profiled
-        else:
-            run = self._run
+        return self._call(self._driver(True, True) if observers else self._run, bindings)
+
+    def _call(self, run, bindings):
         token = quiet()   # inf/nan are results, not errors, as in eager mode
         try:
             return run(*bindings)
         finally:
             restore(token)
 
+    def _driver(self, profiled, overwrite):
+        """The driver's run, its kernels bound (loading them). The first call never overwrites a
+        donated input: it compiles the kernels, and one failing after another had overwritten an
+        input would leave that input changed by a call that then runs eagerly."""
+        key = (profiled, overwrite and bool(self.donated))
+        run = self._drivers.get(key)
+        if run is None:
+            built = key == (False, bool(self.donated))   # the driver generated with the plan
+            namespace, late = (self._namespace, self._late) if built else self._generate(*key)[1:]
+            namespace.update((name, kernel.fn) for name, kernel in late.items())
+            run = self._drivers[key] = namespace["run"]
+        return run
+
     def _first_call(self, bindings):
         """Numba compiles (or loads from its cache) each kernel at its first call: time that, count
         the compilations, and record the lookup in the cache index."""
         started = time.perf_counter()
-        self._namespace.update((name, kernel.fn) for name, kernel in self._late.items())   # loads them
+        run = self._driver(bool(observers), False)   # loads the kernels
         compiled_before = self._compilations()
-        self._recorded = True
-        try:
-            values = self(bindings)
-        except BaseException:
-            self._recorded = False
-            raise
+        values = self._call(run, bindings)
+        self._run = self._driver(False, True)
         cache.record(self, time.perf_counter() - started, self._compilations() - compiled_before)
         store(self.cache_dir).build_native(list(self._late.values()))
         return values
+
+    def _generate(self, profiled, overwrite):
+        return _driver(self.graph, self.steps, self.kernels, self.xp, self.lowered, profiled=profiled,
+                       loops=self.loops, overwrite=overwrite, check=self.check)
 
     def _compilations(self):
         # kernels of the same source share one Numba function: count each function once
@@ -147,6 +164,54 @@ class Plan:
     def to_dot(self):
         """The optimised graph in Graphviz DOT, each fusion group a cluster named after its kernel."""
         return plan_dot(self)
+
+
+def _reads(step):
+    """The values a step reads."""
+    if isinstance(step, FusionGroup):
+        members = set(step.nodes)
+        return {v for n in step.nodes for v in n.inputs if isinstance(v, Node) and v not in members}
+    if isinstance(step, Interpreted):
+        return set(step.args)
+    return {v for v in step.inputs if isinstance(v, Node)}
+
+
+def _donations(graph, steps, donate, check):
+    """{group: {output: input}}: which of the outputs in `donate` ({input position: output
+    position}: the output is the input's next value, which the caller would copy into the input's
+    array) a kernel may store straight into the input's array, the caller having handed that array
+    over (its buffer donated). Offered when it is safe whatever the caller does after an error:
+    - the output is an elementwise output of a kernel that comes after every step that can raise
+      (everything but kernels) and after every value `check` (output positions, function) reads,
+      so that the plan never fails after an array was overwritten;
+    - nothing after that kernel reads the input, or a view of it (an op outside kernels may
+      return a view of its operand), and the kernel reads no view of it, only the input itself;
+    - the output is returned once, and no output is the input or a view of it.
+    The kernel takes the offer where every read of the input in its loop is of the element the
+    same iteration stores (codegen.cpu.emit)."""
+    fused = {n for s in steps if isinstance(s, FusionGroup) for n in s.nodes}
+    group_of = {n: (i, s) for i, s in enumerate(steps) if isinstance(s, FusionGroup) for n in s.outputs}
+    barrier = max((i for i, s in enumerate(steps) if not isinstance(s, FusionGroup)
+                   and not (isinstance(s, Node) and s.op.name in ("placeholder", "const"))), default=-1)
+    producer = {n: i for i, s in enumerate(steps)
+                for n in (s.nodes if isinstance(s, FusionGroup) else s.outs if isinstance(s, Interpreted) else (s,))}
+    for k in (check[0] if check else ()):
+        barrier = max(barrier, producer.get(graph.outputs[k], -1))
+    aliasing = {p: {p} for p in graph.inputs}   # value -> the inputs whose array it may share
+    for node in graph.nodes:
+        if node not in fused and node not in aliasing:
+            aliasing[node] = set().union(*(aliasing.get(v, ()) for v in node.inputs if isinstance(v, Node)))
+    returned = set().union(*(aliasing.get(o, ()) for o in graph.outputs))
+    offers = {}
+    for i, k in donate.items():
+        source, out = graph.inputs[i], graph.outputs[k]
+        position, group = group_of.get(out, (-1, None))
+        if (position <= barrier or graph.outputs.count(out) != 1 or source in returned
+                or any(source in aliasing.get(v, ()) for s in steps[position + 1:] for v in _reads(s))
+                or any(source in aliasing.get(v, ()) for v in _reads(group) if v is not source)):
+            continue
+        offers.setdefault(group, {})[out] = source
+    return offers
 
 
 class _Loop:
@@ -181,22 +246,25 @@ def _loop_step(body):
     """The body's plan as a loop step: its first call loads and records it, later ones run its
     driver directly (the plan running the loop already silenced inf/nan warnings)."""
     def step(*values):
-        return body._run(*values) if body._recorded else body(values)
+        return body._run(*values) if body._run is not None else body(values)
     return step
 
 
-def _driver(graph, steps, kernels, xp, lowered, profiled, loops):
+def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True, check=None):
     """Generate the driver: def run(*inputs) -> [outputs], allocating with the array module `xp`,
     running a node of `lowered` (node -> function of its input values) with its function instead
-    of its op's impl, and a loop node with its _Loop. Returns its source, its namespace, and
-    {global name: kernel} for the kernels, which the caller binds (kernel.fn) before the first run."""
+    of its op's impl, and a loop node with its _Loop. A kernel that stores an output into an input's
+    array (kernel.written) gets that array when `overwrite`, else a copy of it; before the first
+    such kernel, `check` (output positions, function) is called with those outputs' values.
+    Returns its source, its namespace, and {global name: kernel} for the kernels, which the caller
+    binds (kernel.fn) before the first run."""
     kernel_of = {id(k.group): k for k in kernels}
     needed = set(graph.outputs)
     emitted = []
     for step in reversed(steps):
         if isinstance(step, (FusionGroup, Interpreted)):
             kernel = kernel_of[id(step)] if isinstance(step, FusionGroup) else step
-            if any(n in needed for n in kernel.outs):
+            if any(n in needed for n in kernel.outs) or any(n in needed for n in getattr(kernel, "written", ())):
                 emitted.append(step)
                 needed.update(kernel.args)
         elif step in needed and step.op.name != "placeholder":
@@ -207,7 +275,8 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops):
     names = {}
     for i, p in enumerate(graph.inputs):
         names[p] = f"a{i}"
-    namespace = {"np": np, "xp": xp, "notify": notify, "now": now}
+    namespace = {"np": np, "xp": xp, "notify": notify, "now": now, "check": check and check[1]}
+    checked = not (overwrite and check)
     late = {}
     lines = []
 
@@ -232,6 +301,14 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops):
     for i, step in enumerate(emitted):
         if isinstance(step, FusionGroup):
             kernel = kernel_of[id(step)]
+            overwrites = getattr(kernel, "written", {})
+            if overwrites and not checked:
+                lines.append(f"check({', '.join(name_of(graph.outputs[k]) for k in check[0])})")
+                checked = True
+            for out, source in overwrites.items():   # the output is the input's array after the call
+                names[out] = names[source]
+                if not overwrite:
+                    lines.append(f"{names[source]} = {names[source]}.copy()")
             kname = f"K{len(namespace)}"
             namespace[kname] = None
             late[kname] = kernel
