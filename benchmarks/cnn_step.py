@@ -155,7 +155,7 @@ def check_compiled(name, state, steps=4):
 
 def run_workload(name, repeats=None, quick=False, out=print_flush):
     """Check, then time one workload; print and return [(title, results, target)]."""
-    _threads.apply_to_torch(THREADS)
+    _threads.apply(THREADS)
     use_torch = have("torch")
     state = initial_state(name)
     check(name, state, use_torch)

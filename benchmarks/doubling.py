@@ -88,7 +88,7 @@ def check(impls):
 def run(repeats=None, quick=False, out=print_flush):
     """Check, then time; print and return [(title, results, target)]."""
     import fusegrad
-    _threads.apply_to_torch(THREADS)
+    _threads.apply(THREADS)
     use_torch = have("torch")
     compiled = fusegrad.compile(doubling_backward)
     impls = {"fusegrad compiled": (compiled, fusegrad), "fusegrad eager": (doubling_backward, fusegrad)}

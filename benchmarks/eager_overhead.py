@@ -235,7 +235,7 @@ def overflowing(run_workload):
     and underflows to 0, as in the tutorial."""
     @functools.wraps(run_workload)
     def run_quietly(repeats=None, quick=False, out=print_flush):
-        _threads.apply_to_torch(THREADS)
+        _threads.apply(THREADS)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.filterwarnings("ignore", category=RuntimeWarning)
             return run_workload(repeats, quick, out)

@@ -205,7 +205,7 @@ def cases(state, use_torch, out):
 
 def run(repeats=None, quick=False, out=print_flush):
     """Check, then time the step; print and return [(title, results, target)]."""
-    _threads.apply_to_torch(THREADS)
+    _threads.apply(THREADS)
     use_torch = have("torch")
     state = initial_state()
     check(state, use_torch)
