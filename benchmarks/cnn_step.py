@@ -136,6 +136,9 @@ def check(name, state, use_torch):
 
 
 COMPILED_TARGET = {"cnn_step": 4.5e-3}   # issue 8: the compiled small-CNN step in at most 4.5 ms
+# the compiled step of resnet_step is timed beside the eager ones (issue 8) without a target; its first
+# replay compiles ~350 kernels (a minute on a fresh machine, seconds from the kernel cache)
+COMPILED = ("cnn_step", "resnet_step")
 
 
 def check_compiled(name, state, steps=4):
@@ -170,7 +173,7 @@ def run_workload(name, repeats=None, quick=False, out=print_flush):
     # compiling its backward graph takes minutes.)
     cases = training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), use_torch,
                                 auto=name in COMPILED_TARGET)
-    if name in COMPILED_TARGET:
+    if name in COMPILED:
         import fusegrad
         check_compiled(name, state)
         out(f"{name}: the compiled step agrees with the eager one over its first 4 steps")
