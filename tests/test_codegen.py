@@ -643,3 +643,21 @@ def test_check_runs_before_an_input_is_overwritten():
     with pytest.raises(Refused):
         plan([p, -np.ones((4, 5), np.float32)])
     np.testing.assert_array_equal(p, np.full((4, 5), -9, np.float32))
+
+
+def test_donated_input_the_kernel_never_reads_is_its_output_buffer():
+    """The update reads a value computed from the input by an earlier step (here through a matmul),
+    not the input: the input's array is passed as the kernel's output buffer."""
+    b = Builder()
+    p, g, eye = (b.placeholder(None, shape, D.float32) for shape in ((4, 5), (4, 5), (5, 5)))
+    scaled = b.matmul(b.mul(p, 0.5), eye)
+    plan = Plan(b.graph([b.sub(scaled, g)]), donate={0: 0})
+    assert plan.donated == {0: 0}
+    kernel = plan.kernels[-1]
+    assert p not in kernel.args and list(kernel.written) == kernel.outs
+    rng = np.random.default_rng(2)
+    x, grad = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    expected = x * np.float32(0.5) - grad
+    assert plan([x, grad, np.eye(5, dtype=np.float32)])[0] is not x
+    assert plan([x, grad, np.eye(5, dtype=np.float32)])[0] is x
+    np.testing.assert_array_equal(x, expected)

@@ -1019,15 +1019,17 @@ def test_loop_over_a_matrix_runs_as_one_kernel_with_flat_body_kernels():
 
 # ---------------------------------------------------------------- parameters updated in place
 
-@pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum", "adam"])
+# the arrays each optimizer's step writes per parameter, the parameter included (sgd: plain SGD)
+UPDATED_BUFFERS = {"sgd": 1, "sgd_momentum": 2, "adam": 3, "adamw": 3, "rmsprop": 3, "adagrad": 2}
+
+
+@pytest.mark.parametrize("optimizer", sorted(UPDATED_BUFFERS))
 def test_replays_update_parameters_and_optimizer_state_in_place(optimizer):
     """The plan's update kernels store into the parameters' and the optimizer buffers' own arrays
     (donated: no new array, no copy back), which keep their identity; a view taken before a step
     sees it, as in eager mode."""
-    makers = {"sgd": lambda m: fg.optim.SGD(m.parameters(), lr=0.05),
-              "sgd_momentum": lambda m: fg.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
-              "adam": lambda m: fg.optim.Adam(m.parameters(), lr=0.01)}
-    (model, opt), (twin, twin_opt) = _twins(makers[optimizer])
+    make = OPTIMIZERS.get(optimizer, lambda m: fg.optim.SGD(m.parameters(), lr=0.05))
+    (model, opt), (twin, twin_opt) = _twins(make)
     step = fg.compile(train_step)
     rng = np.random.default_rng(0)
     arrays = [p.detach().numpy() for p in twin.parameters()]
@@ -1041,8 +1043,7 @@ def test_replays_update_parameters_and_optimizer_state_in_place(optimizer):
         _assert_close(_params(model), arrays)   # the views taken before the first step
         assert all(p.detach().numpy() is a for p, a in zip(twin.parameters(), arrays))
     spec = step.specialisations[0]
-    buffers = 1 if optimizer == "sgd" else 2 if optimizer == "sgd_momentum" else 3   # parameter, momentum / moments
-    assert len(spec.plan.donated) == buffers * len(arrays)
+    assert len(spec.plan.donated) == UPDATED_BUFFERS[optimizer] * len(arrays)
     writes = [line.strip() for line in spec.source.splitlines() if "copyto(" in line]
     # copied only by the first call, but for Adam's 0-d step counts (passed to kernels as scalars)
     assert writes and all(line.startswith("if V[") or "['step']" in line for line in writes)

@@ -166,9 +166,10 @@ class Kernel:
     TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
     the first time it is needed) on fresh output buffers.
 
-    `written` ({output: input}): outputs the kernel stores into an input's array, element by
-    element after reading it (a donated buffer: no output allocated, no copy back); the driver
-    passes that array and the output is the array after the call."""
+    `written` ({output: input}): outputs the kernel stores into an input's array (a donated buffer:
+    no output allocated, no copy back): element by element after reading it through its argument,
+    or, where the kernel never reads the input, as the output's buffer (the output is in `outs`;
+    the driver passes the input's array for it). The output is that array after the call."""
     __slots__ = ("name", "source", "_fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "module",
                  "_exact", "space", "written")
 
@@ -385,7 +386,7 @@ def emit(group, exact_trig=False, inplace=None):
     """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
     must pass and allocate, whether it reports out-of-range trigonometric arguments, the space it
     runs over (see Kernel), and which of the outputs `inplace` offers ({output: input}) it stores
-    into the input's array instead of a buffer (see _overwritable; re-rolled kernels never do).
+    into the input's array instead of a buffer (see _overwrite; re-rolled kernels never do).
     Sizes are arguments and names are not part of it, so every group of the same computation, in
     any plan and of any size, shares one module and one compilation."""
     rolled = rolling.roll(group)
@@ -434,13 +435,15 @@ def emit(group, exact_trig=False, inplace=None):
             outs.append(node)
             buffers.append((e.space, node.dtype, None))
             stores.append(f"{out}[{element}] = {local}")
-    written = {}   # output -> the input array it is stored into
+    written = {}   # output -> the input whose array it is stored into
     for node, local in deferred:
         source = inplace[node]
-        if _overwritable(e, node, source, element):
+        kind = _overwrite(e, node, source, element)
+        if kind is not None:
             written[node] = source
+        if kind == "read":   # through the argument the loop reads it from
             stores.append(f"{e.arg_names[source]}[{element}] = {local}")
-        else:
+        else:   # into an output buffer, which is the input's array when the loop never reads it
             outs.append(node)
             buffers.append((e.space, node.dtype, None))
             stores.append(f"y{len(outs) - 1}[{element}] = {local}")
@@ -490,15 +493,19 @@ def emit(group, exact_trig=False, inplace=None):
     return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args), e.space, written
 
 
-def _overwritable(e, node, source, element):
-    """Whether `node` can be stored into the array of `source`, an input of its group, instead of
-    a buffer of its own: every read of that array is of the element the same iteration stores
-    (read before the store, so no iteration sees another's new value), with the same dtype, and
-    no kernel that redoes its call (exact trigonometry) reads the array again."""
+def _overwrite(e, node, source, element):
+    """How `node` can be stored into the array of `source` (a value the caller offers, of the same
+    dtype and shape) instead of a buffer of its own: "read" where the loop reads that array, each
+    read of the element the same iteration stores (read before the store, so no iteration sees
+    another's new value); "unread" where the loop never reads it (the array is the output buffer);
+    None otherwise. Never in a kernel that a call redoes (exact trigonometry)."""
+    if e.trig_args or source.dtype is not node.dtype or not (
+            tuple(source.shape) == tuple(node.shape) == tuple(e.group.shape)):
+        return None
     name = e.arg_names.get(source)
-    return (name is not None and not e.trig_args and source.dtype is node.dtype
-            and tuple(source.shape) == tuple(node.shape) == tuple(e.group.shape)
-            and all(i == element for n, i in e.loads if n == name))
+    if name is None:
+        return "unread"
+    return "read" if all(i == element for n, i in e.loads if n == name) else None
 
 
 def _emit_rolled(group, rolled):

@@ -314,9 +314,13 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True,
             kname = f"K{len(namespace)}"
             namespace[kname] = None
             late[kname] = kernel
+            flat = kernel.space != tuple(step.shape)   # a flat loop: arrays passed flattened
             outs = []
             allocations = []
             for node, (shape, dtype, init) in zip(kernel.outs, kernel.buffers):
+                if node in overwrites:   # the input's own array is the buffer
+                    outs.append(names[node] + (".reshape(-1)" if flat else ""))
+                    continue
                 buf = names[node] = f"v{len(names)}"
                 if init is None:
                     allocations.append(f"{buf} = xp.empty({shape!r}, np.{dtype.np.name})")
@@ -324,7 +328,6 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True,
                     allocations.append(f"{buf} = xp.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
             lines += allocations
-            flat = kernel.space != tuple(step.shape)   # a flat loop: arrays passed flattened
             args = [repr(n) for n in kernel.space] + [
                 names[a] + ("[()]" if not a.shape else ".reshape(-1)" if flat else "") for a in kernel.args] + outs
             if kernel.flagged:
@@ -342,7 +345,7 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True,
                 # a reduction, from its keepdim accumulator; an output of a flat loop: to its own shape
                 fix = "" if dtype is node.dtype else f".astype(np.{node.dtype.np.name})"
                 reshape = "" if shape == node.shape else f".reshape({node.shape!r})"
-                if fix or reshape:
+                if (fix or reshape) and node not in overwrites:
                     lines.append(f"{buf} = {buf}{reshape}{fix}")
             written = kernel.outs
         elif isinstance(step, Interpreted):
