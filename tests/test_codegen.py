@@ -451,6 +451,21 @@ def test_profiler_loop_compiles_to_loops(dtype):
     assert "- r," in kernel.source   # the backward reads the stacked forward values last first
 
 
+def test_profiler_loop_over_0d_tensors_is_not_rolled_and_agrees_with_eager():
+    """0-d groups are never re-rolled (ir/rolling.py): the 600 steps over 0-d tensors run off the
+    kernels, with the same values as eager mode, the overflow to inf and the NaN it makes included."""
+    def loop(x, y):
+        z = fg.ones((), dtype=x.dtype)
+        for _ in range(600):
+            z = (z / x) * y
+        z.backward()
+        return z, x.grad, y.grad
+
+    for x in (np.float32(0.9), np.float32(1.5)):   # z overflows to inf (its gradients: inf and NaN); z shrinks
+        compiled = _compiled_against_eager(loop, (np.asarray(x), np.asarray(np.float32(1.05))), 1e-5)
+        assert not _rolled(compiled.specialisations[-1].plan)
+
+
 def test_rolled_loops_keep_the_values_their_backward_needs():
     """z = tanh(z) * w: each step's tanh is saved for the backward (a stack per offset); the
     gradients equal eager mode's and central finite differences, in float64."""
