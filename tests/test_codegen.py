@@ -242,6 +242,9 @@ POOLINGS = [
     ((2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),          # tiles the plane
     ((2, 2, 9, 7), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),          # resnet's stem: overlapping, padded
     ((1, 2, 7, 8), (2, 3), (1, 2), ((1, 2), (0, 1)), (2, 1)),          # ceil_mode's extra padding, dilated
+    ((2, 2, 9, 7), (2, 2), (3, 2), ((0, 0), (0, 0)), (1, 1)),          # tiles with gaps, cells left over
+    ((1, 3, 8, 9), (2, 3), (4, 3), ((0, 0), (0, 0)), (2, 1)),          # dilated tiles
+    ((2, 2, 6, 6), (2, 2), (2, 2), ((1, 1), (1, 1)), (1, 1)),          # padded: not tiles
 ]
 
 
@@ -285,19 +288,52 @@ def test_max_pooling_runs_as_window_kernels_in_plans(geometry, dtype):
     windows and windows reaching into the padding included."""
     x_shape, kernel, stride, padding, dilation = geometry
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
-    rng = np.random.default_rng(1)
-    x = rng.integers(-3, 3, x_shape).astype(dtype.np)   # many ties
-    x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
-    x[0, 1, :3, :3] = -np.inf
+    x = _pooling_input(x_shape, dtype)
+    graph = _pooling_graph(x_shape, dtype, attrs)
+    plan = Plan(graph)
+    assert sorted(n.op.name for n in plan.lowered) == ["max_pool2d", "max_pool2d_backward"]
+    for _ in range(2):   # the second run shares the forward's window codes again
+        for got, want in zip(plan([x]), run_graph(graph, [x])):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
+def _pooling_graph(x_shape, dtype, attrs):
+    """max_pool2d of a placeholder and its gradient for a cotangent that is not the output."""
     b = Builder()
     px = b.placeholder(None, x_shape, dtype)
     out = b.max_pool2d(px, **attrs)
-    graph = b.graph([out, b.max_pool2d_backward(b.add(out, 1.5), px, out, **attrs)])
+    return b.graph([out, b.max_pool2d_backward(b.add(out, 1.5), px, out, **attrs)])
+
+
+def _pooling_input(x_shape, dtype):
+    """Integers in a small range (many ties), NaN, -inf, and a window of -inf only."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 3, x_shape).astype(dtype.np)
+    x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
+    x[0, 1, :3, :3] = -np.inf
+    x[0, 2 % x_shape[1], 4, :] = np.nan   # windows with two NaN: the first takes the gradient
+    return x
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", POOLINGS)
+def test_max_pooling_gradient_alone_runs_as_window_kernels(geometry, dtype):
+    """max_pool2d_backward in a plan without its forward pass (windows that tile the plane find
+    each window's cell from x and the pooled values, the forward's codes not being there) equals
+    the op's impl."""
+    x_shape, kernel, stride, padding, dilation = geometry
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    x = _pooling_input(x_shape, dtype)
+    out = run_graph(_pooling_graph(x_shape, dtype, attrs), [x])[0]
+    b = Builder()
+    px, pout = b.placeholder(None, x_shape, dtype), b.placeholder(None, out.shape, dtype)
+    graph = b.graph([b.max_pool2d_backward(b.add(pout, 1.5), px, pout, **attrs)])
     plan = Plan(graph)
-    assert sorted(n.op.name for n in plan.lowered) == ["max_pool2d", "max_pool2d_backward"]
-    for got, want in zip(plan([x]), run_graph(graph, [x])):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
+    assert [n.op.name for n in plan.lowered] == ["max_pool2d_backward"]
+    for _ in range(2):
+        [got] = plan([x, out])
+        np.testing.assert_array_equal(got, run_graph(graph, [x, out])[0])
 
 
 def _rounds(dtype, factor):
