@@ -336,6 +336,38 @@ def test_max_pooling_gradient_alone_runs_as_window_kernels(geometry, dtype):
         np.testing.assert_array_equal(got, run_graph(graph, [x, out])[0])
 
 
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", POOLINGS)
+def test_relu_before_max_pooling_masks_the_gradient_at_the_pooled_size(geometry, dtype):
+    """where(m, 0, max_pool2d_backward(g, relu(x), out)) with relu's own mask m = le(x, 0) runs in
+    a plan as max_pool2d_backward(where(le(out, 0), 0, g), ...), and a sum over the planes of the
+    gradient without padding as that sum of its cotangent: the same values (windows whose maximum
+    is 0, NaN, ties), and the gradient of another mask is left as it is."""
+    x_shape, kernel, stride, padding, dilation = geometry
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    x = _pooling_input(x_shape, dtype)   # integers from -3: windows whose maximum is 0 after the ReLU
+    b = Builder()
+    px = b.placeholder(None, x_shape, dtype)
+    mask = b.le(px, 0)
+    relu = b.where(mask, 0, px)
+    out = b.max_pool2d(relu, **attrs)
+    pg = b.placeholder(None, out.shape, dtype)
+    masked = b.where(mask, 0, b.max_pool2d_backward(pg, relu, out, **attrs))
+    other = b.where(b.le(px, 1), 0, b.max_pool2d_backward(b.mul(pg, 2.0), relu, out, **attrs))
+    graph = b.graph([masked, b.sum(masked, axes=(0, 2, 3), keepdim=True), other])
+    plan = Plan(graph)
+    wheres = [n for n in plan.graph.nodes if n.op.name == "where"]
+    assert sorted(n.shape == out.shape for n in wheres) == [False, False, True]   # relu, other; g masked
+    [pooled_sum] = [n for n in plan.graph.nodes if n.op.name == "sum"]
+    assert pooled_sum.inputs[0].shape == (out.shape if padding == ((0, 0), (0, 0)) else x_shape)
+    g = np.random.default_rng(2).standard_normal(out.shape).astype(dtype.np)
+    g[0, 0, 0, 0] = np.nan
+    got, want = plan([x, g]), run_graph(graph, [x, g])
+    for got_value, want_value in zip(got, want):   # overlapping windows add their cotangents in another order
+        np.testing.assert_allclose(got_value, want_value, rtol=1e-5 if dtype is D.float32 else 1e-12, atol=0,
+                                   equal_nan=True)
+
+
 def _rounds(dtype, factor):
     """150 rounds of every interpreter instruction over a (2, 3) space, values kept near 1; round k
     first scales by factor(k). Returns (graph, input arrays)."""
