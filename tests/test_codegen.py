@@ -265,7 +265,7 @@ def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
     g = b.mul(out, out)   # a cotangent that is not the output itself
     graph = b.graph([out, b.conv2d_input_grad(g, pw, input_shape=x_shape, **attrs),
                      b.conv2d_weight_grad(px, g, weight_shape=w_shape, **attrs)])
-    alone = Builder()   # a weight gradient without the forward pass: columns of its own
+    alone = Builder()   # a weight gradient without the forward pass
     qx, qg = alone.placeholder(None, x_shape, dtype), alone.placeholder(None, out.shape, dtype)
     gradient_only = alone.graph([alone.conv2d_weight_grad(qx, qg, weight_shape=w_shape, **attrs)])
     cotangent = rng.standard_normal(out.shape).astype(dtype.np)
@@ -273,7 +273,7 @@ def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
         plan = Plan(graph)
         assert {n.op.name for n in plan.lowered} == {n.op.name for n in graph.nodes if n.op.name.startswith("conv")}
         assert "on window kernels" in plan.describe()
-        for _ in range(2):   # the second run takes the columns the forward pass shares again
+        for _ in range(2):
             for got, want in zip(plan(values), run_graph(graph, values)):
                 assert got.dtype == want.dtype and got.shape == want.shape
                 np.testing.assert_allclose(got, want, rtol=1e-4 if dtype is D.float32 else 1e-10,

@@ -4,8 +4,10 @@ pooling and its gradient. A compiled plan runs these in place of the ops' NumPy 
 pass over the whole batch per kernel position (pooling: about ten passes for a 2 x 2 window) where
 a kernel takes one pass over the windows, and which pad each image row so that the columns are
 contiguous runs, costing a zero-extended copy of every cotangent and an output slice copied out.
-A conv2d hands its columns to the conv2d_weight_grad of the same input later in the plan. Where
-the pooling windows tile the plane (no overlap, no padding: the CNNs' 2 x 2, stride 2), max_pool2d
+conv2d_weight_grad gathers its input's columns again rather than keep the forward pass's: in
+the CNN step, holding both convolutions' columns (8 MB) from the forward to the backward pass made
+the step about 0.8 ms slower than the second im2col (0.2 ms) of inputs still in cache. Where the
+pooling windows tile the plane (no overlap, no padding: the CNNs' 2 x 2, stride 2), max_pool2d
 also records which cell of each window is its maximum, and its gradient writes each window's
 cotangent there into zeros: one store per window instead of comparing every cell again.
 
@@ -323,10 +325,8 @@ class _Kernels:
 
 
 class Shared:
-    """What a plan's forward node makes from one input for the gradient node of the same input
-    and geometry later in the plan: a conv2d's columns for its conv2d_weight_grad (the im2col
-    of the forward pass, not done twice), a max_pool2d's output and window codes for its
-    max_pool2d_backward. Taken once: the slot holds them only from the forward to the backward
+    """What a plan's max_pool2d makes from its input for the max_pool2d_backward of the same
+    input and geometry later in the plan: its output and window codes. Taken once: the slot holds them only from the forward to the backward
     pass of one run. The input and its value are one attribute, so that runs in two threads
     never pair one's input with the other's value (the loser computes its own)."""
     __slots__ = ("pair",)
@@ -352,18 +352,14 @@ def _columns(k, x, kernel, stride, padding, dilation):
     return cols, (out_h, out_w)
 
 
-def _conv2d(k, x, w, stride, padding, dilation, groups, shared=None):
+def _conv2d(k, x, w, stride, padding, dilation, groups):
     cols, (out_h, out_w) = _columns(k, x, w.shape[2:], stride, padding, dilation)
-    if shared is not None:
-        shared.put(x, cols)
     out = np.matmul(w.reshape(w.shape[0], -1), cols)   # one product per image: (N, Cout, Ho * Wo)
     return out.reshape(x.shape[0], w.shape[0], out_h, out_w)
 
 
-def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape, shared=None):
-    cols = None if shared is None else shared.take(x)
-    if cols is None:
-        cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
+def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape):
+    cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
     n, c_out = g.shape[:2]
     g = np.ascontiguousarray(g).reshape(n, c_out, -1)
     out = np.empty(weight_shape, x.dtype)
@@ -441,10 +437,6 @@ LOWERINGS = {   # op -> (its computation, its window geometry: None where the im
 }
 
 
-# gradient op -> the forward op that shares what it made from their common input (Shared)
-GRADIENT_OF = {"conv2d_weight_grad": "conv2d", "max_pool2d_backward": "max_pool2d"}
-
-
 def _lowering(node, cache_dir):
     entry = LOWERINGS.get(node.op.name)
     if entry is None or node.dtype not in FLOATS or any(v.dtype not in FLOATS for v in node.inputs):
@@ -455,23 +447,21 @@ def _lowering(node, cache_dir):
 
 def lower(nodes, cache_dir=None):
     """{node: a callable computing it from its input values with the window kernels} for those of
-    `nodes` (a plan's single-node steps, in order) that can run so. A conv2d and a later
-    conv2d_weight_grad of the same input and geometry share its columns."""
+    `nodes` (a plan's single-node steps, in order) that can run so. A max_pool2d and a later
+    max_pool2d_backward of its input and geometry share its window codes."""
     lowered = {}
-    forward = {}   # (op, its input, geometry) -> the forward node waiting for its gradient
+    pooled = {}   # (input, geometry) -> the max_pool2d waiting for its gradient
     for node in nodes:
         fn = _lowering(node, cache_dir)
         if fn is None:
             continue
         lowered[node] = fn
-        name = node.op.name
-        if name in GRADIENT_OF.values():
-            forward[name, node.inputs[0], fn.geometry] = fn
-        elif name in GRADIENT_OF:   # the forward's input: the weight gradient's first input, the pooling's second
-            x = node.inputs[0 if name == "conv2d_weight_grad" else 1]
-            waiting = forward.pop((GRADIENT_OF[name], x, fn.geometry), None)
-            if waiting is not None:
-                fn.attrs["shared"] = waiting.attrs["shared"] = Shared()
+        if node.op.name == "max_pool2d":
+            pooled[node.inputs[0], fn.geometry] = fn
+        elif node.op.name == "max_pool2d_backward":   # (cotangent, the pooling's input, its output)
+            forward = pooled.pop((node.inputs[1], fn.geometry), None)
+            if forward is not None:
+                fn.attrs["shared"] = forward.attrs["shared"] = Shared()
     return lowered
 
 
