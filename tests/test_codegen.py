@@ -242,6 +242,9 @@ POOLINGS = [
     ((2, 3, 8, 8), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1)),          # tiles the plane
     ((2, 2, 9, 7), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1)),          # resnet's stem: overlapping, padded
     ((1, 2, 7, 8), (2, 3), (1, 2), ((1, 2), (0, 1)), (2, 1)),          # ceil_mode's extra padding, dilated
+    ((2, 2, 9, 7), (2, 2), (3, 2), ((0, 0), (0, 0)), (1, 1)),          # tiles with gaps, cells left over
+    ((1, 3, 8, 9), (2, 3), (4, 3), ((0, 0), (0, 0)), (2, 1)),          # dilated tiles
+    ((2, 2, 6, 6), (2, 2), (2, 2), ((1, 1), (1, 1)), (1, 1)),          # padded: not tiles
 ]
 
 
@@ -262,7 +265,7 @@ def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
     g = b.mul(out, out)   # a cotangent that is not the output itself
     graph = b.graph([out, b.conv2d_input_grad(g, pw, input_shape=x_shape, **attrs),
                      b.conv2d_weight_grad(px, g, weight_shape=w_shape, **attrs)])
-    alone = Builder()   # a weight gradient without the forward pass: columns of its own
+    alone = Builder()   # a weight gradient without the forward pass
     qx, qg = alone.placeholder(None, x_shape, dtype), alone.placeholder(None, out.shape, dtype)
     gradient_only = alone.graph([alone.conv2d_weight_grad(qx, qg, weight_shape=w_shape, **attrs)])
     cotangent = rng.standard_normal(out.shape).astype(dtype.np)
@@ -270,7 +273,7 @@ def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
         plan = Plan(graph)
         assert {n.op.name for n in plan.lowered} == {n.op.name for n in graph.nodes if n.op.name.startswith("conv")}
         assert "on window kernels" in plan.describe()
-        for _ in range(2):   # the second run takes the columns the forward pass shares again
+        for _ in range(2):
             for got, want in zip(plan(values), run_graph(graph, values)):
                 assert got.dtype == want.dtype and got.shape == want.shape
                 np.testing.assert_allclose(got, want, rtol=1e-4 if dtype is D.float32 else 1e-10,
@@ -285,19 +288,84 @@ def test_max_pooling_runs_as_window_kernels_in_plans(geometry, dtype):
     windows and windows reaching into the padding included."""
     x_shape, kernel, stride, padding, dilation = geometry
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
-    rng = np.random.default_rng(1)
-    x = rng.integers(-3, 3, x_shape).astype(dtype.np)   # many ties
-    x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
-    x[0, 1, :3, :3] = -np.inf
+    x = _pooling_input(x_shape, dtype)
+    graph = _pooling_graph(x_shape, dtype, attrs)
+    plan = Plan(graph)
+    assert sorted(n.op.name for n in plan.lowered) == ["max_pool2d", "max_pool2d_backward"]
+    for _ in range(2):   # the second run shares the forward's window codes again
+        for got, want in zip(plan([x]), run_graph(graph, [x])):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
+def _pooling_graph(x_shape, dtype, attrs):
+    """max_pool2d of a placeholder and its gradient for a cotangent that is not the output."""
     b = Builder()
     px = b.placeholder(None, x_shape, dtype)
     out = b.max_pool2d(px, **attrs)
-    graph = b.graph([out, b.max_pool2d_backward(b.add(out, 1.5), px, out, **attrs)])
+    return b.graph([out, b.max_pool2d_backward(b.add(out, 1.5), px, out, **attrs)])
+
+
+def _pooling_input(x_shape, dtype):
+    """Integers in a small range (many ties), NaN, -inf, and a window of -inf only."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 3, x_shape).astype(dtype.np)
+    x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
+    x[0, 1, :3, :3] = -np.inf
+    x[0, 2 % x_shape[1], 4, :] = np.nan   # windows with two NaN: the first takes the gradient
+    return x
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", POOLINGS)
+def test_max_pooling_gradient_alone_runs_as_window_kernels(geometry, dtype):
+    """max_pool2d_backward in a plan without its forward pass (windows that tile the plane find
+    each window's cell from x and the pooled values, the forward's codes not being there) equals
+    the op's impl."""
+    x_shape, kernel, stride, padding, dilation = geometry
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    x = _pooling_input(x_shape, dtype)
+    out = run_graph(_pooling_graph(x_shape, dtype, attrs), [x])[0]
+    b = Builder()
+    px, pout = b.placeholder(None, x_shape, dtype), b.placeholder(None, out.shape, dtype)
+    graph = b.graph([b.max_pool2d_backward(b.add(pout, 1.5), px, pout, **attrs)])
     plan = Plan(graph)
-    assert sorted(n.op.name for n in plan.lowered) == ["max_pool2d", "max_pool2d_backward"]
-    for got, want in zip(plan([x]), run_graph(graph, [x])):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
+    assert [n.op.name for n in plan.lowered] == ["max_pool2d_backward"]
+    for _ in range(2):
+        [got] = plan([x, out])
+        np.testing.assert_array_equal(got, run_graph(graph, [x, out])[0])
+
+
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("geometry", POOLINGS)
+def test_relu_before_max_pooling_masks_the_gradient_at_the_pooled_size(geometry, dtype):
+    """where(m, 0, max_pool2d_backward(g, relu(x), out)) with relu's own mask m = le(x, 0) runs in
+    a plan as max_pool2d_backward(where(le(out, 0), 0, g), ...), and a sum over the planes of the
+    gradient without padding as that sum of its cotangent: the same values (windows whose maximum
+    is 0, NaN, ties), and the gradient of another mask is left as it is."""
+    x_shape, kernel, stride, padding, dilation = geometry
+    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+    x = _pooling_input(x_shape, dtype)   # integers from -3: windows whose maximum is 0 after the ReLU
+    b = Builder()
+    px = b.placeholder(None, x_shape, dtype)
+    mask = b.le(px, 0)
+    relu = b.where(mask, 0, px)
+    out = b.max_pool2d(relu, **attrs)
+    pg = b.placeholder(None, out.shape, dtype)
+    masked = b.where(mask, 0, b.max_pool2d_backward(pg, relu, out, **attrs))
+    other = b.where(b.le(px, 1), 0, b.max_pool2d_backward(b.mul(pg, 2.0), relu, out, **attrs))
+    graph = b.graph([masked, b.sum(masked, axes=(0, 2, 3), keepdim=True), other])
+    plan = Plan(graph)
+    wheres = [n for n in plan.graph.nodes if n.op.name == "where"]
+    assert sorted(n.shape == out.shape for n in wheres) == [False, False, True]   # relu, other; g masked
+    [pooled_sum] = [n for n in plan.graph.nodes if n.op.name == "sum"]
+    assert pooled_sum.inputs[0].shape == (out.shape if padding == ((0, 0), (0, 0)) else x_shape)
+    g = np.random.default_rng(2).standard_normal(out.shape).astype(dtype.np)
+    g[0, 0, 0, 0] = np.nan
+    got, want = plan([x, g]), run_graph(graph, [x, g])
+    for got_value, want_value in zip(got, want):   # overlapping windows add their cotangents in another order
+        np.testing.assert_allclose(got_value, want_value, rtol=1e-5 if dtype is D.float32 else 1e-12, atol=0,
+                                   equal_nan=True)
 
 
 def _rounds(dtype, factor):

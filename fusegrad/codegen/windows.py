@@ -4,7 +4,12 @@ pooling and its gradient. A compiled plan runs these in place of the ops' NumPy 
 pass over the whole batch per kernel position (pooling: about ten passes for a 2 x 2 window) where
 a kernel takes one pass over the windows, and which pad each image row so that the columns are
 contiguous runs, costing a zero-extended copy of every cotangent and an output slice copied out.
-A conv2d hands its columns to the conv2d_weight_grad of the same input later in the plan.
+conv2d_weight_grad gathers its input's columns again rather than keep the forward pass's: in
+the CNN step, holding both convolutions' columns (8 MB) from the forward to the backward pass made
+the step about 0.8 ms slower than the second im2col (0.2 ms) of inputs still in cache. Where the
+pooling windows tile the plane (no overlap, no padding: the CNNs' 2 x 2, stride 2), max_pool2d
+also records which cell of each window is its maximum, and its gradient writes each window's
+cotangent there into zeros: one store per window instead of comparing every cell again.
 
 `lower(nodes)` gives the function a plan calls for each node it can run so, with the node's input
 values as arguments (float32 and float64; grouped convolutions keep the impl). The ops' impls stay
@@ -214,8 +219,71 @@ def max_pool2d_backward(g, x, out, grad):
                             grad[cell] += cotangent if first else zero
             for ox in range(hi, out_w):
                 _window_first(g, x, grad, top, ox, i_lo, i_hi, w, out[np.uintp(row + ox)], g[np.uintp(row + ox)], zero)
+
+
+# Windows that tile the plane (never overlapping) with no padding: the forward pass records each
+# window's code, the index i * KW + j of the cell its gradient goes to, for the backward pass,
+# which then writes one cell per window into zeros instead of comparing every cell again.
+
+@njit(inline="always")
+def _tile_cell(at, q, w):
+    # the flat index of cell q (i * KW + j) of the window whose first cell is at
+    return np.uintp(at + (q // KW) * DH * w + (q % KW) * DW)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def tile_max(x, out, codes, given):
+    # each window's maximum (its first NaN, if any) into out and the code of its first maximal
+    # cell into codes; `given`: out holds the maxima already, and a window none of whose cells
+    # equals its maximum (nor is NaN) gets code KH * KW
+    n, c, h, w = x.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    x, out, codes = x.reshape(-1), out.reshape(-1), codes.reshape(-1)
+    for plane in range(n * c):
+        for oy in range(out_h):
+            row = (plane * out_h + oy) * out_w
+            top = (plane * h + oy * SH) * w
+            for ox in range(out_w):
+                at = top + ox * SW
+                if given:
+                    m = out[np.uintp(row + ox)]
+                    code = KH * KW
+                    for q in range(KH * KW - 1, -1, -1):
+                        v = x[_tile_cell(at, q, w)]
+                        code = q if (v == m) | (v != v) else code
+                else:
+                    m = x[np.uintp(at)]
+                    code = 0
+                    for q in range(1, KH * KW):
+                        v = x[_tile_cell(at, q, w)]
+                        later = (v > m) | ((v != v) & (m == m))
+                        m = v if later else m
+                        code = q if later else code
+                    out[np.uintp(row + ox)] = m
+                codes[np.uintp(row + ox)] = code
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def tile_scatter(g, codes, grad):
+    # each window's cotangent written at its coded cell of grad (zeros on entry)
+    n, c, h, w = grad.shape
+    out_h, out_w = g.shape[2], g.shape[3]
+    g, codes, grad = g.reshape(-1), codes.reshape(-1), grad.reshape(-1)
+    for plane in range(n * c):
+        for oy in range(out_h):
+            row = (plane * out_h + oy) * out_w
+            top = (plane * h + oy * SH) * w
+            for ox in range(out_w):
+                code = codes[np.uintp(row + ox)]
+                if code < KH * KW:
+                    grad[_tile_cell(top + ox * SW, code, w)] = g[np.uintp(row + ox)]
 '''
 FLOATS = (D.float32, D.float64)   # Numba has no float16; integer pooling keeps the impl
+
+
+def _disjoint(kernel, stride, dilation):
+    """Whether windows never overlap: each cell is in one window at most."""
+    return all(s >= d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
 
 
 def _source(kernel, stride, padding, dilation):
@@ -225,7 +293,7 @@ def _source(kernel, stride, padding, dilation):
             f"padding {top} (top) x {left} (left), dilation {dh} x {dw}\n"
             "import numpy as np\nfrom numba import njit\n\n"
             f"KH, KW, SH, SW, TOP, LEFT, DH, DW = {kh}, {kw}, {sh}, {sw}, {top}, {left}, {dh}, {dw}\n"
-            f"TILES = {sh >= dh * (kh - 1) + 1 and sw >= dw * (kw - 1) + 1}   # windows never overlap\n"
+            f"TILES = {_disjoint(kernel, stride, dilation)}   # windows never overlap\n"
             + KERNELS)
 
 
@@ -256,19 +324,18 @@ class _Kernels:
         return fn
 
 
-class SharedColumns:
-    """The columns of one input, made by a plan's conv2d for the conv2d_weight_grad of the same
-    input and geometry later in the plan (the im2col of the forward pass, not done twice). Taken
-    once: the slot holds them only from the forward to the backward pass of one run. The input
-    and its columns are one attribute, so that runs in two threads never pair one's input with
-    the other's columns (the loser computes its own)."""
+class Shared:
+    """What a plan's max_pool2d makes from its input for the max_pool2d_backward of the same
+    input and geometry later in the plan: its output and window codes. Taken once: the slot holds them only from the forward to the backward
+    pass of one run. The input and its value are one attribute, so that runs in two threads
+    never pair one's input with the other's value (the loser computes its own)."""
     __slots__ = ("pair",)
 
     def __init__(self):
         self.pair = None
 
-    def put(self, x, cols):
-        self.pair = (x, cols)
+    def put(self, x, value):
+        self.pair = (x, value)
 
     def take(self, x):
         pair, self.pair = self.pair, None
@@ -285,18 +352,14 @@ def _columns(k, x, kernel, stride, padding, dilation):
     return cols, (out_h, out_w)
 
 
-def _conv2d(k, x, w, stride, padding, dilation, groups, shared=None):
+def _conv2d(k, x, w, stride, padding, dilation, groups):
     cols, (out_h, out_w) = _columns(k, x, w.shape[2:], stride, padding, dilation)
-    if shared is not None:
-        shared.put(x, cols)
     out = np.matmul(w.reshape(w.shape[0], -1), cols)   # one product per image: (N, Cout, Ho * Wo)
     return out.reshape(x.shape[0], w.shape[0], out_h, out_w)
 
 
-def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape, shared=None):
-    cols = None if shared is None else shared.take(x)
-    if cols is None:
-        cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
+def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape):
+    cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
     n, c_out = g.shape[:2]
     g = np.ascontiguousarray(g).reshape(n, c_out, -1)
     out = np.empty(weight_shape, x.dtype)
@@ -317,17 +380,40 @@ def _conv2d_input_grad(k, g, w, stride, padding, dilation, groups, input_shape):
     return grad
 
 
-def _max_pool2d(k, x, kernel, stride, padding, dilation):
+def _tiles(kernel, stride, padding, dilation):
+    """Whether the windows tile the plane: never overlapping, no padding (the tile_ kernels)."""
+    return _disjoint(kernel, stride, dilation) and padding == ((0, 0), (0, 0))
+
+
+def _codes(out, kernel):
+    return np.empty(out.shape, np.uint8 if kernel[0] * kernel[1] < 255 else np.int32)
+
+
+def _max_pool2d(k, x, kernel, stride, padding, dilation, shared=None):
     n, c, h, w = x.shape
     out = np.empty((n, c, conv_output_size(h, padding[0], kernel[0], stride[0], dilation[0]),
                     conv_output_size(w, padding[1], kernel[1], stride[1], dilation[1])), x.dtype)
-    k.max_pool2d(np.ascontiguousarray(x), out, x.dtype.type(-np.inf))
+    if not _tiles(kernel, stride, padding, dilation):
+        k.max_pool2d(np.ascontiguousarray(x), out, x.dtype.type(-np.inf))
+        return out
+    codes = _codes(out, kernel)
+    k.tile_max(np.ascontiguousarray(x), out, codes, False)
+    if shared is not None:
+        shared.put(x, (out, codes))
     return out
 
 
-def _max_pool2d_backward(k, g, x, out, kernel, stride, padding, dilation):
+def _max_pool2d_backward(k, g, x, out, kernel, stride, padding, dilation, shared=None):
     grad = np.zeros(x.shape, g.dtype)
-    k.max_pool2d_backward(np.ascontiguousarray(g), np.ascontiguousarray(x), np.ascontiguousarray(out), grad)
+    if not _tiles(kernel, stride, padding, dilation):
+        k.max_pool2d_backward(np.ascontiguousarray(g), np.ascontiguousarray(x), np.ascontiguousarray(out), grad)
+        return grad
+    found = None if shared is None else shared.take(x)
+    codes = found[1] if found is not None and found[0] is out else None
+    if codes is None:   # not from this run's max_pool2d: the codes of out's maxima in x
+        codes = _codes(out, kernel)
+        k.tile_max(np.ascontiguousarray(x), np.ascontiguousarray(out), codes, True)
+    k.tile_scatter(np.ascontiguousarray(g), codes, grad)
     return grad
 
 
@@ -361,21 +447,22 @@ def _lowering(node, cache_dir):
 
 def lower(nodes, cache_dir=None):
     """{node: a callable computing it from its input values with the window kernels} for those of
-    `nodes` (a plan's single-node steps, in order) that can run so. A conv2d and a later
-    conv2d_weight_grad of the same input and geometry share its columns."""
+    `nodes` (a plan's single-node steps, in order) that can run so. A max_pool2d and a later
+    max_pool2d_backward of its input and geometry share its window codes."""
     lowered = {}
-    forward = {}   # (input, geometry) -> the conv2d waiting for its weight gradient
+    pooled = {}   # (input, geometry) -> the max_pool2d waiting for its gradient
     for node in nodes:
         fn = _lowering(node, cache_dir)
         if fn is None:
             continue
         lowered[node] = fn
-        key = (node.inputs[0], fn.geometry)
-        if node.op.name == "conv2d":
-            forward[key] = fn
-        elif node.op.name == "conv2d_weight_grad" and key in forward:
-            fn.attrs["shared"] = forward.pop(key).attrs["shared"] = SharedColumns()
+        if node.op.name == "max_pool2d":
+            pooled[node.inputs[0], fn.geometry] = fn
+        elif node.op.name == "max_pool2d_backward":   # (cotangent, the pooling's input, its output)
+            forward = pooled.pop((node.inputs[1], fn.geometry), None)
+            if forward is not None:
+                fn.attrs["shared"] = forward.attrs["shared"] = Shared()
     return lowered
 
 
-__all__ = ["lower", "SharedColumns", "KERNELS"]
+__all__ = ["lower", "Shared", "KERNELS"]

@@ -1,5 +1,5 @@
-"""Graph-to-graph passes: dead-code elimination, CSE, constant folding, and `optimize`, the
-pipeline a graph goes through before fusion."""
+"""Graph-to-graph passes: dead-code elimination, CSE, constant folding, max pooling's gradient
+at the pooled size, and `optimize`, the pipeline a graph goes through before fusion."""
 import numpy as np
 
 from .graph import Graph, Node
@@ -92,11 +92,57 @@ def fold_constants(graph):
     return Graph(nodes, graph.inputs, graph.outputs)
 
 
+def _is_zero(v):
+    """A scalar zero operand: a number or a 0-d const node."""
+    if isinstance(v, Node):
+        return v.op.name == "const" and v.shape == () and v.attrs["value"] == 0
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and v == 0
+
+
+def _relu_of(r):
+    """(mask, the zero it selects) where r is relu's where(le(x, 0), 0, x), else None."""
+    if r.op.name != "where" or not _is_zero(r.inputs[1]) or not isinstance(r.inputs[0], Node):
+        return None
+    mask = r.inputs[0]
+    if mask.op.name == "le" and mask.inputs[0] is r.inputs[2] and _is_zero(mask.inputs[1]):
+        return mask
+    return None
+
+
+def pooling_gradients(graph):
+    """Rewrite max pooling's gradient where a ReLU came before the pooling, so that the backward
+    pass works at the pooled size: where(m, 0, max_pool2d_backward(g, r, out)), r = relu's
+    where(m, 0, x) with m = le(x, 0), becomes max_pool2d_backward(where(le(out, 0), 0, g), r, out).
+    Exact: the cell a window's cotangent goes to holds the window's maximum, and it is 0, where
+    m masks it, exactly when the maximum is 0. And a sum over the planes of a max_pool2d_backward
+    without padding (each window's cotangent goes to one cell) sums its cotangent instead."""
+    nodes = []
+    for node in graph.nodes:
+        if node.op.name == "where" and _is_zero(node.inputs[1]) and isinstance(node.inputs[2], Node):
+            pooled = node.inputs[2]
+            if pooled.op.name == "max_pool2d_backward":
+                g, r, out = pooled.inputs
+                mask = _relu_of(r)
+                if mask is not None and node.inputs[0] is mask and g.shape == out.shape:
+                    kept = Node(mask.op, (out, mask.inputs[1]), mask.attrs, out.shape, mask.dtype)
+                    masked = Node(r.op, (kept, r.inputs[1], g), r.attrs, g.shape, g.dtype)
+                    nodes += [kept, masked]
+                    node.op, node.inputs, node.attrs = pooled.op, (masked, r, out), pooled.attrs
+        elif node.op.name == "sum" and isinstance(node.inputs[0], Node):
+            pooled = node.inputs[0]
+            axes = {a % len(pooled.shape) for a in node.attrs["axes"]}
+            if (pooled.op.name == "max_pool2d_backward" and {2, 3} <= axes
+                    and pooled.attrs["padding"] == ((0, 0), (0, 0))):
+                node.inputs = (pooled.inputs[0],)
+        nodes.append(node)
+    return Graph(nodes, graph.inputs, graph.outputs)
+
+
 def optimize(graph):
     """The passes a graph goes through before fusion: a copy of it, CSE, folding, DCE. The
     inputs stay as they are (callers bind values to them by position), used or not."""
     copied = copy_graph(graph)
-    result = dead_code_elimination(fold_constants(common_subexpressions(copied)))
+    result = dead_code_elimination(pooling_gradients(fold_constants(common_subexpressions(copied))))
     result.inputs = copied.inputs
     return result
 
