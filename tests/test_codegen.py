@@ -193,7 +193,6 @@ def test_fast_sin_cos_stay_on_the_fast_path_within_range():
     assert kernel._exact is not None
 
 
-
 @pytest.mark.parametrize("op", ["sin", "cos"])
 def test_fast_sin_cos_are_accurate_up_to_the_limit(op):
     """The fast path itself: within 2 ulp of float64 NumPy for arguments up to TRIG_LIMIT (1.52
@@ -270,6 +269,7 @@ def test_fast_math_runs_as_plain_python(tmp_path):
         np.testing.assert_array_max_ulp(plain, compiled, maxulp=1)
         numbers = ~np.isnan(compiled)
         np.testing.assert_array_equal(np.signbit(plain[numbers]), np.signbit(compiled[numbers]))
+
 
 def test_large_groups_run_in_parallel_and_agree():
     """Groups of at least PARALLEL_MIN_ELEMENTS run their outer loop with prange, full sums as

@@ -169,7 +169,7 @@ def cos32(q, s, c):
 FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({0})"}
 TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger ones take the exact kernel
 # Groups at least this large run their outermost loop with prange on every core (W2 at 4M elements:
-# 13.4 -> 6.9 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
+# 7.7 -> 4.1 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
 # and waking threads costs more than a small loop.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 # what changes the generated code besides the graph: part of a plan's cache key
