@@ -28,18 +28,23 @@ KERNEL_DTYPES = {D.bool_, D.int32, D.int64, D.float32, D.float64}
 INTEGER_SAFE = {"add", "sub", "mul", "neg", "abs", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
                 "where", "cast", "copy", "logical_not", "logical_and", "logical_or", "logical_xor", "sign"}
 LOGICAL = {"logical_not", "logical_and", "logical_or", "logical_xor"}
-FASTMATH = {"reassoc", "contract"}   # no nnan/ninf: NaN and inf behave as in NumPy
+# no nnan/ninf: NaN and inf behave as in NumPy. No nsz either: with reassoc it lets LLVM fold
+# (v + M) - M to v, which the prelude's rounding relies on not happening (and it loses -0.0)
+FASTMATH = {"reassoc", "contract"}
 _NP_NAME = {D.bool_: "np.bool_", D.int32: "np.int32", D.int64: "np.int64", D.float32: "np.float32",
             D.float64: "np.float64"}
 _LITERAL = re.compile(r"(?<![\w.{])(\d+(?:\.\d*)?)(?![\w}.])")
 
-# float32 transcendentals written with arithmetic, floor and a bit cast only, so that loops calling
+# float32 transcendentals written with arithmetic, selects and bit casts only, so that loops calling
 # them vectorise (Numba calls libm's expf/tanhf one element at a time: 10-20x slower than NumPy's
-# SIMD loops). Pasted into each kernel module that uses them, so Numba's cache sees every change.
-# Accuracy (tested against float64 NumPy over the whole float32 range): exp within 1.1 ulp (NumPy's
-# own float32 exp: 2.5), tanh and sigmoid within a few ulp; inf, -inf and nan as NumPy gives them.
+# SIMD loops); nothing in them is wider than 32 bits, so a float32 kernel vectorises 16-wide where
+# the CPU has 512-bit vectors. Pasted into each kernel module that uses them, so Numba's cache sees
+# every change. Accuracy (tested against float64 NumPy over the whole float32 range, sin and cos
+# up to TRIG_LIMIT): exp within 1 ulp (NumPy's own float32 exp: 2.5), tanh 1.3, sigmoid 2.3, sin
+# and cos 1.52 (every float32 up to TRIG_LIMIT checked); inf, -inf, nan and -0.0 as NumPy gives
+# them, denormal results rounded once.
 FAST_MATH_PRELUDE = '''
-from numba import types
+from numba import config, types
 from numba.extending import intrinsic
 
 
@@ -50,29 +55,64 @@ def _float32_from_bits(typingctx, bits):
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def _bits_of_float32(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+    return types.int32(types.float32), codegen
+
+
+if config.DISABLE_JIT:   # the kernel runs as plain Python: the same casts through NumPy
+    def _float32_from_bits(bits):
+        return np.int32(bits).view(np.float32)
+
+    def _bits_of_float32(x):
+        return np.float32(x).view(np.int32)
+
+
+# Adding 1.5 * 2^23 rounds a float32 below 2^22 in magnitude to an integer, which the sum's low
+# mantissa bits then hold (plus what the constant adds beyond 1.5 * 2^23). This needs (v + M) - M
+# kept as written: LLVM folds it to v under 'reassoc' with 'nsz', so FASTMATH must not have 'nsz'.
+_ROUND = np.float32(1.5 * 2 ** 23)
+_EXP_BIAS_LOW = np.float32(1.5 * 2 ** 23 + 191)    # _exp_reduced's scale is 2^(n + 64), for n in [-190, 63]
+_EXP_BIAS_HIGH = np.float32(1.5 * 2 ** 23 + 63)    # 2^(n - 64), for n in [-62, 191]
+_EXP_BIAS_UNIT = np.float32(1.5 * 2 ** 23 + 127)   # 2^n, for n in [-126, 127]
+_TWO_64 = np.float32(2.0 ** 64)
+_TWO_MINUS_64 = np.float32(2.0 ** -64)
+_SIGN_BIT = np.int32(-2 ** 31)
+
+
 @njit(inline="always", error_model="numpy")
-def exp32(x):
-    # x = n ln2 + r, |r| <= ln2 / 2 (ln2 in two parts); e^r by Cephes' polynomial; 2^n as two
-    # factors built from exponent bits, so results down to the denormals come out right
-    xc = min(max(x, np.float32(-104.0)), np.float32(89.0))
-    n = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
-    r = xc - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
+def _exp_reduced(x, bias):
+    # e^x = 2^n e^r: n = round(x / ln2), read from the bits of x / ln2 + bias (one of the
+    # constants above), r = x - n ln2 (ln2 in two parts), |r| <= ln2 / 2. Returns e^r - 1 by
+    # Cephes' polynomial and the scale 2^(n + b - 127): those bits shifted into the exponent field
+    s = x * np.float32(1.4426950408889634) + bias
+    n = s - bias
+    r = x - n * np.float32(0.693359375) + n * np.float32(2.12194440e-4)
     p = np.float32(1.9875691500e-4)
     p = p * r + np.float32(1.3981999507e-3)
     p = p * r + np.float32(8.3334519073e-3)
     p = p * r + np.float32(4.1665795894e-2)
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
-    y = p * r * r + r + np.float32(1.0)
-    k = np.int32(n)
-    half = k >> 1
-    y = y * _float32_from_bits((half + np.int32(127)) << 23) * _float32_from_bits((k - half + np.int32(127)) << 23)
-    return x if x != x else y
+    return p * r * r + r, _float32_from_bits(_bits_of_float32(s) << np.int32(23))
+
+
+@njit(inline="always", error_model="numpy")
+def exp32(x):
+    # n in [-150, 128] does not fit one exponent field: below zero 2^(n + 64) * 2^-64 (down to
+    # the denormals, rounded there once), above it 2^(n - 64) * 2^64. The clamps let nan through
+    xc = np.float32(89.0) if x > np.float32(89.0) else np.float32(-104.0) if x < np.float32(-104.0) else x
+    high = xc > np.float32(0.0)
+    q, scale = _exp_reduced(xc, _EXP_BIAS_HIGH if high else _EXP_BIAS_LOW)
+    return (q * scale + scale) * (_TWO_64 if high else _TWO_MINUS_64)
 
 
 @njit(inline="always", error_model="numpy")
 def tanh32(x):
-    # small |x|: Cephes' odd polynomial; otherwise 1 - 2 / (e^2|x| + 1)
+    # small |x|: Cephes' odd polynomial; otherwise 1 - 2 / (e^2|x| + 1) (both computed: a select,
+    # not a branch). From |x| = 10 on, tanh rounds to 1; the clamp lets nan through
     a = abs(x)
     z = x * x
     p = np.float32(-5.70498872745e-3)
@@ -81,48 +121,55 @@ def tanh32(x):
     p = p * z + np.float32(1.33314422036e-1)
     p = p * z - np.float32(3.33332819422e-1)
     small = p * z * a + a
-    large = np.float32(1.0) - np.float32(2.0) / (exp32(np.float32(2.0) * a) + np.float32(1.0))
+    q, scale = _exp_reduced(np.float32(20.0) if a > np.float32(10.0) else a + a, _EXP_BIAS_UNIT)
+    large = np.float32(1.0) - np.float32(2.0) / (q * scale + scale + np.float32(1.0))
     return np.copysign(small if a < np.float32(0.625) else large, x)
 
 
 @njit(inline="always", error_model="numpy")
 def sigmoid32(x):
-    # exp of a non-positive number only: tiny results for very negative x stay accurate
-    e = exp32(-abs(x))
+    # e^-|x| only: tiny results for very negative x stay accurate, down to the denormals
+    m = -abs(x)
+    m = np.float32(-104.0) if m < np.float32(-104.0) else m
+    q, scale = _exp_reduced(m, _EXP_BIAS_LOW)
+    e = (q * scale + scale) * _TWO_MINUS_64
     return (np.float32(1.0) if x >= np.float32(0.0) else e) / (np.float32(1.0) + e)
 
 
 @njit(inline="always", error_model="numpy")
-def _reduce_quarter_pi(a):
-    # Cephes: a = j pi/4 + r, j even, |r| <= pi/4, pi/4 in three parts; exact enough for a <= 8192
-    j = np.int32(a * np.float32(1.2732395447351628))
-    j = j + (j & np.int32(1))
-    y = np.float32(j)
-    r = ((a - y * np.float32(0.78515625)) - y * np.float32(2.4187564849853515625e-4)) - y * np.float32(3.77489497744594108e-8)
+def _reduce_half_pi(a):
+    # Cephes: a = m pi/2 + r, |r| <= pi/4, pi/2 in four parts: sin and cos within 1.52 ulp up to
+    # a = 8192 (three parts: 690 ulp near their zeros). That takes the last two products fused
+    # into their subtractions ('contract': every CPU with FMA); without FMA, 31 ulp near the zeros.
+    # m is rounded by adding 1.5 * 2^23; the sum's bits, returned, hold its low bits: the quadrant
+    s = a * np.float32(0.6366197723675814) + _ROUND
+    m = s - _ROUND
+    r = (((a - m * np.float32(1.5703125)) - m * np.float32(4.837512969970703125e-4))
+         - m * np.float32(7.54978995489188216e-8)) - m * np.float32(-1.7151245e-15)
     z = r * r
-    s = ((np.float32(-1.9515295891e-4) * z + np.float32(8.3321608736e-3)) * z - np.float32(1.6666654611e-1)) * z * r + r
-    c = (((np.float32(2.443315711809948e-5) * z - np.float32(1.388731625493765e-3)) * z
-          + np.float32(4.166664568298827e-2)) * z * z - np.float32(0.5) * z + np.float32(1.0))
-    return j & np.int32(7), s, c
+    sin_r = ((np.float32(-1.9515295891e-4) * z + np.float32(8.3321608736e-3)) * z - np.float32(1.6666654611e-1)) * z * r + r
+    cos_r = (((np.float32(2.443315711809948e-5) * z - np.float32(1.388731625493765e-3)) * z
+              + np.float32(4.166664568298827e-2)) * z * z - np.float32(0.5) * z + np.float32(1.0))
+    return _bits_of_float32(s), sin_r, cos_r
 
 
 @njit(inline="always", error_model="numpy")
 def sin32(q, s, c, x):
-    # from _reduce_quarter_pi(abs(x)), which sin and cos of the same x share
-    v = c if q & np.int32(2) else s
-    v = -v if q & np.int32(4) else v
-    return v * np.copysign(np.float32(1.0), x)
+    # from _reduce_half_pi(abs(x)), which sin and cos of the same x share. sin x = sign(x) sin|x|:
+    # bit 1 of the quadrant q and x's sign each flip the result's sign bit
+    v = c if q & np.int32(1) else s
+    return _float32_from_bits(_bits_of_float32(v) ^ (((q << np.int32(30)) ^ _bits_of_float32(x)) & _SIGN_BIT))
 
 
 @njit(inline="always", error_model="numpy")
 def cos32(q, s, c):
-    v = s if q & np.int32(2) else c
-    return -v if (q + np.int32(2)) & np.int32(4) else v
+    v = s if q & np.int32(1) else c
+    return _float32_from_bits(_bits_of_float32(v) ^ (((q + np.int32(1)) << np.int32(30)) & _SIGN_BIT))
 '''
 FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({0})"}
 TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger ones take the exact kernel
 # Groups at least this large run their outermost loop with prange on every core (W2 at 4M elements:
-# 13.4 -> 6.9 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
+# 7.7 -> 4.1 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
 # and waking threads costs more than a small loop.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 # what changes the generated code besides the graph: part of a plan's cache key
@@ -162,9 +209,9 @@ class Kernel:
     have: the group's shape, or (its size,) when the group runs as one flat loop (`flat_space`):
     then every array argument is passed flattened.
 
-    A `flagged` kernel uses sin32/cos32 and writes to flags[0] how many arguments were beyond
-    TRIG_LIMIT; the driver then runs `exact()` (the same group with libm's sin and cos, built
-    the first time it is needed) on fresh output buffers.
+    A `flagged` kernel uses sin32/cos32 and writes a nonzero flags[0] when some argument was
+    beyond TRIG_LIMIT (inf included, nan not); the driver then runs `exact()` (the same group
+    with libm's sin and cos, built the first time it is needed) on fresh output buffers.
 
     `written` ({output: input}): outputs the kernel stores into an input's array (a donated buffer:
     no output allocated, no copy back): element by element after reading it through its argument,
@@ -279,7 +326,7 @@ class _Emitter:
             if reduced is None:
                 k = len(self.trig_args)
                 reduced = self.trig_args[x] = f"trig_q{k}, trig_s{k}, trig_c{k}"
-                self.statements.append(f"{reduced} = _reduce_quarter_pi(abs({x}))")
+                self.statements.append(f"{reduced} = _reduce_half_pi(abs({x}))")
             return f"sin32({reduced}, {x})" if op.name == "sin" else f"cos32({reduced})"
         if node.dtype is D.float32 and op.name in self.fast_forms:
             self.fast_math = True
@@ -451,7 +498,10 @@ def emit(group, exact_trig=False, inplace=None):
     if e.trig_args:
         limit = e.literal(TRIG_LIMIT, D.float32)
         beyond = " | ".join(f"(abs({a}) > {limit})" for a in e.trig_args)
-        body.append(f"nbig += np.int64({beyond})")
+        # counted in float32 (exact to 2^24, never zero again after a hit) by a masked add: an
+        # int64 count would make the loop vectorise 8-wide for its lanes' sake, not 16-wide
+        no_count = e.literal(0, D.float32)
+        body.append(f"nbig += {e.literal(1, D.float32)} if {beyond} else {no_count}")
     numel = 1
     for n in group.shape:
         numel *= n
@@ -476,7 +526,7 @@ def emit(group, exact_trig=False, inplace=None):
     for acc, _, init in full_reductions:
         lines.append(f"{indent}{acc} = {init}")
     if e.trig_args:
-        lines.append(f"{indent}nbig = 0")
+        lines.append(f"{indent}nbig = {no_count}")
     for k in range(e.ndim):
         lines += [f"{indent}{acc} = {init}" for depth, acc, init, _ in inner_reductions if depth == k]
         loop = "prange" if parallel and k == 0 else "range"
@@ -489,7 +539,7 @@ def emit(group, exact_trig=False, inplace=None):
     for acc, out, _ in full_reductions:
         lines.append(f"    {out}[{', '.join(['0'] * e.ndim) or '()'}] = {acc}")
     if e.trig_args:
-        lines.append("    flags[0] = nbig")
+        lines.append("    flags[0] = np.int64(nbig)")
     return "\n".join(lines) + "\n", e.args, outs, buffers, bool(e.trig_args), e.space, written
 
 
