@@ -29,7 +29,11 @@ INTEGER_SAFE = {"add", "sub", "mul", "neg", "abs", "maximum", "minimum", "eq", "
                 "where", "cast", "copy", "logical_not", "logical_and", "logical_or", "logical_xor", "sign"}
 LOGICAL = {"logical_not", "logical_and", "logical_or", "logical_xor"}
 # no nnan/ninf: NaN and inf behave as in NumPy. No nsz either: with reassoc it lets LLVM fold
-# (v + M) - M to v, which the prelude's rounding relies on not happening (and it loses -0.0)
+# (v + M) - M to v, which the prelude's rounding relies on not happening (and it loses -0.0).
+# 'reassoc' (which in-loop sums need to vectorise) lets the vector loop and the scalar loop LLVM
+# falls back to when two arrays lie within one vector block (256 bytes: arrays under 64 float32
+# elements, its run-time overlap check) round differently in the last bit: a kernel over such small
+# arrays can differ by 1 ulp with where they were allocated (tests/test_native.py keeps them apart)
 FASTMATH = {"reassoc", "contract"}
 _NP_NAME = {D.bool_: "np.bool_", D.int32: "np.int32", D.int64: "np.int64", D.float32: "np.float32",
             D.float64: "np.float64"}
