@@ -589,7 +589,7 @@ def _template(obj, trace, guards, output):
         if path is not None and id(obj._data) not in trace.written:   # an argument or parameter, returned
             return ("path", path)
         node = trace.node_of(obj._data)
-        if obj._node is not None and obj._node.saved is not FREED and node.op.name != "placeholder":
+        if obj._node is not None and node.op.name != "placeholder" and not _backward_ran(obj._node):
             # the caller may call backward on it: replays give it a node whose VJP is the derived
             # backward of the captured forward
             return ("differentiable", output(node), DifferentiableForward(trace, node))
@@ -603,6 +603,13 @@ def _template(obj, trace, guards, output):
     if obj is not None and not isinstance(obj, _SIMPLE):
         trace.break_(f"it returns a {type(obj).__name__}, which a replay cannot rebuild")
     return ("const", obj)
+
+
+def _backward_ran(node):
+    """Whether a backward pass without retain_graph went through the graph of `node` (some node of
+    it has freed its saved values): eager mode raises on a second backward, so a replay must not
+    give the returned tensor a backward of its own."""
+    return any(n.saved is FREED for n in topological_order([node]))
 
 
 def _plain(obj):

@@ -1096,3 +1096,22 @@ def test_parameter_that_is_a_view_is_copied_into_not_overwritten():
     weight = next(i for i, s in enumerate(step.specialisations[0].graph.inputs)
                   if s.shape == (16, 20))
     assert view_plan.donated and weight not in view_plan.donated
+
+
+def test_loss_whose_backward_ran_in_the_step_cannot_backward_again():
+    """A step that calls loss.backward() and returns the loss: its graph is freed in eager mode,
+    where a second backward raises. A replay's loss raises too (it has no graph), and leaves the
+    gradients as they were."""
+    (model, opt), (twin, twin_opt) = _twins(lambda m: fg.optim.SGD(m.parameters(), lr=0.1))
+    step = fg.compile(train_step)
+    x, y = fg.randn(8, 20), fg.randn(8, 4)
+    for _ in range(3):
+        expected = train_step(model, opt, nn.MSELoss(), x, y)
+        got = step(twin, twin_opt, nn.MSELoss(), x, y)
+    assert step.replays >= 1
+    grads = [p.grad.numpy().copy() for p in twin.parameters()]
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        expected.backward()
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        got.backward()
+    _assert_close(grads, [p.grad.numpy() for p in twin.parameters()], rtol=0, atol=0)
