@@ -501,10 +501,10 @@ class Specialisation:
             lines.append("held = {id(b) for b in B}")
         overwritten = {k: i for i, k in self.plan.donated.items()}
         for kind, expr, owner, k in self.commits:
-            if kind == "write" and k in overwritten:   # unless the plan's first call copied it
-                lines.append(f"if V[{k}] is not B[{overwritten[k]}]: copyto({expr}, V[{k}], casting='unsafe')")
-            elif kind == "write":
-                lines.append(f"copyto({expr}, V[{k}], casting='unsafe')")
+            if kind == "write":
+                copy = f"copyto({expr}, V[{k}], casting='unsafe')"
+                # a donated array is written by the plan, unless its first call wrote a copy
+                lines.append(f"if V[{k}] is not B[{overwritten[k]}]: {copy}" if k in overwritten else copy)
                 if owner is not None:
                     lines.append(f"{owner}._vc[0] += 1")
             elif kind == "grad":

@@ -1037,10 +1037,13 @@ def test_replays_update_parameters_and_optimizer_state_in_place(optimizer):
         x = fg.tensor(rng.standard_normal((8, 20)).astype(np.float32))
         y = fg.tensor(rng.integers(0, 4, 8))
         expected = train_step(model, opt, nn.CrossEntropyLoss(), x, y)
+        versions = [p._version for p in twin.parameters()]
         got = step(twin, twin_opt, nn.CrossEntropyLoss(), x, y)
         np.testing.assert_allclose(got.item(), expected.item(), rtol=1e-5)
         _assert_close(_params(model), _params(twin))
         _assert_close(_params(model), arrays)   # the views taken before the first step
+        # each parameter was written in place: its version advances, as eager's optimizer.step makes it
+        assert all(p._version > v for p, v in zip(twin.parameters(), versions))
         assert all(p.detach().numpy() is a for p, a in zip(twin.parameters(), arrays))
     spec = step.specialisations[0]
     assert len(spec.plan.donated) == UPDATED_BUFFERS[optimizer] * len(arrays)
