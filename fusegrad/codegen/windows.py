@@ -49,6 +49,17 @@ def _kernel_cell(plane, i, j, h, w, out_h, out_w):
     return (plane * KH + i) * KW + j, rows_lo, rows_hi, lo, hi, (plane * h - TOP + i * DH) * w - LEFT + j * DW
 
 
+@njit(inline="always")
+def _zero_wrapped(cols, start, rows_lo, rows_hi, lo, hi, w):
+    # a band copied (or added) as one run: zero its entries in the padding columns, which the run
+    # took from (or would add to) cells of a neighbouring row
+    for oy in range(rows_lo, rows_hi):
+        for ox in range(lo):
+            cols[np.uintp(start + oy * w + ox)] = 0
+        for ox in range(hi, w):
+            cols[np.uintp(start + oy * w + ox)] = 0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def im2col(x, cols, out_h, out_w):
     # cols[b, (c * KH + i) * KW + j, oy * out_w + ox] = x[b, c, oy * SH - TOP + i * DH, ox * SW - LEFT + j * DW],
@@ -75,11 +86,7 @@ def im2col(x, cols, out_h, out_w):
                         cols[np.uintp(start + t)] = x[np.uintp(origin + t)]
                     for t in range(last, size):
                         cols[np.uintp(start + t)] = 0
-                    for oy in range(rows_lo, rows_hi):
-                        for ox in range(lo):
-                            cols[np.uintp(start + oy * w + ox)] = 0
-                        for ox in range(hi, w):
-                            cols[np.uintp(start + oy * w + ox)] = 0
+                    _zero_wrapped(cols, start, rows_lo, rows_hi, lo, hi, w)
                     continue
                 for oy in range(out_h):
                     dst = start + oy * out_w
@@ -109,11 +116,7 @@ def col2im(cols, grad, out_h, out_w):
                     # as im2col's band: one run, after zeroing the entries of the padding columns
                     # (the run adds them to cells of a neighbouring row)
                     start = row * size
-                    for oy in range(rows_lo, rows_hi):
-                        for ox in range(lo):
-                            cols[np.uintp(start + oy * w + ox)] = 0
-                        for ox in range(hi, w):
-                            cols[np.uintp(start + oy * w + ox)] = 0
+                    _zero_wrapped(cols, start, rows_lo, rows_hi, lo, hi, w)
                     for t in range(rows_lo * w + lo, rows_hi * w - (w - hi)):
                         grad[np.uintp(origin + t)] += cols[np.uintp(start + t)]
                     continue
