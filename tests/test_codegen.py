@@ -296,6 +296,37 @@ def test_large_groups_run_in_parallel_and_agree():
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_kernels_of_a_plan_that_calls_blas_stay_serial():
+    """OpenBLAS's threads spin for a while after each product, and a parallel kernel's threads then
+    wait for a core (the compiled CNN step took 24 ms at default thread counts, 5 ms with one
+    thread per pool): a plan that calls BLAS keeps its kernels serial, and so does the exact-
+    trigonometry twin a kernel builds when an argument is out of the fast range, and a plan told so
+    by its caller (a loop's body inside such a plan)."""
+    n = cpu.PARALLEL_MIN_ELEMENTS
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n // 64, 64)).astype(np.float32)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    x[5, 7] = 1e5   # beyond TRIG_LIMIT: the kernel redoes the group with libm's sin
+
+    b = Builder()
+    h = b.matmul(b.placeholder(None, x.shape, D.float32), b.placeholder(None, w.shape, D.float32))
+    e = b.mul(b.tanh(h), b.sin(h))
+    plan = Plan(b.graph([e, b.sum(e, axes=(0, 1), keepdim=False)]))
+    (kernel,) = plan.kernels
+    assert not plan.parallel and "prange" not in kernel.source.replace("import njit, prange", ""), kernel.source
+    for got, want in zip(plan([x, w]), run_graph(plan.graph, [x, w])):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert kernel._exact is not None and not kernel.parallel
+
+    b = Builder()
+    p = b.placeholder(None, x.shape, D.float32)
+    e = b.mul(b.tanh(p), b.exp(p))
+    graph = b.graph([e, b.sum(e, axes=(0, 1), keepdim=False)])
+    told, free = Plan(graph, parallel=False), Plan(graph)
+    assert "prange(n0)" not in told.kernels[0].source and "prange(n0)" in free.kernels[0].source
+    assert told.key != free.key   # the kernels differ, so do the cache entries
+
+
 @pytest.mark.parametrize("dtype", [D.float32, D.float64])
 def test_reductions_over_the_innermost_axes_accumulate_in_registers(dtype):
     """A partial reduction whose innermost axes are reduced (a convolution's bias gradient, sums

@@ -174,7 +174,10 @@ FAST_MATH = {"exp": "exp32({0})", "tanh": "tanh32({0})", "sigmoid": "sigmoid32({
 TRIG_LIMIT = 8192.0   # sin32/cos32 reduce arguments exactly up to here; larger ones take the exact kernel
 # Groups at least this large run their outermost loop with prange on every core (W2 at 4M elements:
 # 7.7 -> 4.1 ms on two cores). Smaller ones stay serial: a parallel kernel compiles ~3x slower
-# and waking threads costs more than a small loop.
+# and waking threads costs more than a small loop. So do the kernels of a plan that also calls
+# BLAS (runtime.plan): OpenBLAS's threads spin for a while after each product, and a parallel
+# kernel's threads then wait for a core (the CNN step at default thread counts: 24 ms, 5.3 ms
+# with one thread per pool, 4.4 ms with BLAS on two and the kernels serial).
 PARALLEL_MIN_ELEMENTS = 1 << 18
 # what changes the generated code besides the graph: part of a plan's cache key
 CONFIG = {"TRIG_LIMIT": TRIG_LIMIT, "PARALLEL_MIN_ELEMENTS": PARALLEL_MIN_ELEMENTS}
@@ -222,15 +225,16 @@ class Kernel:
     or, where the kernel never reads the input, as the output's buffer (the output is in `outs`;
     the driver passes the input's array for it). The output is that array after the call."""
     __slots__ = ("name", "source", "_fn", "args", "outs", "buffers", "group", "flagged", "cache_dir", "module",
-                 "_exact", "space", "written")
+                 "_exact", "space", "written", "parallel")
 
     def __init__(self, name, source, fn, args, outs, buffers, group, flagged, cache_dir=None, module=None,
-                 space=None, written=None):
+                 space=None, written=None, parallel=True):
         self.name, self.source, self._fn, self.args, self.outs = name, source, fn, args, outs
         self.buffers, self.group, self.flagged, self.cache_dir = buffers, group, flagged, cache_dir
         self.module, self._exact = module, None   # module: the name of the kernel's module file
         self.space = tuple(group.shape) if space is None else space
         self.written = written or {}
+        self.parallel = parallel   # whether it may run on Numba's thread pool (build's `parallel`)
 
     def arg_shape(self, node):
         """The shape argument `node` is passed with."""
@@ -247,7 +251,8 @@ class Kernel:
     def exact(self, *args):
         """Same arguments as fn (the flags last, which the exact kernel has no use for)."""
         if self._exact is None:
-            self._exact = build(self.group, self.name, exact_trig=True, cache_dir=self.cache_dir).fn
+            self._exact = build(self.group, self.name, exact_trig=True, cache_dir=self.cache_dir,
+                                parallel=self.parallel).fn
         return self._exact(*args[:-1])
 
 
@@ -433,11 +438,12 @@ def flat_space(group):
     return (int(np.prod(group.shape)),)
 
 
-def emit(group, exact_trig=False, inplace=None):
+def emit(group, exact_trig=False, inplace=None, parallel=True):
     """Python source of the kernel for `group` (a function named `kernel`), plus what the driver
     must pass and allocate, whether it reports out-of-range trigonometric arguments, the space it
     runs over (see Kernel), and which of the outputs `inplace` offers ({output: input}) it stores
     into the input's array instead of a buffer (see _overwrite; re-rolled kernels never do).
+    `parallel=False` keeps a large group's loop serial (see PARALLEL_MIN_ELEMENTS).
     Sizes are arguments and names are not part of it, so every group of the same computation, in
     any plan and of any size, shares one module and one compilation."""
     rolled = rolling.roll(group)
@@ -511,7 +517,7 @@ def emit(group, exact_trig=False, inplace=None):
         numel *= n
     # prange only where every reduction is a full sum into a register (`acc += v`, a reduction
     # Numba's parfors know); partial ones write shared memory and max/min are conditional updates
-    parallel = (numel >= PARALLEL_MIN_ELEMENTS and e.ndim >= 1
+    parallel = (parallel and numel >= PARALLEL_MIN_ELEMENTS and e.ndim >= 1
                 and all(o.op.name == "sum" and set(b[0]) == {1} for o, b in zip(outs, buffers) if b[2] is not None))
     sizes = [f"n{k}" for k in range(e.ndim)]
     params = sizes + [e.arg_names[a] for a in e.args] + [f"y{k}" for k in range(len(outs))]
@@ -688,15 +694,16 @@ def statements(group):
     return len(group.nodes) if rolled is None else rolled.statements
 
 
-def build(group, name="kernel", exact_trig=False, cache_dir=None, inplace=None):
+def build(group, name="kernel", exact_trig=False, cache_dir=None, inplace=None, parallel=True):
     """The kernel of `group`, loaded at its first use from its module file in the cache
     (`cache_dir`, or the default): one module per distinct source, shared by every group that
     emits it, in this process and, through Numba's cache (or the kernel's native library), across
-    processes. `inplace` ({output: input}) offers outputs to store into their input's array."""
-    source, args, outs, buffers, flagged, space, written = emit(group, exact_trig, inplace)
+    processes. `inplace` ({output: input}) offers outputs to store into their input's array;
+    `parallel=False` keeps the kernel off Numba's thread pool."""
+    source, args, outs, buffers, flagged, space, written = emit(group, exact_trig, inplace, parallel)
     module_name = f"fusegrad_k_{hashlib.sha1(source.encode()).hexdigest()[:20]}"
     return Kernel(name, source, None, args, outs, buffers, group, flagged, store(cache_dir).root, module_name, space,
-                  written)
+                  written, parallel)
 
 
 __all__ = ["can_fuse", "build", "emit", "statements", "Kernel", "python_literal", "TRIG_LIMIT", "PARALLEL_MIN_ELEMENTS"]

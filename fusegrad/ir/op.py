@@ -15,10 +15,10 @@ class ShapeError(RuntimeError):
 
 class Op:
     __slots__ = ("name", "impl", "infer", "vjp", "saves", "grad_fn", "expr", "kind", "is_view",
-                 "differentiable")
+                 "differentiable", "blas")
 
     def __init__(self, name, impl, infer, vjp=None, saves=(), grad_fn=None, expr=None,
-                 kind="other", is_view=False):
+                 kind="other", is_view=False, blas=False):
         self.name = name
         self.impl = impl          # impl(*values, **attrs) -> np.ndarray
         self.infer = infer        # infer(shapes, dtypes, attrs) -> (shape, dtype); raises ShapeError
@@ -29,6 +29,7 @@ class Op:
         self.kind = kind          # "elementwise", "reduction", "view", "source", "opaque", "other"
         self.is_view = is_view    # the NumPy result may share memory with input 0
         self.differentiable = vjp is not None
+        self.blas = blas          # the impl computes through BLAS, on BLAS's own thread pool
 
     def saved_slots(self, n_inputs):
         """What backward needs, for a node with n_inputs: input indices, -1 for the output."""

@@ -655,7 +655,7 @@ def _matmul(x, y):
     return np.asarray(np.matmul(x, y))
 
 
-defop("matmul", _matmul, _matmul_infer, vjp=_matmul_vjp, saves=(0, 1), grad_fn="MmBackward0")
+defop("matmul", _matmul, _matmul_infer, vjp=_matmul_vjp, saves=(0, 1), grad_fn="MmBackward0", blas=True)
 
 
 # initial=-inf: over an empty dimension the result is empty, not NumPy's error about a maximum
@@ -911,11 +911,11 @@ def _conv2d_weight_grad_vjp(b, k, n, s):
     return b.conv2d_input_grad(g, k, input_shape=x.shape, **attrs), b.conv2d(x, k, **attrs)
 
 
-defop("conv2d", _conv2d, _conv2d_infer, vjp=_conv2d_vjp, saves=(0, 1), grad_fn="ConvolutionBackward0")
+defop("conv2d", _conv2d, _conv2d_infer, vjp=_conv2d_vjp, saves=(0, 1), grad_fn="ConvolutionBackward0", blas=True)
 defop("conv2d_input_grad", _conv2d_input_grad, lambda shapes, dts, a: (tuple(a["input_shape"]), dts[0]),
-      vjp=_conv2d_input_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+      vjp=_conv2d_input_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0", blas=True)
 defop("conv2d_weight_grad", _conv2d_weight_grad, lambda shapes, dts, a: (tuple(a["weight_shape"]), dts[0]),
-      vjp=_conv2d_weight_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0")
+      vjp=_conv2d_weight_grad_vjp, saves=(0, 1), grad_fn="ConvolutionBackwardBackward0", blas=True)
 
 
 def _pooling_fill(x):

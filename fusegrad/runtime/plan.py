@@ -36,6 +36,9 @@ INTERPRETERS = {"cpu": interpreter}
 LOOP_KERNELS = {"cpu": cpu_loops}
 # backends whose build takes `inplace`: kernels that store outputs into donated input arrays
 OVERWRITING = {"cpu"}
+# backends whose kernels may run on a CPU thread pool: build takes `parallel`, false in a plan that
+# also calls BLAS, whose own pool's threads spin after each product (see codegen.cpu)
+POOLED = {"cpu"}
 # view ops whose impl is an ndarray method: op -> (method, the attribute it takes)
 VIEW_METHODS = {"permute": ("transpose", "axes"), "reshape": ("reshape", "shape")}
 # hand-written kernels that run single nodes (convolution and pooling) in place of their op's impl
@@ -56,7 +59,8 @@ class Plan:
     """A graph compiled for one target. Call it with the graph's input values (in the order of
     `graph.inputs`); it returns the output values in the order of `graph.outputs`."""
 
-    def __init__(self, graph, target="cpu", label="plan", info=None, cache_dir=None, donate=None, check=None):
+    def __init__(self, graph, target="cpu", label="plan", info=None, cache_dir=None, donate=None, check=None,
+                 parallel=True):
         started = time.perf_counter()
         backend = BACKENDS[target]
         self.label, self.target, self.cache_dir = label, target, cache_dir
@@ -65,6 +69,8 @@ class Plan:
         config = dict(backend.CONFIG, MAX_KERNEL_OPS=MAX_KERNEL_OPS)
         if donate:
             config["donate"] = sorted(donate.items())
+        if not parallel:
+            config["parallel"] = False
         self.components, self.structure = cache.components(graph, described, config)
         self.key = cache.key_of(self.components)
         self.graph = optimize(graph)
@@ -83,12 +89,16 @@ class Plan:
             else:
                 self.steps.append(step)
         offers = _donations(self.graph, self.steps, donate, check) if donate and target in OVERWRITING else {}
+        # kernels run on the thread pool only where nothing calls BLAS: this graph, a loop's body,
+        # nor (`parallel` false) the plan whose loop this graph is the body of
+        self.parallel = parallel and not _calls_blas(self.graph)
+        options = {"parallel": self.parallel} if target in POOLED else {}
         self.kernels = []
         for step in self.steps:
             if isinstance(step, FusionGroup):
                 offered = {"inplace": offers[step]} if step in offers else {}
                 self.kernels.append(backend.build(step, f"{label}_k{len(self.kernels)}", cache_dir=cache_dir,
-                                                  **offered))
+                                                  **offered, **options))
         # input position -> output position: the output is that input's array, overwritten
         position = {node: k for k, node in enumerate(self.graph.outputs)}
         self.donated = {self.graph.inputs.index(source): position[out] for kernel in self.kernels
@@ -98,7 +108,8 @@ class Plan:
         self.loops = {}   # loop node -> (its body's Plan, the _Loop the driver calls)
         for node in self.graph.nodes:
             if node.op is LOOP or node.op is LOOP_BACK:
-                body = Plan(node.attrs["body"].graph, target, f"{label}_loop{len(self.loops)}", self.info, cache_dir)
+                body = Plan(node.attrs["body"].graph, target, f"{label}_loop{len(self.loops)}", self.info, cache_dir,
+                            parallel=self.parallel)
                 self.loops[node] = (body, _Loop(node, body, target, cache_dir))
         lower = LOWERINGS.get(target)
         self.lowered = {} if lower is None else lower([s for s in self.steps if isinstance(s, Node)], cache_dir)
@@ -166,6 +177,12 @@ class Plan:
     def to_dot(self):
         """The optimised graph in Graphviz DOT, each fusion group a cluster named after its kernel."""
         return plan_dot(self)
+
+
+def _calls_blas(graph):
+    """Whether running `graph` calls BLAS: a node of a BLAS op, in it or in a loop's body."""
+    return any(node.op.blas or ((node.op is LOOP or node.op is LOOP_BACK) and _calls_blas(node.attrs["body"].graph))
+               for node in graph.nodes)
 
 
 def _reads(step):
