@@ -491,6 +491,55 @@ def test_relu_before_max_pooling_masks_the_gradient_at_the_pooled_size(geometry,
                                    equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [D.float32, D.float64])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape, axis", [((6, 7), 1), ((6, 7), 0), ((3, 4, 5), -1), ((4, 0), 1), ((0, 5), 1)])
+def test_softmax_runs_as_fused_kernels_with_its_impls_values(name, dtype, shape, axis):
+    """A plan computes softmax and log_softmax as fused kernels of the ops of their impls (the op
+    itself gone from its graph), with the impls' values: rows holding NaN, +inf, only -inf, huge
+    values, and empty dimensions."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype.np) * 3
+    if shape == (6, 7):
+        x[0, 2], x[1, 3], x[2, :], x[3, 1:3], x[4, 5] = np.nan, np.inf, -np.inf, -np.inf, 1e30
+    b = Builder()
+    p = b.placeholder(None, shape, dtype)
+    graph = b.graph([getattr(b, name)(p, axis=axis)])
+    plan = Plan(graph)
+    assert not {"softmax", "log_softmax"} & {n.op.name for n in plan.graph.nodes}
+    assert {step.op.name for step in plan.steps if not isinstance(step, FusionGroup)} <= {"placeholder", "const"}
+    assert plan.kernels
+    [want] = run_graph(graph, [x])
+    eps = np.finfo(dtype.np).eps
+    # log_softmax's s - log(sum(exp(s))) cancels where the two are close: an error of a few ulp of
+    # the operands (|x| < 16 here, the kernel's sum in float64), large relative to a result near 0
+    atol = 16 * 4 * eps if name == "log_softmax" else 0
+    for _ in range(2):
+        [got] = plan([x])
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=16 * eps, atol=atol, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["any", "all"])
+@pytest.mark.parametrize("shape, axes, keepdim", [((64,), (0,), False), ((5, 7), (1,), True), ((5, 7), (0, 1), False),
+                                                  ((0, 3), (0,), False), ((4, 0), (1,), True)])
+def test_any_and_all_of_booleans_fuse_into_the_loop_making_them(name, shape, axes, keepdim):
+    """any/all of a comparison run in the comparison's kernel (no NumPy reduction left in the
+    plan), with the impl's values: all-true, all-false and mixed slices, and empty ones."""
+    x = np.random.default_rng(4).integers(-1, 3, shape).astype(np.float32)
+    if len(shape) == 2 and shape[0] == 5:
+        x[0], x[1] = 5, -5   # a row where every element passes, one where none does
+    b = Builder()
+    p = b.placeholder(None, shape, D.float32)
+    graph = b.graph([getattr(b, name)(b.gt(p, 0), axes=axes, keepdim=keepdim)])
+    plan = Plan(graph)
+    assert not {"any", "all"} & {n.op.name for n in plan.graph.nodes}
+    assert not [s for s in plan.steps if not isinstance(s, FusionGroup) and s.op.name not in ("placeholder", "const")]
+    [want] = run_graph(graph, [x])
+    [got] = plan([x])
+    assert got.dtype == want.dtype == np.bool_ and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
 def _rounds(dtype, factor):
     """150 rounds of every interpreter instruction over a (2, 3) space, values kept near 1; round k
     first scales by factor(k). Returns (graph, input arrays)."""

@@ -341,6 +341,8 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True,
                 buf = names[node] = f"v{len(names)}"
                 if init is None:
                     allocations.append(f"{buf} = xp.empty({shape!r}, np.{dtype.np.name})")
+                elif init == 0:   # a sum's: np.zeros is one C call, np.full ~0.7 us of Python
+                    allocations.append(f"{buf} = xp.zeros({shape!r}, np.{dtype.np.name})")
                 else:
                     allocations.append(f"{buf} = xp.full({shape!r}, {python_literal(init)}, np.{dtype.np.name})")
                 outs.append(buf)
