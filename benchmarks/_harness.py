@@ -12,9 +12,9 @@ garbage collector disabled; whatever `fn` returns is kept alive until the clock 
 freeing the result (a recorded graph, for instance) is not charged to any implementation. The garbage
 collector runs between rounds, every `collect_every` rounds, outside the timed region.
 
-`timed` is how a workload measures: by default it starts worker processes (`benchmarks/_worker.py`),
-each of which builds the cases of one library family (`FAMILIES`) and measures them, alternating between
-the families over `PASSES` passes; with `--threads N` it measures every family in this process."""
+`timed` is how a workload measures: by default it starts a worker process (`benchmarks/_worker.py`) per
+library family (`FAMILIES`), which builds that family's cases, and the workers take turns measuring them;
+with `--threads N` it measures every family in this process."""
 import argparse
 import contextlib
 import gc
@@ -112,8 +112,7 @@ def measure(cases, repeats, warmup, collect_every=1, block=BLOCK):
 # Numba; the hand-written NumPy floor with OpenBLAS), the families' pools are never in one process.
 FAMILIES = {"fusegrad": ("fusegrad", "numpy"), "torch": ("torch", "torch.compile"), "jax": ("jax",)}
 KINDS = ("fusegrad", "torch", "torch.compile", "jax", "numpy")   # the order of a table's rows
-ONE_PASS = ("torch.compile",)   # compiled in each process it runs in (tens of seconds): first pass only
-PASSES, QUICK_PASSES = 3, 1     # worker processes per family and measurement
+TURNS = 3   # turns each family's worker takes, each timing a share of the repeats
 
 
 def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False):
@@ -121,10 +120,10 @@ def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False
     `measure`, rows ordered by KINDS. `build` is a function at the top of a benchmark module; it makes
     only the rows whose kind is in `kinds` and imports no other family's library, and it may check
     what it built before returning. With --threads N (`_threads.pinned`) every available family is
-    built and measured in this process; otherwise each family is measured in worker processes of its
-    own, `PASSES` passes each doing a share of the repeats (after the full warm-up), families
-    alternating, and each row's times are merged. The lines `build` prints come from the first pass
-    (later passes prime the same functions again); the rows' notes from every pass (`passes_noted`).
+    built and measured in this process. Otherwise each family gets a worker process of its own, which
+    builds its rows (the lines `build` prints are shown) and then measures them when asked: the
+    families take turns, `TURNS` times, each turn its warm-up calls again (the other process has just
+    emptied the caches) and a share of the repeats, and each row's times are merged.
     `quiet`: float overflow neither warns nor raises (the eager_overhead loop's overflow is its
     workload)."""
     families = [family for family in FAMILIES if family == "fusegrad" or have(family)]
@@ -140,72 +139,100 @@ def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False
         module = "benchmarks." + os.path.splitext(os.path.basename(sys.modules["__main__"].__file__))[0]
     spec = {"module": module, "build": build.__name__, "args": list(args), "quick": quick, "warmup": warmup,
             "collect_every": collect_every, "quiet": quiet}
-    passes = min(QUICK_PASSES if quick else PASSES, repeats)
-    merged = {}   # (name, kind): (times, [(pass, note)])
-    for i in range(passes):
-        for family in families:
-            kinds = [kind for kind in FAMILIES[family] if i == 0 or kind not in ONE_PASS]
-            share = repeats // passes + (i < repeats % passes)
-            reply = run_worker(dict(spec, kinds=kinds, repeats=share))
-            for line in reply["lines"] if i == 0 else ():
+    turns = min(TURNS, repeats)
+    times, notes = {}, {}   # of each (name, kind)
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for family in families:   # one at a time: the lines they print time compilations
+            workers.append(stack.enter_context(Worker(dict(spec, kinds=FAMILIES[family]))))
+            for line in workers[-1].receive()["lines"]:
                 out(line)
-            for row in reply["rows"]:
-                times, notes = merged.setdefault((row["name"], row["kind"]), ([], []))
-                times.extend(row["times"])
-                notes.extend((i, note) for note in row["notes"])
-    results = [Result(name, kind, np.asarray(times), passes_noted(notes, passes))
-               for (name, kind), (times, notes) in merged.items()]
+        for i in range(turns):
+            for worker in workers:
+                for row in worker.ask({"repeats": repeats // turns + (i < repeats % turns)})["rows"]:
+                    key = row["name"], row["kind"]
+                    times.setdefault(key, []).extend(row["times"])
+                    notes[key] = row["notes"]   # a note covers the worker's life so far: the latest says it all
+    results = [Result(name, kind, np.asarray(each), notes[name, kind]) for (name, kind), each in times.items()]
     return sorted(results, key=lambda r: KINDS.index(r.kind))
 
 
-def passes_noted(notes, passes):
-    """A row's notes, [(pass, note)], from its worker processes: once when every pass wrote the same,
-    else each with its pass."""
-    if passes == 1:
-        return [note for _, note in notes]
-    if len(notes) == passes and len({note for _, note in notes}) == 1:
-        return [f"{notes[0][1]} (in each of the {passes} worker processes)"]
-    return [f"{note} (worker process {i + 1} of {passes})" for i, note in notes]
+class Worker:
+    """A worker process (`worker_main`) on `spec`, spoken to with a JSON line each way. A reply that
+    does not come (the worker failed) raises RuntimeError with what the worker wrote to stderr (its
+    traceback); on closing, what it wrote there (warnings) is passed on to stderr."""
 
+    def __init__(self, spec):
+        self.what = f"{spec['module']}.{spec['build']}{tuple(spec['args'])} for {', '.join(spec['kinds'])}"
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks._worker", json.dumps(spec)], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
 
-def run_worker(spec):
-    """Run one worker process (`worker_main`) on `spec`; its reply. Raises RuntimeError, with what the
-    worker printed to stderr (its traceback), when it fails."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks._worker", json.dumps(spec)], cwd=ROOT,
-                          capture_output=True, text=True)
-    what = f"{spec['module']}.{spec['build']}{tuple(spec['args'])} for {', '.join(spec['kinds'])}"
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker ({what}) failed with exit status {done.returncode}:\n"
-                           f"{done.stderr.rstrip()}")
-    sys.stderr.write(done.stderr)   # warnings
-    try:
-        return json.loads(done.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(f"benchmark worker ({what}) sent no result: {done.stdout[-2000:]!r}\n"
-                           f"{done.stderr.rstrip()}") from None
+    def ask(self, request):
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass   # the worker has died: receive() says why
+        return self.receive()
+
+    def receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            status = self.process.wait()
+            raise RuntimeError(f"benchmark worker ({self.what}) failed with exit status {status}:\n"
+                               f"{self.written().rstrip()}")
+        return json.loads(line)
+
+    def written(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(BrokenPipeError):   # the worker has died
+            self.process.stdin.close()
+        if self.process.wait() == 0:
+            sys.stderr.write(self.written())
+        self.stderr.close()
 
 
 def worker_main(spec_text):
-    """A worker process: build the cases of `spec`'s kinds, measure them, and write the rows (names,
-    kinds, times, notes) and the lines the build printed as JSON on stdout. Anything else printed to
-    stdout (by a library, say) goes to stderr instead, so it cannot garble the reply."""
+    """A worker process: build the cases of `spec`'s kinds and reply with the lines the build printed;
+    then, for each request on stdin, measure them and reply with the rows (names, kinds, times, notes).
+    Replies are JSON lines on stdout; anything else printed to stdout (by a library, say) goes to
+    stderr instead, so that it cannot garble them."""
     import importlib
     spec = json.loads(spec_text)
-    reply = os.fdopen(os.dup(1), "w")
+    replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+
+    def reply(message):
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
     lines = []
     build = getattr(importlib.import_module(spec["module"]), spec["build"])
     with overflow_ignored() if spec["quiet"] else contextlib.nullcontext():
         cases = build(*spec["args"], kinds=set(spec["kinds"]), quick=spec["quick"], out=lines.append)
-        results = measure(cases, spec["repeats"], spec["warmup"], spec["collect_every"])
-    foreign = [family for family, kinds in FAMILIES.items()
-               if family in sys.modules and not set(kinds) & set(spec["kinds"])]
+        alone(spec["kinds"])
+        reply({"lines": lines})
+        for request in sys.stdin:
+            results = measure(cases, json.loads(request)["repeats"], spec["warmup"], spec["collect_every"])
+            alone(spec["kinds"])
+            reply({"rows": [{"name": r.name, "kind": r.kind, "times": r.times.tolist(), "notes": r.notes}
+                            for r in results]})
+
+
+def alone(kinds):
+    """Raise if this process imported a library of a family other than those of `kinds`."""
+    foreign = [family for family, its_kinds in FAMILIES.items()
+               if family in sys.modules and not set(its_kinds) & set(kinds)]
     if foreign:
-        raise RuntimeError(f"the worker timing {', '.join(spec['kinds'])} imported {', '.join(foreign)}, "
+        raise RuntimeError(f"the worker timing {', '.join(kinds)} imported {', '.join(foreign)}, "
                            f"whose thread pools it must not share")
-    json.dump({"lines": lines, "rows": [{"name": r.name, "kind": r.kind, "times": r.times.tolist(), "notes": r.notes}
-                                        for r in results]}, reply)
-    reply.close()
 
 
 @contextlib.contextmanager
@@ -572,8 +599,7 @@ def machine_info():
         versions.append("jax not importable")
     lines.append("versions: " + ", ".join(versions))
     lines.append("timing: " + _threads.described()
-                 + ("" if _threads.pinned is not None else f"; {PASSES} passes ({QUICK_PASSES} with --quick), "
-                    "the libraries' processes alternating"))
+                 + ("" if _threads.pinned is not None else f", taking {TURNS} turns each"))
     lines.append(f"load average at start: {load()}")
     return "\n".join(lines)
 
