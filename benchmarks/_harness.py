@@ -113,6 +113,9 @@ def measure(cases, repeats, warmup, collect_every=1, block=BLOCK):
 FAMILIES = {"fusegrad": ("fusegrad", "numpy"), "torch": ("torch", "torch.compile"), "jax": ("jax",)}
 KINDS = ("fusegrad", "torch", "torch.compile", "jax", "numpy")   # the order of a table's rows
 TURNS = 3   # turns each family's worker takes, each timing a share of the repeats
+# seconds between turns: a pool's threads spin for a while after its last call before they sleep
+# (OpenBLAS's for ~0.1 s), and the next worker should not share the CPUs with them
+SETTLE = 0.3
 
 
 def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False):
@@ -122,8 +125,9 @@ def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False
     what it built before returning. With --threads N (`_threads.pinned`) every available family is
     built and measured in this process. Otherwise each family gets a worker process of its own, which
     builds its rows (the lines `build` prints are shown) and then measures them when asked: the
-    families take turns, `TURNS` times, each turn its warm-up calls again (the other process has just
-    emptied the caches) and a share of the repeats, and each row's times are merged.
+    families take turns, `TURNS` times, `SETTLE` seconds apart, each turn its warm-up calls again (the
+    other process has just emptied the caches) and a share of the repeats, and each row's times are
+    merged.
     `quiet`: float overflow neither warns nor raises (the eager_overhead loop's overflow is its
     workload)."""
     families = [family for family in FAMILIES if family == "fusegrad" or have(family)]
@@ -149,6 +153,7 @@ def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False
                 out(line)
         for i in range(turns):
             for worker in workers:
+                time.sleep(SETTLE)
                 for row in worker.ask({"repeats": repeats // turns + (i < repeats % turns)})["rows"]:
                     key = row["name"], row["kind"]
                     times.setdefault(key, []).extend(row["times"])
