@@ -1,4 +1,5 @@
-"""Shared timing harness: interleaved repeats, medians and IQRs, aligned tables, machine info.
+"""Shared timing harness: interleaved repeats, medians and IQRs, aligned tables, machine info, and the
+worker processes that time each library family on its own.
 
 A benchmark is a list of `Case`s. Each case has an untimed `setup()` that returns the arguments of the
 timed `fn(*args)`. `measure` runs every case `warmup` times, then rounds in which each case runs `block`
@@ -9,19 +10,30 @@ libraries' workloads would each start from caches the others emptied). Each call
 `time.perf_counter`, with the
 garbage collector disabled; whatever `fn` returns is kept alive until the clock has stopped, so
 freeing the result (a recorded graph, for instance) is not charged to any implementation. The garbage
-collector runs between rounds, every `collect_every` rounds, outside the timed region."""
+collector runs between rounds, every `collect_every` rounds, outside the timed region.
+
+`timed` is how a workload measures: by default it starts a worker process (`benchmarks/_worker.py`) per
+library family (`FAMILIES`), which builds that family's cases, and the workers take turns measuring them;
+with `--threads N` it measures every family in this process."""
 import argparse
 import contextlib
 import gc
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from benchmarks import _threads
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -29,8 +41,9 @@ class Case:
     name: str                    # row label, e.g. "fusegrad (warm)"
     fn: object                   # the timed callable
     setup: object = None         # untimed; returns a tuple of arguments for fn (default: none)
-    kind: str = ""               # "fusegrad", "torch", "numpy", "jax": which baseline this row is
+    kind: str = ""               # one of KINDS: which library this row is (ratios: against "torch", "numpy")
     after: object = None         # untimed; called with fn's result after the clock stops (sanity checks)
+    note: object = None          # untimed; called after timing, returns a line printed under the table
 
 
 @dataclass
@@ -38,6 +51,7 @@ class Result:
     name: str
     kind: str
     times: np.ndarray = field(repr=False)
+    notes: list = field(default_factory=list)
 
     @property
     def median(self):
@@ -89,7 +103,149 @@ def measure(cases, repeats, warmup, collect_every=1, block=BLOCK):
                 times[case.name].append(_call(case))
         if (r + 1) % collect_every == 0:
             gc.collect()
-    return [Result(case.name, case.kind, np.asarray(times[case.name])) for case in cases]
+    return [Result(case.name, case.kind, np.asarray(times[case.name]), [case.note()] if case.note else [])
+            for case in cases]
+
+
+# Library families, each timed in a worker process of its own (by default), with the kinds of rows it
+# builds: the rows of one family share its thread pools (fusegrad computes with NumPy's OpenBLAS and
+# Numba; the hand-written NumPy floor with OpenBLAS), the families' pools are never in one process.
+FAMILIES = {"fusegrad": ("fusegrad", "numpy"), "torch": ("torch", "torch.compile"), "jax": ("jax",)}
+KINDS = ("fusegrad", "torch", "torch.compile", "jax", "numpy")   # the order of a table's rows
+TURNS = 3   # turns each family's worker takes, each timing a share of the repeats
+# seconds between turns: a pool's threads spin for a while after its last call before they sleep
+# (OpenBLAS's for ~0.1 s), and the next worker should not share the CPUs with them
+SETTLE = 0.3
+
+
+def timed(build, args, repeats, warmup, quick, out, collect_every=1, quiet=False):
+    """Results of the cases `build(*args, kinds=..., quick=..., out=...)` makes, each timed with
+    `measure`, rows ordered by KINDS. `build` is a function at the top of a benchmark module; it makes
+    only the rows whose kind is in `kinds` and imports no other family's library, and it may check
+    what it built before returning. With --threads N (`_threads.pinned`) every available family is
+    built and measured in this process. Otherwise each family gets a worker process of its own, which
+    builds its rows (the lines `build` prints are shown) and then measures them when asked: the
+    families take turns, `TURNS` times, `SETTLE` seconds apart, each turn its warm-up calls again (the
+    other process has just emptied the caches) and a share of the repeats, and each row's times are
+    merged.
+    `quiet`: float overflow neither warns nor raises (the eager_overhead loop's overflow is its
+    workload)."""
+    families = [family for family in FAMILIES if family == "fusegrad" or have(family)]
+    if _threads.pinned is not None:
+        _threads.apply(_threads.pinned)
+        with overflow_ignored() if quiet else contextlib.nullcontext():
+            cases = build(*args, kinds={kind for family in families for kind in FAMILIES[family]}, quick=quick,
+                          out=out)
+            results = measure(cases, repeats, warmup, collect_every)
+        return sorted(results, key=lambda r: KINDS.index(r.kind))
+    module = build.__module__
+    if module == "__main__":   # python benchmarks/<module>.py: the worker imports it as benchmarks.<module>
+        module = "benchmarks." + os.path.splitext(os.path.basename(sys.modules["__main__"].__file__))[0]
+    spec = {"module": module, "build": build.__name__, "args": list(args), "quick": quick, "warmup": warmup,
+            "collect_every": collect_every, "quiet": quiet}
+    turns = min(TURNS, repeats)
+    times, notes = {}, {}   # of each (name, kind)
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for family in families:   # one at a time: the lines they print time compilations
+            workers.append(stack.enter_context(Worker(dict(spec, kinds=FAMILIES[family]))))
+            for line in workers[-1].receive()["lines"]:
+                out(line)
+        for i in range(turns):
+            for worker in workers:
+                time.sleep(SETTLE)
+                for row in worker.ask({"repeats": repeats // turns + (i < repeats % turns)})["rows"]:
+                    key = row["name"], row["kind"]
+                    times.setdefault(key, []).extend(row["times"])
+                    notes[key] = row["notes"]   # a note covers the worker's life so far: the latest says it all
+    results = [Result(name, kind, np.asarray(each), notes[name, kind]) for (name, kind), each in times.items()]
+    return sorted(results, key=lambda r: KINDS.index(r.kind))
+
+
+class Worker:
+    """A worker process (`worker_main`) on `spec`, spoken to with a JSON line each way. A reply that
+    does not come (the worker failed) raises RuntimeError with what the worker wrote to stderr (its
+    traceback); on closing, what it wrote there (warnings) is passed on to stderr."""
+
+    def __init__(self, spec):
+        self.what = f"{spec['module']}.{spec['build']}{tuple(spec['args'])} for {', '.join(spec['kinds'])}"
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "benchmarks._worker", json.dumps(spec)], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+
+    def ask(self, request):
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass   # the worker has died: receive() says why
+        return self.receive()
+
+    def receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            status = self.process.wait()
+            raise RuntimeError(f"benchmark worker ({self.what}) failed with exit status {status}:\n"
+                               f"{self.written().rstrip()}")
+        return json.loads(line)
+
+    def written(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(BrokenPipeError):   # the worker has died
+            self.process.stdin.close()
+        if self.process.wait() == 0:
+            sys.stderr.write(self.written())
+        self.stderr.close()
+
+
+def worker_main(spec_text):
+    """A worker process: build the cases of `spec`'s kinds and reply with the lines the build printed;
+    then, for each request on stdin, measure them and reply with the rows (names, kinds, times, notes).
+    Replies are JSON lines on stdout; anything else printed to stdout (by a library, say) goes to
+    stderr instead, so that it cannot garble them."""
+    import importlib
+    spec = json.loads(spec_text)
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(message):
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
+    lines = []
+    build = getattr(importlib.import_module(spec["module"]), spec["build"])
+    with overflow_ignored() if spec["quiet"] else contextlib.nullcontext():
+        cases = build(*spec["args"], kinds=set(spec["kinds"]), quick=spec["quick"], out=lines.append)
+        alone(spec["kinds"])
+        reply({"lines": lines})
+        for request in sys.stdin:
+            results = measure(cases, json.loads(request)["repeats"], spec["warmup"], spec["collect_every"])
+            alone(spec["kinds"])
+            reply({"rows": [{"name": r.name, "kind": r.kind, "times": r.times.tolist(), "notes": r.notes}
+                            for r in results]})
+
+
+def alone(kinds):
+    """Raise if this process imported a library of a family other than those of `kinds`."""
+    foreign = [family for family, its_kinds in FAMILIES.items()
+               if family in sys.modules and not set(its_kinds) & set(kinds)]
+    if foreign:
+        raise RuntimeError(f"the worker timing {', '.join(kinds)} imported {', '.join(foreign)}, "
+                           f"whose thread pools it must not share")
+
+
+@contextlib.contextmanager
+def overflow_ignored():
+    """NumPy's float overflow and invalid results neither warn nor raise inside the block."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        yield
 
 
 def cache_checked(backward_graphs, cold):
@@ -293,14 +449,12 @@ def torch_compiled(fn, args, quick, out):
     return compiled
 
 
-def training_step_cases(step, setup, use_torch, auto=False):
-    """Cases timing `step(*setup(lib))`, a training step: fusegrad warm (the backward graph from the
-    structure cache, each call asserted to be a hit, run by the interpreter), fusegrad cold (cache
-    cleared before each call, asserted to be a miss), with `auto` fusegrad warm once eager backward
-    has compiled the graph (asserted to run as a plan) and, when importable, PyTorch eager."""
-    import fusegrad
-    from fusegrad.runtime import backward_graphs
-
+def training_step_cases(step, setup, kinds, out, auto=False, compiled=False):
+    """Cases timing `step(*setup(lib))`, a training step, for the `kinds` asked for: with `compiled`
+    fusegrad.compile(step) (`compiled_step_case`), fusegrad warm (the backward graph from the structure
+    cache, each call asserted to be a hit, run by the interpreter), fusegrad cold (cache cleared before
+    each call, asserted to be a miss), with `auto` fusegrad warm once eager backward has compiled the
+    graph (asserted to run as a plan), and PyTorch eager."""
     def fixed(args, hook=None):
         def run_setup():
             if hook is not None:
@@ -308,19 +462,27 @@ def training_step_cases(step, setup, use_torch, auto=False):
             return args
         return run_setup
 
-    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
-    cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
-    out = [Case("fusegrad (warm)", step, fixed(setup(fusegrad), warm_hook), "fusegrad", warm_after),
-           Case("fusegrad (cold)", step, fixed(setup(fusegrad), cold_hook), "fusegrad", cold_after)]
-    if auto:
-        args = setup(fusegrad)
-        prime_eager_compilation(step, lambda: args)
-        auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
-        out.append(Case("fusegrad (auto-compiled backward)", step, fixed(args, auto_hook), "fusegrad", auto_after))
-    if use_torch:
+    rows = []
+    if "fusegrad" in kinds:
+        import fusegrad
+        from fusegrad.runtime import backward_graphs
+        warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+        cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
+        if compiled:
+            rows.append(compiled_step_case(step, setup(fusegrad), out))
+        rows += [Case("fusegrad (warm)", step, fixed(setup(fusegrad), warm_hook), "fusegrad", warm_after),
+                 Case("fusegrad (cold)", step, fixed(setup(fusegrad), cold_hook), "fusegrad", cold_after)]
+        if auto:
+            args = setup(fusegrad)
+            prime_eager_compilation(step, lambda: args)
+            auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False),
+                                            auto_compiled(backward_graphs))
+            rows.append(Case("fusegrad (auto-compiled backward)", step, fixed(args, auto_hook), "fusegrad",
+                             auto_after))
+    if "torch" in kinds:
         import torch
-        out.append(Case("torch eager", step, fixed(setup(torch)), "torch"))
-    return out
+        rows.append(Case("torch eager", step, fixed(setup(torch)), "torch"))
+    return rows
 
 
 def fmt_time(seconds):
@@ -361,7 +523,8 @@ def table(title, results):
         return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([title, rule, line(head), rule, *(line(r) for r in rows), rule])
+    notes = [note for r in results for note in r.notes]
+    return "\n".join([title, rule, line(head), rule, *(line(r) for r in rows), rule, *notes])
 
 
 def target_line(results, name, limit=1.5):
@@ -440,9 +603,8 @@ def machine_info():
     except ImportError:
         versions.append("jax not importable")
     lines.append("versions: " + ", ".join(versions))
-    pools = {name: os.environ.get(name, "unset") for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    lines.append("threads per compute pool: " + ", ".join(f"{k}={v}" for k, v in pools.items()))
+    lines.append("timing: " + _threads.described()
+                 + ("" if _threads.pinned is not None else f", taking {TURNS} turns each"))
     lines.append(f"load average at start: {load()}")
     return "\n".join(lines)
 
@@ -469,12 +631,23 @@ def print_flush(*args):
 
 def standalone_main(doc, run, default_repeats, unit, argv=None):
     """The command line of one benchmark run on its own: --repeats, --threads, --quick."""
-    from benchmarks import _threads
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None, help=f"timed {unit} (default {default_repeats})")
-    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS, Numba; default 1)")
+    add_threads_option(parser)
     parser.add_argument("--quick", action="store_true", help=f"a few {unit} only (smoke test)")
     args = parser.parse_args(argv)
+    _threads.limit(argv)
     print_flush(machine_info())
     run(args.repeats, args.quick)
+
+
+def add_threads_option(parser):
+    def count(text):
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"must be a number of threads, at least 1, not {text!r}")
+        return int(text)
+
+    parser.add_argument("--threads", type=count, default=None, metavar="N",
+                        help="time every library in this one process with N threads per compute pool (OpenMP, "
+                             "MKL, OpenBLAS, Numba); default: each library in worker processes of its own at "
+                             "its default thread counts")

@@ -8,7 +8,7 @@
         with SGD(lr=1e-2, momentum=0.9) (resnet18 as torchvision defines it: benchmarks/torch_resnet.py)
 
 Each step is optimizer.zero_grad(), forward, loss, backward, optimizer.step(). Both libraries start
-from the same weights (PyTorch's initialisation, copied through a state dict) and data. Before
+from the same weights (fusegrad's initialisation, copied through a state dict) and data. Before
 timing, one step of fusegrad is checked against PyTorch's: the loss, every gradient and every
 parameter after the update. fusegrad runs warm (the backward graph's structure cached, the steady
 state of a training loop) and cold (cache cleared before each step).
@@ -17,17 +17,18 @@ state of a training loop) and cold (cache cleared before each step).
 """
 import os
 import sys
+import tempfile
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (compiled_step_case, have, measure, standalone_main, print_flush,  # noqa: E402
-                                table, target_line, training_step_cases)
+from benchmarks._harness import (have, print_flush, standalone_main, table,  # noqa: E402
+                                 target_line, timed, training_step_cases)
 
 LR, MOMENTUM = 0.01, 0.9
 REPEATS = {"cnn_step": 200, "resnet_step": 30}
@@ -156,29 +157,43 @@ def check_compiled(name, state, steps=4):
     assert compiled.replays > 0, f"{name}: fusegrad compiled: no replay in {steps} steps ({compiled.last_reason})"
 
 
+def saved_state(state, directory):
+    """The path of an .npz file holding `state` (weights, input, target), for the worker processes: the
+    weights come from fusegrad's initialisation, which PyTorch's process must not import."""
+    weights, x, y = state
+    path = os.path.join(directory, "state.npz")
+    np.savez(path, x=x, y=y, **{f"weight:{k}": v for k, v in weights.items()})
+    return path
+
+
+def cases(name, state_file, kinds, quick, out):
+    """The rows of `kinds` for workload `name`, starting from the state saved in `state_file`."""
+    with np.load(state_file) as saved:
+        state = ({k.removeprefix("weight:"): saved[k] for k in saved.files if k.startswith("weight:")},
+                 saved["x"], saved["y"])
+    # cnn_step's auto-compiled row: eager steps once their backward has repeated (its convolution and
+    # pooling gradients on the window kernels); "fusegrad (warm)" interprets it. (Not for resnet_step:
+    # compiling its backward graph takes minutes.)
+    return training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), kinds, out,
+                               auto=name in COMPILED_TARGET, compiled=name in COMPILED)
+
+
 def run_workload(name, repeats=None, quick=False, out=print_flush):
     """Check, then time one workload; print and return [(title, results, target)]."""
-    _threads.apply(THREADS)
     use_torch = have("torch")
     state = initial_state(name)
     check(name, state, use_torch)
     out(f"{name}: fusegrad's step agrees with itself cold and warm"
         + (" and with PyTorch's (loss, gradients, updated parameters)" if use_torch else
            "; PyTorch not importable, not compared"))
-    warmup = QUICK_WARMUP if quick else WARMUP[name]
-    repeats = repeats or (QUICK_REPEATS if quick else REPEATS[name])
-    title = f"{name}: {WORKLOADS[name][4]}"
-    # cnn_step's auto-compiled row: eager steps once their backward has repeated (its convolution and
-    # pooling gradients on the window kernels); "fusegrad (warm)" interprets it. (Not for resnet_step:
-    # compiling its backward graph takes minutes.)
-    cases = training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), use_torch,
-                                auto=name in COMPILED_TARGET)
     if name in COMPILED:
-        import fusegrad
         check_compiled(name, state)
         out(f"{name}: the compiled step agrees with the eager one over its first 4 steps")
-        cases = [compiled_step_case(lib_step, lib_setup(fusegrad, name, state), out)] + cases
-    results = measure(cases, repeats, warmup, collect_every=10)
+    title = f"{name}: {WORKLOADS[name][4]}"
+    repeats = repeats or (QUICK_REPEATS if quick else REPEATS[name])
+    warmup = QUICK_WARMUP if quick else WARMUP[name]
+    with tempfile.TemporaryDirectory(prefix="fusegrad-bench-") as directory:
+        results = timed(cases, (name, saved_state(state, directory)), repeats, warmup, quick, out, collect_every=10)
     out("")
     out(table(title, results))
     target = target_line(results, "fusegrad (warm)")
@@ -186,7 +201,8 @@ def run_workload(name, repeats=None, quick=False, out=print_flush):
     if name in COMPILED_TARGET:
         compiled = next(r for r in results if r.name == "fusegrad compiled")
         out(f"target: fusegrad compiled = {compiled.median * 1e3:.2f} ms (target <= "
-            f"{COMPILED_TARGET[name] * 1e3:.1f} ms: {'met' if compiled.median <= COMPILED_TARGET[name] else 'NOT met'})")
+            f"{COMPILED_TARGET[name] * 1e3:.1f} ms: "
+            f"{'met' if compiled.median <= COMPILED_TARGET[name] else 'NOT met'})")
     return [(title, results, target)]
 
 

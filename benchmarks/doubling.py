@@ -26,12 +26,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, have, measure, prime_compiled, print_flush,  # noqa: E402
-                                 replayed, standalone_main, table, time_target_line, torch_compiled)
+from benchmarks._harness import (Case, prime_compiled, print_flush, replayed, standalone_main,  # noqa: E402
+                                 table, time_target_line, timed, torch_compiled)
 
 TRIP_COUNTS = tuple(range(5, 16))
 DIRECTION = np.array([1, 2, 2], np.float32) / 3          # unit norm
@@ -75,7 +75,7 @@ def cycling(lib, trip_counts=TRIP_COUNTS):
 
 def check(impls):
     """The gradient of every implementation is exactly 2**(k + 1) * v, for every trip count."""
-    for name, (fn, lib) in impls.items():
+    for name, (fn, lib, _) in impls.items():
         setup = cycling(lib)
         for k in TRIP_COUNTS:
             y, grad = fn(*setup())
@@ -85,48 +85,59 @@ def check(impls):
                                           err_msg=f"{name}: value at {k} iterations")
 
 
-def run(repeats=None, quick=False, out=print_flush):
-    """Check, then time; print and return [(title, results, target)]."""
-    import fusegrad
-    _threads.apply(THREADS)
-    use_torch = have("torch")
-    compiled = fusegrad.compile(doubling_backward)
-    impls = {"fusegrad compiled": (compiled, fusegrad), "fusegrad eager": (doubling_backward, fusegrad)}
-    rows = [Case(name, fn, cycling(lib), "fusegrad") for name, (fn, lib) in impls.items()]
-    if use_torch:
+def cases(kinds, quick, out):
+    """The rows of `kinds`, each checked exact for every trip count; the fusegrad.compile'd row notes
+    how many of its calls replayed."""
+    impls = {}   # row name: (function, library, kind)
+    if "fusegrad" in kinds:
+        import fusegrad
+        compiled = fusegrad.compile(doubling_backward)
+        impls["fusegrad compiled"] = (compiled, fusegrad, "fusegrad")
+        impls["fusegrad eager"] = (doubling_backward, fusegrad, "fusegrad")
+    if "torch" in kinds:
         import torch
-        impls["torch eager"] = (doubling_backward, torch)
-        rows.append(Case("torch eager", doubling_backward, cycling(torch), "torch"))
+        impls["torch eager"] = (doubling_backward, torch, "torch")
+    if "torch.compile" in kinds:
+        import torch
         inductor = torch_compiled(doubling_backward, cycling(torch), quick, out)
         if inductor is not None:
-            impls["torch.compile"] = (inductor, torch)
-            rows.append(Case("torch.compile", inductor, cycling(torch), "torch.compile"))
+            impls["torch.compile"] = (inductor, torch, "torch.compile")
     check(impls)
-    out(f"doubling: value and gradient of every implementation exact (2**(k + 1) * v) for k = "
-        f"{TRIP_COUNTS[0]}..{TRIP_COUNTS[-1]}")
-    fixed = fusegrad.compile(doubling_backward)
-    fixed_setup = cycling(fusegrad, (FIXED_TRIP_COUNT,))
-    prime_compiled(fixed, fixed_setup, out)
-    hook, after = replayed(fixed)
+    rows = [Case(name, fn, cycling(lib), kind) for name, (fn, lib, kind) in impls.items()]
+    if "fusegrad" in kinds:
+        calls, replays = compiled.calls, compiled.replays
+        rows[0].note = lambda: (f"fusegrad compiled: {compiled.replays - replays} of its {compiled.calls - calls} "
+                                f"calls in warm-up and timing replayed; {len(compiled.specialisations)} "
+                                f"specialisation(s)" + (f"; runs eagerly: {compiled.eager_reason}"
+                                                        if compiled.eager_reason else ""))
+        fixed = fusegrad.compile(doubling_backward)
+        fixed_setup = cycling(fusegrad, (FIXED_TRIP_COUNT,))
+        prime_compiled(fixed, fixed_setup, out)
+        hook, after = replayed(fixed)
 
-    def replay_setup():
-        hook()
-        return fixed_setup()
+        def replay_setup():
+            hook()
+            return fixed_setup()
 
-    rows.insert(1, Case(f"fusegrad compiled, k always {FIXED_TRIP_COUNT}", fixed, replay_setup, "fusegrad", after))
-    calls, replays = compiled.calls, compiled.replays
+        rows.insert(1, Case(f"fusegrad compiled, k always {FIXED_TRIP_COUNT}", fixed, replay_setup, "fusegrad",
+                            after))
+    return rows
+
+
+def run(repeats=None, quick=False, out=print_flush):
+    """Time (each implementation checked where it is built, before timing); print and return
+    [(title, results, target)]."""
+    from fusegrad.runtime import plan
     # warm-up: every trip count's structure past eager backward's compilation (its first backward runs
     # without a graph, then plan.COMPILE_AFTER runs of the graph)
-    from fusegrad.runtime import plan
-    results = measure(rows, repeats or (QUICK_REPEATS if quick else REPEATS),
-                      (plan.COMPILE_AFTER + 1) * len(TRIP_COUNTS), collect_every=10)
+    results = timed(cases, (), repeats or (QUICK_REPEATS if quick else REPEATS),
+                    (plan.COMPILE_AFTER + 1) * len(TRIP_COUNTS), quick, out, collect_every=10)
+    out(f"doubling: value and gradient of every implementation exact (2**(k + 1) * v) for k = "
+        f"{TRIP_COUNTS[0]}..{TRIP_COUNTS[-1]}")
     title = (f"doubling: y = do_some_doubling(x); y.backward(v), loop trip count cycling "
              f"{TRIP_COUNTS[0]}..{TRIP_COUNTS[-1]}")
     out("")
     out(table(title, results))
-    out(f"fusegrad compiled: {compiled.replays - replays} of its {compiled.calls - calls} calls in warm-up and "
-        f"timing replayed; {len(compiled.specialisations)} specialisation(s)"
-        + (f"; runs eagerly: {compiled.eager_reason}" if compiled.eager_reason else ""))
     target = time_target_line(results, "fusegrad compiled", TARGET)
     out(target)
     return [(title, results, target)]

@@ -24,20 +24,19 @@ workload. Before timing, the gradients of every implementation are checked again
 import functools
 import os
 import sys
-import warnings
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
 from benchmarks._harness import (Case, auto_compiled, cache_checked, chained, empty_kernel_cache,  # noqa: E402
-                                 fresh_leaves, have, interpreted, leaves, measure, prime_compiled,
+                                 fresh_leaves, have, interpreted, leaves, overflow_ignored, prime_compiled,
                                  prime_eager_compilation, print_flush, replayed, speedup_target_line,
-                                 standalone_main, table, target_line, time_target_line)
+                                 standalone_main, table, target_line, time_target_line, timed)
 
 STEPS = 1000
 REPEATS = 50        # timed calls of each implementation
@@ -182,45 +181,44 @@ def check(arrays, use_torch, use_jax):
 
 # ---------------------------------------------------------------- cases
 
-def cases(arrays, use_torch, use_jax):
-    import fusegrad
-    from fusegrad.runtime import backward_graphs
-
-    def np_setup():
-        return tuple(a.copy() for a in arrays)
-
-    forward = [Case("fusegrad", lib_forward, fresh_leaves(fusegrad, arrays), "fusegrad")]
-    full = []
-    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
-    cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
-    full.append(Case("fusegrad (warm)", lib_forward_backward, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad",
-                     warm_after))
-    full.append(Case("fusegrad (cold)", lib_forward_backward, fresh_leaves(fusegrad, arrays, cold_hook), "fusegrad",
-                     cold_after))
-    prime_eager_compilation(lib_forward_backward, fresh_leaves(fusegrad, arrays))
-    auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
-    full.append(Case("fusegrad (auto-compiled backward)", lib_forward_backward,
-                     fresh_leaves(fusegrad, arrays, auto_hook), "fusegrad", auto_after))
-    if use_torch:
+def cases(which, kinds, quick, out):
+    """The rows of `kinds` for table `which`: "forward" (the loop only) or "full" (loop and backward)."""
+    arrays = inputs()
+    full = which == "full"
+    fn, np_fn = (lib_forward_backward, np_forward_backward) if full else (lib_forward, np_forward)
+    rows = []
+    if "fusegrad" in kinds:
+        import fusegrad
+        from fusegrad.runtime import backward_graphs
+        if not full:
+            rows.append(Case("fusegrad", lib_forward, fresh_leaves(fusegrad, arrays), "fusegrad"))
+        else:
+            warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+            cold_hook, cold_after = chained(cache_checked(backward_graphs, cold=True), interpreted())
+            rows.append(Case("fusegrad (warm)", fn, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad", warm_after))
+            rows.append(Case("fusegrad (cold)", fn, fresh_leaves(fusegrad, arrays, cold_hook), "fusegrad", cold_after))
+            prime_eager_compilation(fn, fresh_leaves(fusegrad, arrays))
+            auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
+            rows.append(Case("fusegrad (auto-compiled backward)", fn, fresh_leaves(fusegrad, arrays, auto_hook),
+                             "fusegrad", auto_after))
+    if "torch" in kinds:
         import torch
-        forward.append(Case("torch eager", lib_forward, fresh_leaves(torch, arrays), "torch"))
-        full.append(Case("torch eager", lib_forward_backward, fresh_leaves(torch, arrays), "torch"))
-    forward.append(Case("numpy (hand-written)", np_forward, np_setup, "numpy"))
-    full.append(Case("numpy (hand-written)", np_forward_backward, np_setup, "numpy"))
-    if use_jax:
+        rows.append(Case("torch eager", fn, fresh_leaves(torch, arrays), "torch"))
+    if "numpy" in kinds:
+        rows.append(Case("numpy (hand-written)", np_fn, lambda: tuple(a.copy() for a in arrays), "numpy"))
+    if "jax" in kinds:
         import jax
         import jax.numpy as jnp
         fns = jax_functions()
         args = tuple(jnp.asarray(a) for a in arrays)
 
-        def ready(fn):
-            return lambda: jax.block_until_ready(fn(*args))
+        def ready(jax_fn):
+            return lambda: jax.block_until_ready(jax_fn(*args))
 
-        forward.append(Case("jax (no jit)", ready(fns["forward"]), None, "jax"))
-        forward.append(Case("jax.jit", ready(fns["forward_jit"]), None, "jax"))
-        full.append(Case("jax.grad (no jit)", ready(fns["grad"]), None, "jax"))
-        full.append(Case("jax.jit(jax.grad)", ready(fns["grad_jit"]), None, "jax"))
-    return forward, full
+        names = (("jax.grad (no jit)", "grad"), ("jax.jit(jax.grad)", "grad_jit")) if full else \
+            (("jax (no jit)", "forward"), ("jax.jit", "forward_jit"))
+        rows += [Case(name, ready(fns[key]), None, "jax") for name, key in names]
+    return rows
 
 
 # ---------------------------------------------------------------- the loop as one compiled function
@@ -230,14 +228,30 @@ def compiled_loop(x, y, z):
     return loss, x.grad, y.grad, z.grad
 
 
+def profiler_cases(kinds, quick, out):
+    """The rows of `kinds` for profiler_loop: the compiled loop (primed until it replays), fusegrad
+    eager, PyTorch eager, NumPy."""
+    arrays = inputs()
+    rows = []
+    if "fusegrad" in kinds:
+        import fusegrad
+        from fusegrad.runtime import backward_graphs
+        compiled = fusegrad.compile(compiled_loop)
+        prime_compiled(compiled, fresh_leaves(fusegrad, arrays), out)
+        hook, after = replayed(compiled)
+        warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+        rows += [Case("fusegrad compiled", compiled, fresh_leaves(fusegrad, arrays, hook), "fusegrad", after),
+                 Case("fusegrad eager (warm)", lib_forward_backward, fresh_leaves(fusegrad, arrays, warm_hook),
+                      "fusegrad", warm_after)]
+    return rows + cases("full", kinds & {"torch", "numpy"}, quick, out)
+
+
 def overflowing(run_workload):
-    """run_workload with this module's thread settings and without warnings: the loop overflows to inf
-    and underflows to 0, as in the tutorial."""
+    """run_workload without warnings: the loop overflows to inf and underflows to 0, as in the
+    tutorial."""
     @functools.wraps(run_workload)
     def run_quietly(repeats=None, quick=False, out=print_flush):
-        _threads.apply(THREADS)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
+        with overflow_ignored():
             return run_workload(repeats, quick, out)
     return run_quietly
 
@@ -246,26 +260,16 @@ def overflowing(run_workload):
 def run_profiler_loop(repeats, quick, out):
     """The loop and its backward as one fusegrad.compile'd function: compile time and replay time."""
     import fusegrad
-    from fusegrad.runtime import backward_graphs
-    use_torch = have("torch")
     arrays = inputs()
-
     compiled = fusegrad.compile(compiled_loop)
     with empty_kernel_cache():   # the target is a first run's compilation
-        seconds = prime_compiled(compiled, fresh_leaves(fusegrad, arrays), out)
+        seconds = prime_compiled(compiled, fresh_leaves(fusegrad, arrays),
+                                 lambda line: out(f"empty kernel cache: {line}"))
     loss, *grads = compiled(*fresh_leaves(fusegrad, arrays)())
     _same("fusegrad compiled", np_gradients(arrays, STEPS), (float(loss.item()), [g.numpy() for g in grads]))
     out("profiler_loop: fusegrad compiled's loss and gradients agree with the NumPy reference")
-    hook, after = replayed(compiled)
-    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
-    rows = [Case("fusegrad compiled", compiled, fresh_leaves(fusegrad, arrays, hook), "fusegrad", after),
-            Case("fusegrad eager (warm)", lib_forward_backward, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad",
-                 warm_after)]
-    if use_torch:
-        import torch
-        rows.append(Case("torch eager", lib_forward_backward, fresh_leaves(torch, arrays), "torch"))
-    rows.append(Case("numpy (hand-written)", np_forward_backward, lambda: tuple(a.copy() for a in arrays), "numpy"))
-    results = measure(rows, repeats or (QUICK_REPEATS if quick else REPEATS), QUICK_WARMUP if quick else WARMUP)
+    results = timed(profiler_cases, (), repeats or (QUICK_REPEATS if quick else REPEATS),
+                    QUICK_WARMUP if quick else WARMUP, quick, out, quiet=True)
     title = f"profiler_loop: {STEPS} x z = (z / x) * y; z.sum().backward(), one fusegrad.compile'd function"
     out("")
     out(table(title, results))
@@ -281,21 +285,19 @@ def run_profiler_loop(repeats, quick, out):
 @overflowing
 def run(repeats, quick, out):
     """Check, then time both workloads; print and return [(title, results, target)]."""
-    use_torch, use_jax = have("torch"), have("jax")
-    arrays = inputs()
-    check(arrays, use_torch, use_jax)
+    use_jax = have("jax")
+    check(inputs(), have("torch"), use_jax)
     out(f"eager_overhead: loss and gradients of every implementation agree with the NumPy reference "
         f"(10 and {STEPS} steps){'' if use_jax else '; JAX not importable, skipped'}")
     warmup = QUICK_WARMUP if quick else WARMUP
     repeats = repeats or (QUICK_REPEATS if quick else REPEATS)
-    forward, full = cases(arrays, use_torch, use_jax)
     reports = []
-    for title, group in ((f"eager_overhead (a): forward loop only, {STEPS} x z = (z / x) * y on 2x3", forward),
-                         ("eager_overhead (b): forward loop + z.sum().backward()", full)):
-        results = measure(group, repeats, warmup)
+    for which, title in (("forward", f"eager_overhead (a): forward loop only, {STEPS} x z = (z / x) * y on 2x3"),
+                         ("full", "eager_overhead (b): forward loop + z.sum().backward()")):
+        results = timed(cases, (which,), repeats, warmup, quick, out, quiet=True)
         out("")
         out(table(title, results))
-        target = None if group is not full else "\n".join(
+        target = None if which != "full" else "\n".join(
             [target_line(results, "fusegrad (warm)"), target_line(results, "fusegrad (cold)"),
              speedup_target_line(results, "fusegrad (auto-compiled backward)", "fusegrad (warm)", 1.5)])
         if target:

@@ -11,13 +11,12 @@ call asserted to be a replay of the compiled plan), fusegrad eager (interpreted,
 backward auto-compiled), the same function and its analytic derivative written by hand in NumPy,
 PyTorch eager, torch.compile of the gradient computation (torch.autograd.grad; its compilation
 timed separately) and jax.jit(jax.grad) when JAX is importable. Every implementation is checked
-against a float64 NumPy reference before timing. For N = 4M the memory-bandwidth floor is printed:
-the bytes that must move (x and y read, two gradients written: 4 arrays x N x 4 bytes) at the copy
-bandwidth measured with np.copyto on 64 MB.
+against a float64 NumPy reference before timing, in the process that times it. For N = 4M the
+memory-bandwidth floor is printed: the bytes that must move (x and y read, two gradients written:
+4 arrays x N x 4 bytes) at the copy bandwidth measured with np.copyto on 64 MB.
 
     python benchmarks/elementwise.py [--repeats N] [--quick]
 """
-import contextlib
 import os
 import sys
 import time
@@ -27,13 +26,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
 from benchmarks._harness import (Case, auto_compiled, cache_checked, chained, fmt_time, fresh_leaves,  # noqa: E402
-                                 have, interpreted, measure, prime_compiled, prime_eager_compilation, print_flush,
-                                 replayed, standalone_main, table, time_target_line, torch_compiled)
+                                 have, interpreted, prime_compiled, prime_eager_compilation, print_flush, replayed,
+                                 standalone_main, table, time_target_line, timed, torch_compiled)
 
 SIZES = (4_000_000, 1_000)
 REPEATS = {4_000_000: 20, 1_000: 300}
@@ -41,9 +40,6 @@ WARMUP = {4_000_000: 2, 1_000: 20}
 QUICK_REPEATS = {4_000_000: 3, 1_000: 30}
 QUICK_WARMUP = 1
 TARGETS = {4_000_000: 6e-3, 1_000: 20e-6}   # issue 5: seconds per call of the compiled function
-# sizes timed with every CPU: issue 5's figures for N = 4M (PyTorch eager 50 ms, torch.compile 9-19 ms,
-# a fused Numba loop 5.7 ms) were measured with two threads
-EVERY_CPU = (4_000_000,)
 C, A = 0.7978845608, 0.044715
 
 
@@ -131,41 +127,50 @@ def copy_bandwidth(repeats=10):
     return 2 * src.nbytes / float(np.median(times))
 
 
-def cases(n, arrays, use_torch, use_jax, quick, out):
-    import fusegrad
-    from fusegrad.runtime import backward_graphs
+def cases(n, kinds, quick, out):
+    """The rows of `kinds` at size n, each checked against the float64 NumPy reference."""
+    arrays = inputs(n)
+    rows, impls = [], {}
+    if "fusegrad" in kinds:
+        import fusegrad
+        from fusegrad.runtime import backward_graphs
 
-    def fg_numpy(grads):
-        return [g.numpy() for g in grads]
+        def fg_numpy(grads):
+            return [g.numpy() for g in grads]
 
-    compiled = fusegrad.compile(fusegrad_grads)
-    prime_compiled(compiled, fresh_leaves(fusegrad, arrays), out)
-    replay_hook, replay_after = replayed(compiled)
-    warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
-    auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
-    prime_eager_compilation(fusegrad_grads, fresh_leaves(fusegrad, arrays))
-    rows = [Case("fusegrad compiled", compiled, fresh_leaves(fusegrad, arrays, replay_hook), "fusegrad",
-                 replay_after),
-            Case("fusegrad eager", fusegrad_grads, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad", warm_after),
-            Case("fusegrad eager (auto-compiled backward)", fusegrad_grads, fresh_leaves(fusegrad, arrays, auto_hook),
-                 "fusegrad", auto_after),
-            Case("numpy (hand-written)", numpy_grads, lambda: arrays, "numpy")]
-    impls = {"fusegrad compiled": (compiled, fresh_leaves(fusegrad, arrays), fg_numpy),
-             "fusegrad eager": (fusegrad_grads, fresh_leaves(fusegrad, arrays), fg_numpy),
-             "numpy (hand-written)": (numpy_grads, lambda: arrays, lambda r: r[1:])}
-    if use_torch:
+        compiled = fusegrad.compile(fusegrad_grads)
+        prime_compiled(compiled, fresh_leaves(fusegrad, arrays), out)
+        replay_hook, replay_after = replayed(compiled)
+        warm_hook, warm_after = chained(cache_checked(backward_graphs, cold=False), interpreted())
+        auto_hook, auto_after = chained(cache_checked(backward_graphs, cold=False), auto_compiled(backward_graphs))
+        prime_eager_compilation(fusegrad_grads, fresh_leaves(fusegrad, arrays))
+        rows += [Case("fusegrad compiled", compiled, fresh_leaves(fusegrad, arrays, replay_hook), "fusegrad",
+                      replay_after),
+                 Case("fusegrad eager", fusegrad_grads, fresh_leaves(fusegrad, arrays, warm_hook), "fusegrad",
+                      warm_after),
+                 Case("fusegrad eager (auto-compiled backward)", fusegrad_grads,
+                      fresh_leaves(fusegrad, arrays, auto_hook), "fusegrad", auto_after)]
+        impls["fusegrad compiled"] = (compiled, fresh_leaves(fusegrad, arrays), fg_numpy)
+        impls["fusegrad eager"] = (fusegrad_grads, fresh_leaves(fusegrad, arrays), fg_numpy)
+    if "numpy" in kinds:
+        rows.append(Case("numpy (hand-written)", numpy_grads, lambda: arrays, "numpy"))
+        impls["numpy (hand-written)"] = (numpy_grads, lambda: arrays, lambda r: r[1:])
+    if kinds & {"torch", "torch.compile"}:
         import torch
 
         def torch_numpy(grads):
             return [g.detach().numpy() for g in grads]
 
-        rows.append(Case("torch eager", torch_grads, fresh_leaves(torch, arrays), "torch"))
-        impls["torch eager"] = (torch_grads, fresh_leaves(torch, arrays), torch_numpy)
-        inductor = torch_compiled(torch_autograd_grads, fresh_leaves(torch, arrays), quick, out)
+        if "torch" in kinds:
+            rows.append(Case("torch eager", torch_grads, fresh_leaves(torch, arrays), "torch"))
+            impls["torch eager"] = (torch_grads, fresh_leaves(torch, arrays), torch_numpy)
+        inductor = None
+        if "torch.compile" in kinds:
+            inductor = torch_compiled(torch_autograd_grads, fresh_leaves(torch, arrays), quick, out)
         if inductor is not None:
             rows.append(Case("torch.compile", inductor, fresh_leaves(torch, arrays), "torch.compile"))
             impls["torch.compile"] = (inductor, fresh_leaves(torch, arrays), torch_numpy)
-    if use_jax:
+    if "jax" in kinds:
         import jax
         import jax.numpy as jnp
         grads = jax_grads()
@@ -183,30 +188,22 @@ def cases(n, arrays, use_torch, use_jax, quick, out):
 
 def run(repeats=None, quick=False, out=print_flush):
     """Check, then time both sizes; print and return [(title, results, target)]."""
-    _threads.apply(THREADS)
-    use_torch, use_jax = have("torch"), have("jax")
-    reports = []
-    for n in SIZES:
-        with _threads.every_cpu(THREADS) if n in EVERY_CPU else contextlib.nullcontext(THREADS) as threads:
-            reports.append(run_size(n, threads, use_torch, use_jax, repeats, quick, out))
-    return reports
+    return [run_size(n, repeats, quick, out) for n in SIZES]
 
 
-def run_size(n, threads, use_torch, use_jax, repeats, quick, out):
-    """Check, then time one size; print and return (title, results, target)."""
-    arrays = inputs(n)
-    title = (f"elementwise, N = {n:,}: f(x, y) and its gradients for x and y, float32"
-             + (f" (PyTorch's and Numba's pools: {threads} threads)" if n in EVERY_CPU else ""))
+def run_size(n, repeats, quick, out):
+    """Time one size (each implementation checked where it is built, before timing); print and return
+    (title, results, target)."""
+    title = f"elementwise, N = {n:,}: f(x, y) and its gradients for x and y, float32"
     out(title)
-    rows = cases(n, arrays, use_torch, use_jax, quick, out)
+    results = timed(cases, (n,), repeats or (QUICK_REPEATS[n] if quick else REPEATS[n]),
+                    QUICK_WARMUP if quick else WARMUP[n], quick, out, collect_every=10)
     out(f"elementwise, N = {n:,}: gradients of every implementation agree with the float64 NumPy reference"
-        + ("" if use_jax else "; JAX not importable, skipped"))
+        + ("" if have("jax") else "; JAX not importable, skipped"))
     if n == SIZES[0]:
         bandwidth = copy_bandwidth()
         out(f"memory-bandwidth floor: 4 arrays x {n:,} x 4 bytes = {16 * n / 1e6:.0f} MB at the copy bandwidth "
             f"{bandwidth / 1e9:.1f} GB/s (np.copyto, 64 MB) = {fmt_time(16 * n / bandwidth)}")
-    results = measure(rows, repeats or (QUICK_REPEATS[n] if quick else REPEATS[n]),
-                      QUICK_WARMUP if quick else WARMUP[n], collect_every=10)
     out("")
     out(table(title, results))
     target = time_target_line(results, "fusegrad compiled", TARGETS[n])

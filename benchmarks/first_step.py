@@ -27,18 +27,17 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import Result, print_flush, standalone_main, table  # noqa: E402
+from benchmarks._harness import ROOT, Result, print_flush, standalone_main, table  # noqa: E402
 
 REPEATS = 3         # fresh processes per row (each cold one with a new cache directory)
 QUICK_REPEATS = 1
 TARGET = 2.0        # issue 5: seconds to the first compiled step, cold
 WARM_TARGET = 0.5   # issue 6: seconds to the first compiled step with a warm cache ...
 WARM_SPEEDUP = 5.0  # ... and at least this many times faster than cold
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import json, time
 start = time.perf_counter()

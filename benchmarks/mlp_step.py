@@ -23,12 +23,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, compiled_step_case, have, measure, print_flush,  # noqa: E402
-                                 standalone_main, step_report, torch_compiled, training_step_cases)
+from benchmarks._harness import (Case, have, print_flush, standalone_main,  # noqa: E402
+                                 step_report, timed, torch_compiled, training_step_cases)
 
 BATCH_SIZE, SIZES = 128, (784, 256, 256, 10)
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
@@ -160,33 +160,29 @@ def check(state, use_torch):
 
 # ---------------------------------------------------------------- cases
 
-def cases(state, use_torch, quick, out):
-    import fusegrad
-    rows = ([compiled_step_case(lib_step, lib_setup(fusegrad, state), out)]
-            + training_step_cases(lib_step, lambda lib: lib_setup(lib, state), use_torch, auto=True))
-    if use_torch:
+def cases(kinds, quick, out):
+    state = initial_state()
+    rows = training_step_cases(lib_step, lambda lib: lib_setup(lib, state), kinds, out, auto=True, compiled=True)
+    if "torch.compile" in kinds:
         import torch
         args = lib_setup(torch, state)
         inductor = torch_compiled(lib_step, lambda: args, quick, out)
         if inductor is not None:
             rows.append(Case("torch.compile", inductor, lambda: args, "torch.compile"))
-    rows.append(Case("numpy (hand-written)", NumpyMLP(state).step, None, "numpy"))
+    if "numpy" in kinds:
+        rows.append(Case("numpy (hand-written)", NumpyMLP(state).step, None, "numpy"))
     return rows
 
 
 def run(repeats=None, quick=False, out=print_flush):
     """Check, then time the step; print and return [(title, results, target)]."""
-    _threads.apply(THREADS)
-    use_torch = have("torch")
-    state = initial_state()
-    check(state, use_torch)
+    check(initial_state(), have("torch"))
     out("mlp_step: loss, gradients and updated parameters agree with the NumPy reference "
         "(fusegrad compiled: over its first 4 steps)")
     title = (f"mlp_step: MLP {'-'.join(map(str, SIZES))} Adam step (zero_grad, forward, cross-entropy, backward, "
              f"step), batch {BATCH_SIZE}")
-    rows = cases(state, use_torch, quick, out)
-    results = measure(rows, repeats or (QUICK_REPEATS if quick else REPEATS), QUICK_WARMUP if quick else WARMUP,
-                      collect_every=20)
+    results = timed(cases, (), repeats or (QUICK_REPEATS if quick else REPEATS), QUICK_WARMUP if quick else WARMUP,
+                    quick, out, collect_every=20)
     return step_report(title, results, COMPILED_TARGET, out)
 
 

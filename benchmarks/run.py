@@ -4,11 +4,13 @@
     python -m benchmarks.run --quick          # a few repeats: a smoke test, not a measurement
     python -m benchmarks.run --repeats 100    # timed calls per implementation and workload
     python -m benchmarks.run --only tiny_step
-    python benchmarks/run.py                  # the same, without -m
+    python benchmarks/run.py                  # the same as the first, without -m
+    python -m benchmarks.run --threads 1      # every library in this process, one thread per pool
 
-Each table gives, per implementation, the median and interquartile range of the timed repeats (after
-warm-up) and the ratio of its median to PyTorch eager's and to the hand-written NumPy version's. See
-benchmarks/README.md for what each workload measures and the targets."""
+By default each library is timed in worker processes of its own at its default thread counts
+(benchmarks/_harness.py, `timed`). Each table gives, per implementation, the median and interquartile
+range of the timed repeats (after warm-up) and the ratio of its median to PyTorch eager's and to the
+hand-written NumPy version's. See benchmarks/README.md for what each workload measures and the targets."""
 import argparse
 import os
 import sys
@@ -21,7 +23,7 @@ from benchmarks import _threads  # noqa: E402
 _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 from benchmarks import cnn_step, doubling, eager_overhead, elementwise, first_step, mlp_step, tiny_step  # noqa: E402
-from benchmarks._harness import load, machine_info, print_flush  # noqa: E402
+from benchmarks._harness import add_threads_option, load, machine_info, print_flush  # noqa: E402
 
 WORKLOADS = {"eager_overhead": eager_overhead.run, "tiny_step": tiny_step.run, "cnn_step": cnn_step.run,
              "resnet_step": cnn_step.run_resnet, "elementwise": elementwise.run, "mlp_step": mlp_step.run,
@@ -39,13 +41,13 @@ def main(argv=None):
                              f"eager_overhead, {tiny_step.REPEATS} for tiny_step, {cnn_step.REPEATS['cnn_step']} "
                              f"for cnn_step, {cnn_step.REPEATS['resnet_step']} for resnet_step)")
     parser.add_argument("--quick", action="store_true", help="a few repeats only (smoke test)")
-    parser.add_argument("--threads", type=int, default=_threads.DEFAULT,
-                        help="threads per compute pool (OpenMP, MKL, OpenBLAS, Numba; default 1)")
+    add_threads_option(parser)
     parser.add_argument("--only", choices=sorted(WORKLOADS), action="append",
                         help="run only this workload (may be repeated)")
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    _threads.limit(argv)
 
     start = time.perf_counter()
     print_flush(machine_info())

@@ -23,12 +23,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _threads  # noqa: E402
 
-THREADS = _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
+_threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.py
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (Case, compiled_step_case, have, measure, print_flush,  # noqa: E402
-                                standalone_main, step_report, training_step_cases)
+from benchmarks._harness import (Case, have, print_flush, standalone_main,  # noqa: E402
+                                 step_report, timed, training_step_cases)
 
 BATCH_SIZE, DIM_IN, HIDDEN_SIZE, DIM_OUT = 16, 1000, 100, 10
 LR = 0.001
@@ -196,26 +196,25 @@ def check(state, use_torch):
 
 # ---------------------------------------------------------------- cases
 
-def cases(state, use_torch, out):
-    import fusegrad
-    return ([compiled_step_case(lib_step, lib_setup(fusegrad, state), out)]
-            + training_step_cases(lib_step, lambda lib: lib_setup(lib, state), use_torch, auto=True)
-            + [Case("numpy (hand-written)", NumpyTiny(state).step, None, "numpy")])
+def cases(kinds, quick, out):
+    state = initial_state()
+    rows = training_step_cases(lib_step, lambda lib: lib_setup(lib, state), kinds, out, auto=True, compiled=True)
+    if "numpy" in kinds:
+        rows.append(Case("numpy (hand-written)", NumpyTiny(state).step, None, "numpy"))
+    return rows
 
 
 def run(repeats=None, quick=False, out=print_flush):
     """Check, then time the step; print and return [(title, results, target)]."""
-    _threads.apply(THREADS)
     use_torch = have("torch")
-    state = initial_state()
-    check(state, use_torch)
+    check(initial_state(), use_torch)
     out("tiny_step: loss, gradients and updated parameters agree with the NumPy reference "
         "(fusegrad compiled: over its first 4 steps)")
     warmup = QUICK_WARMUP if quick else WARMUP
     repeats = repeats or (QUICK_REPEATS if quick else REPEATS)
     title = (f"tiny_step: TinyModel SGD step (zero_grad, forward, backward, step), batch {BATCH_SIZE}, "
              f"{DIM_IN}->{HIDDEN_SIZE}->{DIM_OUT}")
-    results = measure(cases(state, use_torch, out), repeats, warmup, collect_every=20)
+    results = timed(cases, (), repeats, warmup, quick, out, collect_every=20)
     return step_report(title, results, COMPILED_TARGET, out)
 
 
