@@ -147,7 +147,7 @@ def _rewritten(graph, rules):
     nodes = []
     for node in graph.nodes:
         rule = rules.get(node.op.name)
-        b = Builder()
+        b = Builder() if rule is not None else None
         result = rule(b, node) if rule is not None else None
         if result is not None:
             assert result.shape == node.shape and result.dtype is node.dtype, (node, result)
