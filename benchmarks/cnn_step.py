@@ -140,6 +140,10 @@ COMPILED_TARGET = {"cnn_step": 4.5e-3}   # issue 8: the compiled small-CNN step 
 # the compiled step of resnet_step is timed beside the eager ones (issue 8) without a target; its first
 # replay compiles ~350 kernels (a minute on a fresh machine, seconds from the kernel cache)
 COMPILED = ("cnn_step", "resnet_step")
+# parameters after compiled steps against eager ones, at the scale of each parameter: resnet18's
+# batch-1 BatchNorm amplifies rounding as in its gradients (GRADIENT_TOLERANCE); on an AVX2 machine
+# two weights of 131,072 differed by 2.4e-6 after 4 steps (BLAS rounds otherwise than on AVX-512)
+COMPILED_TOLERANCE = {"cnn_step": 0.0, "resnet_step": 1e-4}
 
 
 def check_compiled(name, state, steps=4):
@@ -152,7 +156,9 @@ def check_compiled(name, state, steps=4):
         want, got = lib_step(*eager_args).item(), compiled(*compiled_args).item()
         np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name}: compiled loss, step {i + 1}")
         for (k, p), q in zip(eager_args[0].named_parameters(), compiled_args[0].parameters()):
-            np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-6,
+            want = p.detach().numpy()
+            np.testing.assert_allclose(q.detach().numpy(), want, rtol=1e-4,
+                                       atol=max(1e-6, COMPILED_TOLERANCE[name] * np.abs(want).max()),
                                        err_msg=f"{name}: compiled {k} after step {i + 1}")
     assert compiled.replays > 0, f"{name}: fusegrad compiled: no replay in {steps} steps ({compiled.last_reason})"
 

@@ -430,9 +430,12 @@ def _pooling_graph(x_shape, dtype, attrs):
 
 
 def _pooling_input(x_shape, dtype):
-    """Integers in a small range (many ties), NaN, -inf, and a window of -inf only."""
+    """Integers in a small range (many ties, -0 beside +0), NaN of either sign, -inf, and a window
+    of -inf only."""
     rng = np.random.default_rng(1)
     x = rng.integers(-3, 3, x_shape).astype(dtype.np)
+    x[(x == 0) & (rng.random(x_shape) < 0.5)] = -0.0
+    x[-1, -1, -1, -1] = np.copysign(np.nan, -1)
     x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
     x[0, 1, :3, :3] = -np.inf
     x[0, 2 % x_shape[1], 4, :] = np.nan   # windows with two NaN: the first takes the gradient
