@@ -178,7 +178,8 @@ def cases(name, state_file, kinds, quick, out):
         state = ({k.removeprefix("weight:"): saved[k] for k in saved.files if k.startswith("weight:")},
                  saved["x"], saved["y"])
     # cnn_step's auto-compiled row: eager steps once their backward has repeated (its convolution and
-    # pooling gradients on the window kernels); "fusegrad (warm)" interprets it. (Not for resnet_step:
+    # pooling gradients on the window kernels, and the forward pass's too); "fusegrad (warm)" runs
+    # NumPy alone. (Not for resnet_step:
     # compiling its backward graph takes minutes.)
     return training_step_cases(lib_step, lambda lib: lib_setup(lib, name, state), kinds, out,
                                auto=name in COMPILED_TARGET, compiled=name in COMPILED)

@@ -494,6 +494,82 @@ def test_relu_before_max_pooling_masks_the_gradient_at_the_pooled_size(geometry,
                                    equal_nan=True)
 
 
+def _eager_windows_calls(x, w, times):
+    """`times` eager conv2d + max_pool2d calls (the modules' own functions, as a model calls them)."""
+    results = []
+    for _ in range(times):
+        y = fg.nn.functional.conv2d(fg.tensor(x), fg.tensor(w), padding=1)
+        results.append((y.numpy(), fg.nn.functional.max_pool2d(y, 2).numpy()))
+    return results
+
+
+def test_eager_convolution_and_pooling_run_window_kernels_once_a_call_repeats(monkeypatch):
+    """Eager conv2d and max_pool2d run their NumPy impls until the same call (shapes, dtypes,
+    attributes) has come COMPILE_AFTER times, then the window kernels: the same values (pooling
+    exactly, NaN and -0 included; convolution to rounding), and nothing but that call switches."""
+    from fusegrad.codegen import windows
+    from fusegrad.ir.op import OPS
+    monkeypatch.setattr(plans, "COMPILE_AFTER", 3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
+    x[0, 0, 2, 2], x[1, 2, 5, 5] = np.nan, -0.0
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    attrs = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    want = OPS["conv2d"].impl(x, w, **attrs)
+    pooled = OPS["max_pool2d"].impl(want, kernel=(2, 2), stride=(2, 2), padding=((0, 0), (0, 0)),
+                                    dilation=(1, 1))
+    conv = OPS["conv2d"].eager
+    key = (((x.shape, x.dtype), (w.shape, w.dtype)), tuple(sorted(attrs.items())))
+    results = _eager_windows_calls(x, w, 2)
+    assert conv.signatures[key] == 2
+    results += _eager_windows_calls(x, w, 2)
+    assert isinstance(conv.signatures[key], windows._Lowered)
+    _eager_windows_calls(x[:1], w, 1)   # another batch size: another call, counted on its own
+    assert conv.signatures[(((x[:1].shape, x.dtype),) + key[0][1:], key[1])] == 1
+    for y, p in results:
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+        np.testing.assert_array_equal(p, pooled)
+    # the kernels' pooling of the impl's own values is bit for bit the impl's
+    np.testing.assert_array_equal(fg.nn.functional.max_pool2d(fg.tensor(want), 2).numpy(), pooled)
+
+
+def test_eager_window_kernels_stay_off_where_they_cannot_run(monkeypatch):
+    """With COMPILE_AFTER = 0 eager calls never count towards the kernels; float16 keeps the
+    impl (Numba has no float16); a call whose kernels fail to load keeps the impl for good,
+    with the right values and a `fallbacks` message."""
+    from fusegrad.ir.op import OPS
+    from fusegrad.runtime import log as fusegrad_log
+    rng = np.random.default_rng(1)
+    conv = OPS["conv2d"].eager
+    x = rng.standard_normal((1, 2, 7, 6)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(plans, "COMPILE_AFTER", 0)
+    before = dict(conv.signatures)
+    _eager_windows_calls(x, w, 3)
+    assert conv.signatures == before
+
+    monkeypatch.setattr(plans, "COMPILE_AFTER", 2)
+    half = _eager_windows_calls(x.astype(np.float16), w.astype(np.float16), 3)
+    assert all(v is plans._FAILED for k, v in conv.signatures.items() if k[0][0][1] == np.float16)
+    attrs = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
+    np.testing.assert_array_equal(half[-1][0], OPS["conv2d"].impl(x.astype(np.float16), w.astype(np.float16), **attrs))
+
+    def broken(*arrays):
+        raise RuntimeError("no kernels here")
+    monkeypatch.setattr(plans.windows, "lowering", lambda *a, **k: broken)
+    reported = []
+    monkeypatch.setattr(fusegrad_log, "_listeners", [lambda category, text: reported.append((category, text))])
+    y = rng.standard_normal((1, 2, 5, 9)).astype(np.float32)
+    got = _eager_windows_calls(y, w, 3)
+    for conv_out, _ in got:
+        np.testing.assert_array_equal(conv_out, OPS["conv2d"].impl(y, w, **attrs))
+    messages = [text for category, text in reported if category == "fallbacks"]
+    assert len(messages) == 2   # conv2d and max_pool2d, once each
+    assert messages[0].startswith("eager conv2d stays on its NumPy impl for inputs of shapes [(1, 2, 5, 9), "
+                                  "(3, 2, 3, 3)]: its window kernels failed (RuntimeError: no kernels here)")
+
+
+
 @pytest.mark.parametrize("dtype", [D.float32, D.float64])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("shape, axis", [((6, 7), 1), ((6, 7), 0), ((3, 4, 5), -1), ((4, 0), 1), ((0, 5), 1)])

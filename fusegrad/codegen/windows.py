@@ -466,15 +466,14 @@ def _max_pool2d_backward(k, g, x, out, kernel, stride, padding, dilation, shared
     return grad
 
 
-def _convolution(node):
-    a = node.attrs
-    return (node.inputs[1].shape[2:] if node.op.name != "conv2d_weight_grad" else a["weight_shape"][2:],
-            a["stride"], a["padding"], a["dilation"]) if a["groups"] == 1 else None
+def _convolution(name, shapes, attrs):
+    # the weight's shape is input 1's for conv2d (x, w) and conv2d_input_grad (g, w)
+    kernel = attrs["weight_shape"][2:] if name == "conv2d_weight_grad" else shapes[1][2:]
+    return (tuple(kernel), attrs["stride"], attrs["padding"], attrs["dilation"]) if attrs["groups"] == 1 else None
 
 
-def _pooling(node):
-    a = node.attrs
-    return a["kernel"], a["stride"], a["padding"], a["dilation"]
+def _pooling(name, shapes, attrs):
+    return attrs["kernel"], attrs["stride"], attrs["padding"], attrs["dilation"]
 
 
 LOWERINGS = {   # op -> (its computation, its window geometry: None where the impl runs)
@@ -486,12 +485,19 @@ LOWERINGS = {   # op -> (its computation, its window geometry: None where the im
 }
 
 
-def _lowering(node, cache_dir):
-    entry = LOWERINGS.get(node.op.name)
-    if entry is None or node.dtype not in FLOATS or any(v.dtype not in FLOATS for v in node.inputs):
+def lowering(name, shapes, dtypes, attrs, cache_dir=None):
+    """A callable computing op `name` on values of `shapes` and `dtypes` (each result's dtype is
+    its inputs') with the window kernels, or None where the op's impl runs."""
+    entry = LOWERINGS.get(name)
+    if entry is None or any(d not in FLOATS for d in dtypes):
         return None
-    geometry = entry[1](node)
-    return None if geometry is None else _Lowered(entry[0], dict(node.attrs), geometry, cache_dir)
+    geometry = entry[1](name, shapes, attrs)
+    return None if geometry is None else _Lowered(entry[0], dict(attrs), geometry, cache_dir)
+
+
+def _lowering(node, cache_dir):
+    return lowering(node.op.name, [v.shape for v in node.inputs], [node.dtype] + [v.dtype for v in node.inputs],
+                    node.attrs, cache_dir)
 
 
 def lower(nodes, cache_dir=None):
@@ -514,4 +520,4 @@ def lower(nodes, cache_dir=None):
     return lowered
 
 
-__all__ = ["lower", "Shared", "KERNELS"]
+__all__ = ["lower", "lowering", "LOWERINGS", "Shared", "KERNELS"]

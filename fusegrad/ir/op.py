@@ -15,7 +15,7 @@ class ShapeError(RuntimeError):
 
 class Op:
     __slots__ = ("name", "impl", "infer", "vjp", "saves", "grad_fn", "expr", "kind", "is_view",
-                 "differentiable", "blas")
+                 "differentiable", "blas", "eager")
 
     def __init__(self, name, impl, infer, vjp=None, saves=(), grad_fn=None, expr=None,
                  kind="other", is_view=False, blas=False):
@@ -30,6 +30,7 @@ class Op:
         self.is_view = is_view    # the NumPy result may share memory with input 0
         self.differentiable = vjp is not None
         self.blas = blas          # the impl computes through BLAS, on BLAS's own thread pool
+        self.eager = None         # what eager mode runs in place of impl, when set (runtime/plan.py)
 
     def saved_slots(self, n_inputs):
         """What backward needs, for a node with n_inputs: input indices, -1 for the output."""

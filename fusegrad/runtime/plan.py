@@ -22,7 +22,9 @@ from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
 from ..ir.fusion import FusionGroup, partition
+from ..ir import dtypes
 from ..ir.graph import Node, format_nodes
+from ..ir.op import OPS
 from ..ir.loops import LOOP, LOOP_BACK, LOOP_OUTPUT, TripCountOutsideTrace, run_reverse, run_while
 from ..ir.passes import optimize
 from . import cache, devices
@@ -416,7 +418,7 @@ def _driver(graph, steps, kernels, xp, lowered, profiled, loops, overwrite=True,
     return source, namespace, late
 
 
-__all__ = ["Plan"]
+__all__ = ["Plan", "RepeatedCalls"]
 
 
 # Eager backward: a graph run this many times (one structure repeating, as every step of a
@@ -452,3 +454,49 @@ def eager_plan_run(graph, bindings, target="cpu"):
     log("recompiles", lambda: f"eager backward graph of {len(graph.nodes)} nodes compiled after {state} runs: "
                               f"{len(plan.kernels)} kernels in {plan.compile_seconds:.3f} s")
     return values
+
+
+class RepeatedCalls:
+    """Eager mode's impl of an op that the window kernels compute (convolutions, max pooling):
+    the op's NumPy impl until one call signature (input shapes, dtypes, attributes) has run
+    COMPILE_AFTER times, that signature's window kernels from then on, as a repeating eager
+    backward graph runs as a plan (whose kernels for the same geometry the forward pass then
+    shares). The impl already accepted the signature, so the kernels only see valid input, and
+    they agree with the impl to rounding (tests/test_codegen.py); a signature whose kernels
+    fail to load keeps the impl. Off with COMPILE_AFTER = 0, and for anything but NumPy arrays
+    of float32 or float64."""
+    __slots__ = ("op", "signatures")
+    LIMIT = 256   # signatures remembered; a loop over ever new shapes starts counting again
+
+    def __init__(self, op):
+        self.op, self.signatures = op, {}   # signature -> calls so far, its kernels, or _FAILED
+
+    def __call__(self, *arrays, **attrs):
+        impl = self.op.impl
+        if not COMPILE_AFTER or any(a.__class__ is not np.ndarray for a in arrays):
+            return impl(*arrays, **attrs)
+        key = (tuple([(a.shape, a.dtype) for a in arrays]), tuple(sorted(attrs.items())))
+        state = self.signatures.get(key, 0)
+        if state.__class__ is int:
+            state += 1
+            if state < COMPILE_AFTER:
+                if len(self.signatures) >= self.LIMIT:
+                    self.signatures.clear()
+                self.signatures[key] = state
+                return impl(*arrays, **attrs)
+            types = [dtypes.BY_NUMPY.get(a.dtype) for a in arrays]
+            state = windows.lowering(self.op.name, [a.shape for a in arrays], types, attrs) or _FAILED
+            self.signatures[key] = state
+        if state is _FAILED:
+            return impl(*arrays, **attrs)
+        try:
+            return state(*arrays)
+        except Exception as error:   # the kernels could not load: this signature keeps the impl
+            self.signatures[key] = _FAILED
+            log("fallbacks", f"eager {self.op.name} stays on its NumPy impl for inputs of shapes "
+                             f"{[a.shape for a in arrays]}: its window kernels failed ({type(error).__name__}: {error})")
+            return impl(*arrays, **attrs)
+
+
+for _name in windows.LOWERINGS:
+    OPS[_name].eager = RepeatedCalls(OPS[_name])

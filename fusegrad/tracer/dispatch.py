@@ -89,10 +89,12 @@ def record(op, inputs, arrays, out, out_version, attrs, label, device):
 
 
 def _compute(op, inputs, arrays, attrs):
-    """The op's NumPy impl, silent about inf/nan, with errors that name the op and shapes."""
+    """The op's NumPy impl (or its eager replacement), silent about inf/nan, with errors that name
+    the op and shapes."""
     token = _quiet()
+    impl = op.eager or op.impl
     try:
-        out = op.impl(*arrays, **attrs) if attrs else op.impl(*arrays)
+        out = impl(*arrays, **attrs) if attrs else impl(*arrays)
     except (ValueError, IndexError, TypeError, OverflowError) as e:
         raise op_error(op, inputs, attrs, e) from None
     finally:
