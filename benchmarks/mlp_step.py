@@ -37,8 +37,11 @@ WARMUP = 20
 QUICK_REPEATS, QUICK_WARMUP = 20, 3
 COMPILED_TARGET = 1.2e-3   # issue 5: a compiled step in at most 1.2 ms
 # Parameters after an update agree to 2% of a step's size: Adam's step, lr * m / (sqrt(v) + eps), turns
-# float32 rounding differences in gradients as small as eps into differences of that order.
+# float32 rounding differences in gradients as small as eps into differences of that order. Where a
+# gradient is within its own tolerance (GRAD_TOLERANCE) of 0, its first step, lr * g / (|g| + eps),
+# can be anything up to lr: PyTorch on an AVX2 machine moved one weight of 200,704 by 2.9e-5 more.
 PARAM_TOLERANCE = 0.02 * LR
+GRAD_TOLERANCE = 1e-6
 NAMES = tuple(f"{layer}.{kind}" for layer in ("0", "2", "4") for kind in ("weight", "bias"))
 
 
@@ -133,9 +136,12 @@ def _same(name, ref, got, rtol=1e-4):
     np.testing.assert_allclose(loss, ref_loss, rtol=rtol, err_msg=f"{name}: loss")
     for k in NAMES:
         assert grads[k].shape == ref_grads[k].shape and grads[k].dtype == ref_grads[k].dtype, (name, k)
-        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=rtol, atol=1e-6, err_msg=f"{name}: grad of {k}")
-        np.testing.assert_allclose(params[k], ref_params[k], rtol=rtol, atol=PARAM_TOLERANCE,
-                                   err_msg=f"{name}: {k} after step")
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=rtol, atol=GRAD_TOLERANCE,
+                                   err_msg=f"{name}: grad of {k}")
+        atol = np.where(np.abs(ref_grads[k]) <= GRAD_TOLERANCE, LR, PARAM_TOLERANCE)
+        off = np.abs(params[k] - ref_params[k]) > atol + rtol * np.abs(ref_params[k])
+        np.testing.assert_allclose(params[k][off], ref_params[k][off], rtol=rtol, atol=PARAM_TOLERANCE,
+                                   err_msg=f"{name}: {k} after step (the values out of tolerance)")
 
 
 def check_steps(name, lib, state, steps, step=lib_step):
