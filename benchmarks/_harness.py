@@ -576,12 +576,19 @@ def machine_info():
     except AttributeError:
         affinity = None
     cpu = platform.processor() or platform.machine()
-    try:
+    try:   # the model name, and what tells one "AMD EPYC" from another: family, model, vector width
+        fields = {}
         with open("/proc/cpuinfo") as f:
             for text in f:
-                if text.startswith("model name"):
-                    cpu = text.split(":", 1)[1].strip()
+                key, _, value = text.partition(":")
+                if not text.strip():
                     break
+                fields.setdefault(key.strip(), value.strip())
+        cpu = fields.get("model name", cpu)
+        if "cpu family" in fields:
+            flags = fields.get("flags", "").split()
+            cpu += (f" (family {fields['cpu family']} model {fields.get('model', '?')}, "
+                    f"{'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})")
     except OSError:
         pass
     lines.append(f"machine: {cpu}; os.cpu_count()={os.cpu_count()}, usable CPUs={affinity}; "
