@@ -554,6 +554,11 @@ def test_eager_window_kernels_stay_off_where_they_cannot_run(monkeypatch):
     attrs = dict(stride=(1, 1), padding=((1, 1), (1, 1)), dilation=(1, 1), groups=1)
     np.testing.assert_array_equal(half[-1][0], OPS["conv2d"].impl(x.astype(np.float16), w.astype(np.float16), **attrs))
 
+    listed = dict(attrs, stride=[1, 1])   # an attribute that cannot key a signature: the impl, uncounted
+    count = len(conv.signatures)
+    np.testing.assert_array_equal(conv(x, w, **listed), OPS["conv2d"].impl(x, w, **listed))
+    assert len(conv.signatures) == count
+
     def broken(*arrays):
         raise RuntimeError("no kernels here")
     monkeypatch.setattr(plans.windows, "lowering", lambda *a, **k: broken)

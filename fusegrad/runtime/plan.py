@@ -21,11 +21,11 @@ from ..codegen import cpu, cuda, interpreter, loops as cpu_loops, windows
 from ..codegen.interpreter import Interpreted
 from ..codegen.cpu import python_literal
 from ..codegen.store import store
-from ..ir.fusion import FusionGroup, partition
 from ..ir import dtypes
+from ..ir.fusion import FusionGroup, partition
 from ..ir.graph import Node, format_nodes
-from ..ir.op import OPS
 from ..ir.loops import LOOP, LOOP_BACK, LOOP_OUTPUT, TripCountOutsideTrace, run_reverse, run_while
+from ..ir.op import OPS
 from ..ir.passes import optimize
 from . import cache, devices
 from .dot import plan_dot
@@ -476,7 +476,10 @@ class RepeatedCalls:
         if not COMPILE_AFTER or any(a.__class__ is not np.ndarray for a in arrays):
             return impl(*arrays, **attrs)
         key = (tuple([(a.shape, a.dtype) for a in arrays]), tuple(sorted(attrs.items())))
-        state = self.signatures.get(key, 0)
+        try:
+            state = self.signatures.get(key, 0)
+        except TypeError:   # an attribute that is not hashable (a list): not a signature to count
+            return impl(*arrays, **attrs)
         if state.__class__ is int:
             state += 1
             if state < COMPILE_AFTER:
