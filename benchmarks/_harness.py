@@ -320,6 +320,18 @@ def interpreted():
     return setup_hook, after
 
 
+@contextlib.contextmanager
+def eager_compilation_off():
+    """The block runs eager mode on NumPy alone, as `interpreted` calls do (the checks that compare
+    eager steps exactly, or against compiled ones, with no switch to kernels in between)."""
+    setup_hook, after = interpreted()
+    setup_hook()
+    try:
+        yield
+    finally:
+        after(None)
+
+
 def auto_compiled(backward_graphs):
     """(setup hook, after) pair asserting that a warm call's backward ran as a compiled plan: the
     graph it fetched from the structure cache (the most recently used entry) has one."""

@@ -27,8 +27,8 @@ _threads.limit()   # before NumPy/PyTorch are imported: see benchmarks/_threads.
 
 import numpy as np  # noqa: E402
 
-from benchmarks._harness import (have, print_flush, standalone_main, table,  # noqa: E402
-                                 target_line, timed, training_step_cases)
+from benchmarks._harness import (eager_compilation_off, have, print_flush, standalone_main,  # noqa: E402
+                                 table, target_line, timed, training_step_cases)
 
 LR, MOMENTUM = 0.01, 0.9
 REPEATS = {"cnn_step": 200, "resnet_step": 30}
@@ -118,16 +118,13 @@ def check(name, state, use_torch):
     """fusegrad's cold and warm steps agree exactly; with PyTorch, they match its step to float32
     rounding."""
     import fusegrad
-    from fusegrad.runtime import backward_graphs, plan
+    from fusegrad.runtime import backward_graphs
     backward_graphs.clear()
     # the cache is checked apart from eager compilation, whose kernels round otherwise: resnet18's
     # second step calls layer1's convolution an eighth time, which then runs on the window kernels
-    saved, plan.COMPILE_AFTER = plan.COMPILE_AFTER, 0
-    try:
+    with eager_compilation_off():
         cold = lib_one_step(fusegrad, name, state)
         warm = lib_one_step(fusegrad, name, state)
-    finally:
-        plan.COMPILE_AFTER = saved
     assert (backward_graphs.misses, backward_graphs.hits) == (1, 1), "warm step missed the cache"
     for k in cold[1]:
         np.testing.assert_array_equal(cold[1][k], warm[1][k], err_msg=f"{name}: cached backward differs")
@@ -159,15 +156,11 @@ def check_compiled(name, state, steps=4):
     """fusegrad.compile(lib_step) over a few steps equals the eager step on a model of its own, and
     replays: parameters after each step agree to float32 rounding."""
     import fusegrad
-    from fusegrad.runtime import plan
     compiled = fusegrad.compile(lib_step)
     eager_args, compiled_args = lib_setup(fusegrad, name, state), lib_setup(fusegrad, name, state)
     for i in range(steps):
-        saved, plan.COMPILE_AFTER = plan.COMPILE_AFTER, 0
-        try:
+        with eager_compilation_off():
             want = lib_step(*eager_args).item()
-        finally:
-            plan.COMPILE_AFTER = saved
         got = compiled(*compiled_args).item()
         np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f"{name}: compiled loss, step {i + 1}")
         for (k, p), q in zip(eager_args[0].named_parameters(), compiled_args[0].parameters()):

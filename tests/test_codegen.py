@@ -574,7 +574,6 @@ def test_eager_window_kernels_stay_off_where_they_cannot_run(monkeypatch):
                                   "(3, 2, 3, 3)]: its window kernels failed (RuntimeError: no kernels here)")
 
 
-
 @pytest.mark.parametrize("dtype", [D.float32, D.float64])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("shape, axis", [((6, 7), 1), ((6, 7), 0), ((3, 4, 5), -1), ((4, 0), 1), ((0, 5), 1)])

@@ -151,7 +151,7 @@ def _key(b, top, magnitude, infinity):
 
 @njit(inline="always")
 def _window_max(x, top, ox, i_lo, i_hi, w, m, km, c):
-    # the maximum of m (key km) and the window's cells inside the plane, NaN winning; bits, key
+    # the maximum (its bits) of m (key km) and the window's cells inside the plane, NaN winning
     for i in range(i_lo, i_hi):
         for j in range(KW):
             xx = ox * SW - LEFT + j * DW
@@ -161,7 +161,7 @@ def _window_max(x, top, ox, i_lo, i_hi, w, m, km, c):
                 later = kv > km
                 m = v if later else m
                 km = kv if later else km
-    return m, km
+    return m
 
 
 @njit(inline="always")
@@ -208,7 +208,7 @@ def max_pool2d(x, out, fill):
             row = (plane * out_h + oy) * out_w
             i_lo, i_hi, top, lo, hi = _row_geometry(plane, oy, h, w, out_w)
             for ox in range(lo):
-                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill, fill_key, constants)[0]
+                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill, fill_key, constants)
             for ox in range(lo, hi):
                 m, km = fill, fill_key
                 for i in range(KH):
@@ -220,7 +220,7 @@ def max_pool2d(x, out, fill):
                         km = kv if later else km
                 out[np.uintp(row + ox)] = m
             for ox in range(hi, out_w):
-                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill, fill_key, constants)[0]
+                out[np.uintp(row + ox)] = _window_max(x, top, ox, i_lo, i_hi, w, fill, fill_key, constants)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
