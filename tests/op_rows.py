@@ -874,6 +874,9 @@ ERROR_ROWS += [
     ErrorRow("conv2d_channels", lambda T: T.nn.functional.conv2d(_ones(T, 1, 4, 5, 5), _ones(T, 2, 3, 3, 3)),
              ShapeError, r"Given groups=1, weight of size \[2, 3, 3, 3\], expected input\[1, 4, 5, 5\] to have 3 "
                          r"channels, but got 4 channels instead"),
+    ErrorRow("conv2d_no_output_channels", lambda T: T.nn.functional.conv2d(_ones(T, 2, 3, 8, 8), _ones(T, 0, 3, 3, 3)),
+             ShapeError, r"Given groups=1, expected weight to be at least 1 at dimension 0, but got weight of size "
+                         r"\[0, 3, 3, 3\] instead"),
     ErrorRow("conv2d_kernel_too_big", lambda T: T.nn.functional.conv2d(_ones(T, 1, 1, 2, 2), _ones(T, 1, 1, 3, 3)),
              ShapeError, r"Calculated padded input size per channel: \(2 x 2\)\. Kernel size: \(3 x 3\)\. Kernel "
                          r"size can't be greater than actual input size"),

@@ -7,6 +7,7 @@ import pytest
 
 import fusegrad
 from fusegrad import nn
+from fusegrad.ir import ShapeError
 
 
 def test_conv2d_module_shapes_parameters_and_repr():
@@ -23,6 +24,34 @@ def test_conv2d_module_shapes_parameters_and_repr():
         nn.Conv2d(3, 6, 3, groups=2)
     with pytest.raises(ValueError, match="^padding='same' is not supported for strided convolutions$"):
         nn.Conv2d(3, 6, 3, stride=2, padding="same")
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_of_an_empty_batch_eager_and_compiled(stride):
+    """A batch of 0 images gives an empty output and zero weight and bias gradients, eagerly (NumPy
+    impls, then the window kernels once the call repeats) and compiled, as in PyTorch."""
+    def step(x, w, b):
+        y = nn.functional.max_pool2d(nn.functional.relu(nn.functional.conv2d(x, w, b, stride=stride, padding=1)), 2)
+        y.sum().backward()
+        return y
+
+    compiled = fusegrad.compile(step, fullgraph=True)
+    want = (0, 4, 2, 2) if stride == 2 else (0, 4, 4, 4)
+    for f in [step] * 10 + [compiled] * 2:
+        x = fusegrad.zeros(0, 3, 8, 8, requires_grad=True)
+        w = fusegrad.ones(4, 3, 3, 3, requires_grad=True)
+        b = fusegrad.ones(4, requires_grad=True)
+        assert tuple(f(x, w, b).shape) == want
+        assert tuple(x.grad.shape) == (0, 3, 8, 8)
+        np.testing.assert_array_equal(w.grad.numpy(), np.zeros((4, 3, 3, 3), np.float32))
+        np.testing.assert_array_equal(b.grad.numpy(), np.zeros(4, np.float32))
+
+
+def test_conv2d_of_an_input_without_channels_is_refused():
+    # PyTorch returns a (2, 0, 6, 6) tensor here, which has none of the weight's 4 output channels
+    with pytest.raises(ShapeError, match=r"^conv2d: expected an input with at least one channel, got "
+                                                  r"input of shape \[2, 0, 8, 8\]"):
+        nn.functional.conv2d(fusegrad.ones(2, 0, 8, 8), fusegrad.ones(4, 0, 3, 3))
 
 
 def test_pooling_modules():
@@ -92,6 +121,8 @@ def _batch_norm_run(lib, cls, shape, steps=3, **kw):
     ("BatchNorm1d", (5, 3), {"affine": False}),
     ("BatchNorm1d", (4, 3, 2), {"track_running_stats": False}),
     ("BatchNorm2d", (2, 3, 2, 2), {"momentum": 0.5, "eps": 1e-3}),
+    ("BatchNorm2d", (0, 3, 3, 2), {}),   # an empty batch: statistics untouched, num_batches_tracked counts it
+    ("BatchNorm1d", (0, 3), {"momentum": None}),
 ])
 def test_batch_norm_matches_torch_in_training_and_eval(cls, shape, kw):
     torch = pytest.importorskip("torch")

@@ -403,7 +403,7 @@ def _conv2d(k, x, w, stride, padding, dilation, groups):
 def _conv2d_weight_grad(k, x, g, stride, padding, dilation, groups, weight_shape):
     cols, _ = _columns(k, x, weight_shape[2:], stride, padding, dilation)
     n, c_out = g.shape[:2]
-    g = np.ascontiguousarray(g).reshape(n, c_out, -1)
+    g = np.ascontiguousarray(g).reshape(n, c_out, g.shape[2] * g.shape[3])
     out = np.empty(weight_shape, x.dtype)
     flat = out.reshape(c_out, -1)
     if n == 1:

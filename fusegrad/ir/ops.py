@@ -783,7 +783,7 @@ def _row_extended(x, kernel, padding, dilation):
     out_w = width - dilation[1] * (kernel[1] - 1)
     extra = -(-dilation[1] * (kernel[1] - 1) // width)
     padded = np.pad(x, ((0, 0), (0, 0), (top, bottom + extra), (left, right)))
-    return padded.reshape(n, c, -1), (out_h, out_w), width
+    return padded.reshape(n, c, padded.shape[2] * width), (out_h, out_w), width
 
 
 def _columns(x, kernel, stride, padding, dilation, groups):
@@ -872,6 +872,11 @@ def _conv2d_infer(shapes, dts, a):
         raise ShapeError(f"conv2d: expected a 4-D input (N, C, H, W) and a 4-D weight (Cout, C/groups, kH, "
                          f"kW), got input of shape {_fmt(xs)} and weight of shape {_fmt(ws)}")
     groups = a["groups"]
+    if ws[0] < 1:
+        raise ShapeError(f"conv2d: Given groups={groups}, expected weight to be at least 1 at dimension 0, but got "
+                         f"weight of size {_fmt(ws)} instead")
+    if xs[1] == 0:
+        raise ShapeError(f"conv2d: expected an input with at least one channel, got input of shape {_fmt(xs)}")
     if xs[1] != ws[1] * groups or ws[0] % groups:
         raise ShapeError(f"conv2d: Given groups={groups}, weight of size {_fmt(ws)}, expected input{_fmt(xs)} "
                          f"to have {ws[1] * groups} channels, but got {xs[1]} channels instead")

@@ -292,9 +292,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     channels = input.shape[1]
     dims = (0,) + tuple(range(2, input.ndim))
     per_channel = (1, channels) + (1,) * (input.ndim - 2)
-    if training:
-        count = input.numel() // channels
-        if count <= 1:
+    count = math.prod(input.shape[d] for d in dims)
+    if training and count == 0:   # an empty batch: an empty output, the running statistics untouched (as PyTorch)
+        centered, var = input, fg.ones(per_channel, dtype=input.dtype, device=input.device)
+    elif training:
+        if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         mean = input.mean(dims, keepdim=True)
         centered = input - mean
