@@ -77,7 +77,7 @@ def test_max_pool_ties_nan_and_infinities_match_torch(case):
     torch = pytest.importorskip("torch")
     x = np.array([[[[1., 3., 3., 0.], [3., 2., 0., 0.], [5., 5., 1., -1.], [5., 4., -1., -1.]]]])
     if case.startswith("nan"):
-        x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan
+        x[0, 0, 1, 0] = x[0, 0, 1, 1] = x[0, 0, 3, 3] = np.nan   # windows of two NaN: the last is the argmax
     if case == "minus_inf_with_padding":
         x[0, 0, :2, :2] = -np.inf
     kw = {"minus_inf_with_padding": dict(kernel_size=3, stride=1, padding=1), "ties_tiling": dict(kernel_size=2),

@@ -407,7 +407,7 @@ def test_convolutions_run_as_window_kernels_in_plans(geometry, dtype):
 @pytest.mark.parametrize("geometry", POOLINGS)
 def test_max_pooling_runs_as_window_kernels_in_plans(geometry, dtype):
     """max_pool2d and its gradient in a plan run the window kernels: equal to the ops' impls,
-    ties going to the first maximal cell, NaN winning its window and taking the gradient, -inf
+    ties going to the first maximal cell, NaN winning its window and its last NaN taking the gradient, -inf
     windows and windows reaching into the padding included."""
     x_shape, kernel, stride, padding, dilation = geometry
     attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
@@ -438,7 +438,7 @@ def _pooling_input(x_shape, dtype):
     x[-1, -1, -1, -1] = np.copysign(np.nan, -1)
     x[0, 0, 1, 1], x[1 % x_shape[0], 1, 2, 3] = np.nan, -np.inf
     x[0, 1, :3, :3] = -np.inf
-    x[0, 2 % x_shape[1], 4, :] = np.nan   # windows with two NaN: the first takes the gradient
+    x[0, 2 % x_shape[1], 4, :] = np.nan   # windows with two NaN: the last takes the gradient, as in PyTorch
     return x
 
 

@@ -388,7 +388,6 @@ SPECIAL_DIFFERENCES = {
 # Known bugs the special inputs found in the spatial ops (tracer/spatial.py): (kind, row name) -> bug.
 _CONV_SPREAD = ("conv2d's input gradient is NaN at more elements than PyTorch's when the input or weight holds "
                 "NaN or inf (the im2col product multiplies them by the zeros of unused or padded positions)")
-_MAX_POOL_NAN = "max_pool2d sends a window's gradient to another element than PyTorch's when the window holds NaN"
 _ADAPTIVE_POOL = ("adaptive_avg_pool2d averages through a weight matrix, so 0 * inf and 0 * NaN spoil windows that "
                   "do not hold the value; PyTorch's windowed mean keeps them finite (or inf)")
 SPECIAL_BUGS = {
@@ -396,8 +395,6 @@ SPECIAL_BUGS = {
         ("inf", "conv2d"), ("nan", "conv2d_depthwise"), ("inf", "conv2d_depthwise"),
         ("nan", "conv2d_same_odd_padding"), ("inf", "conv2d_same_odd_padding"), ("nan", "conv2d_unbatched"),
         ("inf", "conv2d_unbatched"))},
-    **{("nan", name): _MAX_POOL_NAN for name in ("max_pool2d", "max_pool2d_tiling", "max_pool2d_ceil_dilation",
-                                                 "max_pool2d_with_indices")},
     ("inf", "adaptive_avg_pool2d"): _ADAPTIVE_POOL,
     ("nan", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,
     ("inf", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,

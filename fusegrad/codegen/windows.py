@@ -165,18 +165,19 @@ def _window_max(x, top, ox, i_lo, i_hi, w, m, km, c):
 
 
 @njit(inline="always")
-def _window_first(g, x, grad, top, ox, i_lo, i_hi, w, km, cotangent, zero, c):
-    # the cotangent added at the window's first cell whose key is km, its maximum's (or NaN's)
-    taken = False
+def _window_argmax(x, top, ox, i_lo, i_hi, w, km, c):
+    # the flat index of the window's argmax cell inside the plane: its first cell whose key is
+    # km, or its last NaN where km is NaN's (PyTorch's index); -1 where no cell has the key
+    nan = km == c[1]
+    chosen = -1
     for i in range(i_lo, i_hi):
         for j in range(KW):
             xx = ox * SW - LEFT + j * DW
             if xx >= 0 and xx < w:
-                cell = np.uintp(top + i * DH * w + ox * SW + j * DW)
-                kv = _key(x[cell], c[0], c[1], c[2])
-                first = ((kv == km) | (kv == c[1])) > taken
-                taken = taken | first
-                grad[cell] += cotangent if first else zero
+                cell = top + i * DH * w + ox * SW + j * DW
+                take = (_key(x[np.uintp(cell)], c[0], c[1], c[2]) == km) & (nan | (chosen < 0))
+                chosen = cell if take else chosen
+    return chosen
 
 
 @njit(inline="always")
@@ -225,38 +226,32 @@ def max_pool2d(x, out, fill):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def max_pool2d_backward(g, x, out, grad):
-    # each window's cotangent added at its first maximal cell in scan order (its first NaN, if
-    # any) inside the plane; grad is zeros on entry; x and out are integer views, as max_pool2d's
+    # each window's cotangent added at its argmax cell inside the plane (_window_argmax); grad is
+    # zeros on entry; x and out are integer views, as max_pool2d's
     n, c, h, w = x.shape
     out_h, out_w = out.shape[2], out.shape[3]
     g, x, out, grad = g.reshape(-1), x.reshape(-1), out.reshape(-1), grad.reshape(-1)
-    zero = g.dtype.type(0)
     constants = _bit_constants(x)
     top_bit, magnitude, infinity = constants
     for plane in range(n * c):
         for oy in range(out_h):
             row = (plane * out_h + oy) * out_w
             i_lo, i_hi, top, lo, hi = _row_geometry(plane, oy, h, w, out_w)
-            for ox in range(lo):
+            for ox in range(out_w):
                 km = _key(out[np.uintp(row + ox)], top_bit, magnitude, infinity)
-                _window_first(g, x, grad, top, ox, i_lo, i_hi, w, km, g[np.uintp(row + ox)], zero, constants)
-            for ox in range(lo, hi):
-                km = _key(out[np.uintp(row + ox)], top_bit, magnitude, infinity)
-                cotangent = g[np.uintp(row + ox)]
-                taken = False
-                for i in range(KH):
-                    for j in range(KW):
-                        cell = np.uintp(top + i * DH * w + ox * SW + j * DW)
-                        kv = _key(x[cell], top_bit, magnitude, infinity)
-                        first = ((kv == km) | (kv == magnitude)) > taken
-                        taken = taken | first
-                        if TILES:   # each cell in one window at most: written, not added (no load)
-                            grad[cell] = cotangent if first else zero
-                        else:
-                            grad[cell] += cotangent if first else zero
-            for ox in range(hi, out_w):
-                km = _key(out[np.uintp(row + ox)], top_bit, magnitude, infinity)
-                _window_first(g, x, grad, top, ox, i_lo, i_hi, w, km, g[np.uintp(row + ox)], zero, constants)
+                if ox >= lo and ox < hi:   # wholly inside the plane: unrolled and unchecked
+                    # the last cell with the key in one order: scan order for NaN's (rare), else
+                    # the reverse (a chain of selects, with no test of what was chosen so far)
+                    nan = km == magnitude
+                    chosen = -1
+                    for q in range(KH * KW):
+                        p = q if nan else KH * KW - 1 - q
+                        cell = top + (p // KW) * DH * w + ox * SW + (p % KW) * DW
+                        chosen = cell if _key(x[np.uintp(cell)], top_bit, magnitude, infinity) == km else chosen
+                else:
+                    chosen = _window_argmax(x, top, ox, i_lo, i_hi, w, km, constants)
+                if chosen >= 0:
+                    grad[np.uintp(chosen)] += g[np.uintp(row + ox)]
 
 
 # Windows that tile the plane (never overlapping) with no padding: the forward pass records each
@@ -265,23 +260,41 @@ def max_pool2d_backward(g, x, out, grad):
 
 @njit(inline="always")
 def _tile_cell(at, q, w):
-    # the flat index of cell q (i * KW + j) of the window whose first cell is at
+    # the flat index of cell q (i * KW + j) of the window whose first cell is at (q may be a
+    # uint8 code: widened first, which plain Python under NUMBA_DISABLE_JIT needs)
+    q = np.intp(q)
     return np.uintp(at + (q // KW) * DH * w + (q % KW) * DW)
+
+
+@njit(inline="always")
+def _last_nans(x, codes, row, top, out_w, w, c):
+    # the windows of a row whose coded cell is NaN: recoded to their last NaN, PyTorch's index
+    for ox in range(out_w):
+        at = top + ox * SW
+        code = codes[np.uintp(row + ox)]
+        if code < KH * KW and _key(x[_tile_cell(at, code, w)], c[0], c[1], c[2]) == c[1]:
+            for q in range(code + 1, KH * KW):
+                code = q if _key(x[_tile_cell(at, q, w)], c[0], c[1], c[2]) == c[1] else code
+            codes[np.uintp(row + ox)] = code
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def tile_max(x, out, codes, given):
-    # each window's maximum (its first NaN, if any) into out and the code of its first maximal
-    # cell into codes; `given`: out holds the maxima already, and a window none of whose cells
-    # equals its maximum (nor is NaN) gets code KH * KW. x and out are integer views (_key)
+    # each window's maximum into out and the code of its argmax cell into codes: its first
+    # maximal cell, or its last NaN (PyTorch's index; the rows holding NaN, rare, are recoded
+    # after, which keeps NaN's case out of the loop over windows); `given`: out holds the maxima
+    # already, and a window none of whose cells equals its maximum gets code KH * KW. x and out
+    # are integer views (_key)
     n, c, h, w = x.shape
     out_h, out_w = out.shape[2], out.shape[3]
     x, out, codes = x.reshape(-1), out.reshape(-1), codes.reshape(-1)
-    top_bit, magnitude, infinity = _bit_constants(x)
+    constants = _bit_constants(x)
+    top_bit, magnitude, infinity = constants
     for plane in range(n * c):
         for oy in range(out_h):
             row = (plane * out_h + oy) * out_w
             top = (plane * h + oy * SH) * w
+            nans = False
             for ox in range(out_w):
                 at = top + ox * SW
                 if given:
@@ -289,7 +302,7 @@ def tile_max(x, out, codes, given):
                     code = KH * KW
                     for q in range(KH * KW - 1, -1, -1):
                         kv = _key(x[_tile_cell(at, q, w)], top_bit, magnitude, infinity)
-                        code = q if (kv == km) | (kv == magnitude) else code
+                        code = q if kv == km else code
                 else:
                     m = x[np.uintp(at)]
                     km = _key(m, top_bit, magnitude, infinity)
@@ -303,6 +316,9 @@ def tile_max(x, out, codes, given):
                         code = q if later else code
                     out[np.uintp(row + ox)] = m
                 codes[np.uintp(row + ox)] = code
+                nans |= km == magnitude
+            if nans:
+                _last_nans(x, codes, row, top, out_w, w, constants)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -335,7 +351,6 @@ def _source(kernel, stride, padding, dilation):
             f"padding {top} (top) x {left} (left), dilation {dh} x {dw}\n"
             "import numpy as np\nfrom numba import njit\n\n"
             f"KH, KW, SH, SW, TOP, LEFT, DH, DW = {kh}, {kw}, {sh}, {sw}, {top}, {left}, {dh}, {dw}\n"
-            f"TILES = {_disjoint(kernel, stride, dilation)}   # windows never overlap\n"
             + KERNELS)
 
 
@@ -368,9 +383,10 @@ class _Kernels:
 
 class Shared:
     """What a plan's max_pool2d makes from its input for the max_pool2d_backward of the same
-    input and geometry later in the plan: its output and window codes. Taken once: the slot holds them only from the forward to the backward
-    pass of one run. The input and its value are one attribute, so that runs in two threads
-    never pair one's input with the other's value (the loser computes its own)."""
+    input and geometry later in the plan: its output and window codes. Taken once: the slot holds
+    them only from the forward to the backward pass of one run. The input and its value are one
+    attribute, so that runs in two threads never pair one's input with the other's value (the
+    loser computes its own)."""
     __slots__ = ("pair",)
 
     def __init__(self):

@@ -938,10 +938,11 @@ def _max_pool2d(x, kernel, stride, padding, dilation):
     return out
 
 
-def _first_maxima(x, out, kernel, stride, padding, dilation):
-    """Per kernel position (i, j), a mask over the output of the windows whose first maximal cell in
-    scan order (their first NaN, if any) sits there: where PyTorch's argmax indices point. A padding
-    cell is never chosen, even in a window of -inf."""
+def _argmax_cells(x, out, kernel, stride, padding, dilation):
+    """Per kernel position (i, j), a mask over the output of the windows whose argmax cell sits
+    there: where PyTorch's indices point, the first maximal cell in scan order, or in a window
+    holding NaN its last NaN (PyTorch takes a cell that is greater or NaN). A padding cell is never
+    chosen, even in a window of -inf."""
     (top, bottom), (left, right) = padding
     h, w = x.shape[2:]
     win = conv_windows(x, kernel, stride, padding, dilation, _pooling_fill(x))
@@ -950,29 +951,36 @@ def _first_maxima(x, out, kernel, stride, padding, dilation):
         valid = np.zeros((1, 1, top + h + bottom, left + w + right), bool)
         valid[..., top:top + h, left:left + w] = True
         inside = conv_windows(valid, kernel, stride, ((0, 0), (0, 0)), dilation)
-    has_nan = out.dtype.kind == "f" and np.isnan(out).any()
-    taken = np.zeros(out.shape, bool)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
+    positions = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+    last_nan = {}
+    if out.dtype.kind == "f" and np.isnan(out).any():   # padding is -inf, never NaN
+        taken = np.zeros(out.shape, bool)
+        for i, j in reversed(positions):
             cell = win[..., i, j]
-            first = cell == out
-            if has_nan:
-                first |= cell != cell
-            np.greater(first, taken, out=first)   # and not taken before
-            if inside is not None:
-                first &= inside[..., i, j]
-            taken |= first
-            yield i, j, first
+            last = cell != cell
+            np.greater(last, taken, out=last)   # and not taken after
+            taken |= last
+            last_nan[i, j] = last
+    taken = np.zeros(out.shape, bool)
+    for i, j in positions:
+        first = win[..., i, j] == out    # never in a window whose maximum is NaN
+        np.greater(first, taken, out=first)   # and not taken before
+        if inside is not None:
+            first &= inside[..., i, j]
+        taken |= first
+        if last_nan:
+            first |= last_nan[i, j]
+        yield i, j, first
 
 
 def _max_pool2d_backward(g, x, out, kernel, stride, padding, dilation):
-    """The cotangent of each window's maximum, added at the window's first maximal cell."""
+    """The cotangent of each window's maximum, added at the window's argmax cell."""
     (top, bottom), (left, right) = padding
     n, c, h, w = x.shape
     out_h, out_w = out.shape[2:]
     padded = np.zeros((n, c, top + h + bottom, left + w + right), g.dtype)
     (sh, sw), (dh, dw) = stride, dilation
-    maxima = _first_maxima(x, out, kernel, stride, padding, dilation)
+    maxima = _argmax_cells(x, out, kernel, stride, padding, dilation)
     if stride == kernel and dilation == (1, 1):
         # Windows that tile the plane: each cell gets the cotangent of at most one window, so
         # it is written, masked, straight into its place (no temporary, nothing to add).
@@ -1009,13 +1017,13 @@ def _max_pool2d_backward_vjp(b, h, n, s):
 
 def _max_pool2d_indices(x, kernel, stride, padding, dilation):
     """Per output position, the flat index (row * W + column) into x's H x W plane of the window's
-    first maximal cell."""
+    argmax cell (_argmax_cells)."""
     out = _max_pool2d(x, kernel, stride, padding, dilation)
     (sh, sw), (dh, dw) = stride, dilation
     rows = np.arange(out.shape[2])[:, None] * sh - padding[0][0]
     cols = np.arange(out.shape[3]) * sw - padding[1][0]
     indices = np.zeros(out.shape, np.int64)
-    for i, j, first in _first_maxima(x, out, kernel, stride, padding, dilation):
+    for i, j, first in _argmax_cells(x, out, kernel, stride, padding, dilation):
         np.copyto(indices, (rows + i * dh) * x.shape[3] + cols + j * dw, where=first)
     return indices
 
@@ -1034,7 +1042,7 @@ def _max_pool2d_values_infer(shapes, dts, a):
     return _max_pool2d_infer(shapes, dts, a)[0], dts[0]
 
 
-# max_pool2d's gradient goes to the first maximal cell of each window; the gradient of that (linear
+# max_pool2d's gradient goes to the argmax cell of each window; the gradient of that (linear
 # in the cotangent) reads the cotangent back at the argmax positions (max_pool2d_indices, which is
 # also what return_indices=True returns).
 defop("max_pool2d", _max_pool2d, _max_pool2d_values_infer, saves=(0, -1),

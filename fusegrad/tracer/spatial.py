@@ -105,7 +105,8 @@ def pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Window maxima; with return_indices, also their flat positions in each (H, W) plane, as
-    PyTorch returns them. The gradient goes to the first maximal cell of each window."""
+    PyTorch returns them. The gradient goes to the cell of each window that the index names: its
+    first maximal cell, or its last NaN."""
     x, unbatched = _batched("max_pool2d", input)
     kernel, stride, padding, dilation = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
     attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
