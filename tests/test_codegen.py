@@ -129,6 +129,31 @@ def test_kernels_run_as_plain_python_without_jit(tmp_path):
     np.testing.assert_allclose(eval(result.stdout, {"nan": np.nan}), expected, rtol=1e-6)
 
 
+def test_window_kernels_run_as_plain_python_without_jit(tmp_path):
+    """The window kernels (im2col, col2im, pooling with its window codes) run as Python too: a
+    convolution and pooling step there, compiled and eager on the kernels (its third call),
+    equals eager mode's NumPy impls (its first)."""
+    code = ("import numpy as np, fusegrad as fg\n"
+            "F = fg.nn.functional\n"
+            "def step(x, w):\n"
+            "    y = F.max_pool2d(F.max_pool2d(F.conv2d(x, w, padding=1), 2), 3, stride=1, padding=1)\n"
+            "    y.sum().backward()\n"
+            "    return y\n"
+            "rng = np.random.default_rng(0)\n"
+            "x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))\n"
+            "results = []\n"
+            "for f in (step, step, step, fg.compile(step, fullgraph=True)):\n"
+            "    tx, tw = fg.tensor(x, requires_grad=True), fg.tensor(w, requires_grad=True)\n"
+            "    results.append([f(tx, tw).detach().numpy(), tx.grad.numpy(), tw.grad.numpy()])\n"
+            "print(max(float(np.abs(a - b).max()) for other in results[2:] for a, b in zip(results[0], other)))\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_LOGS="fallbacks",
+               FUSEGRAD_EAGER_COMPILE_AFTER="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "fallbacks" not in result.stderr, result.stderr
+    assert float(result.stdout) < 1e-12
+
+
 def _float32_sweep():
     """Values over the whole float32 range: random magnitudes 1e-45..3e38 of both signs, and the
     edges (zeros, denormals, overflow thresholds, inf, nan)."""
