@@ -110,6 +110,14 @@ def test_fusion_keeps_groups_convex():
     assert steps.index(groups[0]) < steps.index(m) < steps.index(groups[1])
 
 
+def _run_without_jit(code, cache_dir, **env):
+    """`python -c code` with NUMBA_DISABLE_JIT=1 and its own kernel cache; the run must succeed."""
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(cache_dir), **env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_kernels_run_as_plain_python_without_jit(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the generated source as Python (readable errors when debugging)."""
     code = ("import numpy as np, fusegrad as fg\n"
@@ -118,10 +126,7 @@ def test_kernels_run_as_plain_python_without_jit(tmp_path):
             "    x.grad = None\n"
             "    (fg.sigmoid(x) * x ** 3).sum().backward()\n"
             "print(repr(x.grad.numpy().tolist()))\n")
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_LOGS="recompiles",
-               FUSEGRAD_EAGER_COMPILE_AFTER="2")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = _run_without_jit(code, tmp_path, FUSEGRAD_LOGS="recompiles", FUSEGRAD_EAGER_COMPILE_AFTER="2")
     assert "compiled after 2 runs" in result.stderr
     x = np.array([1., -2., np.nan], np.float32)
     s = 1 / (1 + np.exp(-x))
@@ -146,10 +151,7 @@ def test_window_kernels_run_as_plain_python_without_jit(tmp_path):
             "    tx, tw = fg.tensor(x, requires_grad=True), fg.tensor(w, requires_grad=True)\n"
             "    results.append([f(tx, tw).detach().numpy(), tx.grad.numpy(), tw.grad.numpy()])\n"
             "print(max(float(np.abs(a - b).max()) for other in results[2:] for a, b in zip(results[0], other)))\n")
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1", FUSEGRAD_CACHE_DIR=str(tmp_path), FUSEGRAD_LOGS="fallbacks",
-               FUSEGRAD_EAGER_COMPILE_AFTER="3")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = _run_without_jit(code, tmp_path, FUSEGRAD_LOGS="fallbacks", FUSEGRAD_EAGER_COMPILE_AFTER="3")
     assert "fallbacks" not in result.stderr, result.stderr
     assert float(result.stdout) < 1e-12
 
