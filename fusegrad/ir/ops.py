@@ -770,7 +770,14 @@ def conv_windows(x, kernel, stride, padding, dilation, fill=0.0):
 # With stride 1, im2col runs over the padded width: output columns Wo .. Wp-1 are computed from
 # windows that wrap into the next row and thrown away, which makes every run of the columns (and of
 # col2im's adds) one contiguous stretch of a padded image instead of Ho short rows of Wo. The
-# cotangents get zero columns there, so the gradients never see the wrapped values.
+# cotangents get zero columns there, so the gradients never see the wrapped values, except as
+# products 0 * inf or 0 * NaN where the weight (input gradient) or input (weight gradient) holds
+# one: the input gradient then zeroes those columns, a non-finite weight gradient is computed
+# again without them (the checks are sums, which overflow only sends to the exact paths too).
+
+
+def _finite(a):
+    return bool(np.isfinite(np.sum(a)))
 
 
 def _row_extended(x, kernel, padding, dilation):
@@ -786,13 +793,13 @@ def _row_extended(x, kernel, padding, dilation):
     return padded.reshape(n, c, padded.shape[2] * width), (out_h, out_w), width
 
 
-def _columns(x, kernel, stride, padding, dilation, groups):
+def _columns(x, kernel, stride, padding, dilation, groups, extend=True):
     """im2col: (N, groups, C/groups * kh * kw, Ho * width) columns of each image's windows (one
     copy, of contiguous runs), the output size (Ho, Wo) and the computed width (Wo, or the padded
-    width for stride 1). Per image, so that the matmuls give (N, Cout, ...) and the cotangents
-    come in as they are, with no transposing copies."""
+    width for stride 1 where `extend`). Per image, so that the matmuls give (N, Cout, ...) and the
+    cotangents come in as they are, with no transposing copies."""
     (kh, kw), (dh, dw) = kernel, dilation
-    if stride == (1, 1):
+    if stride == (1, 1) and extend:
         flat, (out_h, out_w), width = _row_extended(x, kernel, padding, dilation)
         n, c, _ = flat.shape
         s0, s1, item = flat.strides[0], flat.strides[1], flat.itemsize
@@ -824,17 +831,19 @@ def _conv2d(x, w, stride, padding, dilation, groups):
     return out if width == out_w else np.ascontiguousarray(out[..., :out_w])
 
 
-def _conv2d_weight_grad(x, g, stride, padding, dilation, groups, weight_shape):
-    cols, _, width = _columns(x, weight_shape[2:], stride, padding, dilation, groups)
-    g = _grouped_cotangent(g, groups, width)
+def _conv2d_weight_grad(x, g, stride, padding, dilation, groups, weight_shape, extend=True):
+    cols, _, width = _columns(x, weight_shape[2:], stride, padding, dilation, groups, extend)
+    grouped_g = _grouped_cotangent(g, groups, width)
     # Written into an array of the weight's own shape: a gradient that is a view or a transposed
     # copy costs a copy of the weight's size when it is accumulated into .grad (44 MB for resnet18).
-    out = np.empty(weight_shape, np.result_type(cols, g))
+    out = np.empty(weight_shape, np.result_type(cols, grouped_g))
     grouped = out.reshape(groups, weight_shape[0] // groups, -1)   # (G, Cout/G, Cg*kh*kw), a view of out
     if len(g) == 1:
-        np.matmul(g[0], cols[0].transpose(0, 2, 1), out=grouped)
+        np.matmul(grouped_g[0], cols[0].transpose(0, 2, 1), out=grouped)
     else:   # columns x cotangent per image (OpenBLAS ran the transposed product 25% slower), summed
-        np.sum(np.matmul(cols, g.transpose(0, 1, 3, 2)), axis=0, out=grouped.transpose(0, 2, 1))
+        np.sum(np.matmul(cols, grouped_g.transpose(0, 1, 3, 2)), axis=0, out=grouped.transpose(0, 2, 1))
+    if width != g.shape[3] and not _finite(out):   # an inf or NaN, maybe 0 * inf from a wrapped column
+        return _conv2d_weight_grad(x, g, stride, padding, dilation, groups, weight_shape, extend=False)
     return out
 
 
@@ -847,6 +856,8 @@ def _conv2d_input_grad(g, w, stride, padding, dilation, groups, input_shape):
     width = w_in + left + right if stride == (1, 1) else out_w
     wm = w.reshape(groups, c_out // groups, c_group * kh * kw).transpose(0, 2, 1)
     cols = np.matmul(wm, _grouped_cotangent(g, groups, width)).reshape(n, c, kh, kw, out_h * width)
+    if width != out_w and not _finite(w):   # drop the wrapped columns' 0 * inf
+        cols.reshape(n, c, kh, kw, out_h, width)[..., out_w:] = 0
     # col2im: one vectorised add per kernel position
     if stride == (1, 1):
         rows = h + top + bottom + -(-dw * (kw - 1) // width)

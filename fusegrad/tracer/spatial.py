@@ -1,13 +1,13 @@
 """Convolution and pooling over image planes (N, C, H, W), with PyTorch's argument forms (ints or
 pairs, padding "same"/"valid", ceil_mode, unbatched (C, H, W) inputs): conv2d and max_pool2d run
-their ops; avg_pool2d and adaptive_avg_pool2d are composites (a depthwise convolution, matmuls)."""
+their ops; avg_pool2d and adaptive_avg_pool2d are composites (a depthwise convolution, window sums)."""
 
 import numpy as np
 
 from ..ir import OPS
 from ..ir.ops import conv_windows
 from .dispatch import apply, promote_operands
-from .functions import _named, add, div, matmul, mean, reshape, squeeze, unsqueeze
+from .functions import _named, add, cat, div, mean, reshape, squeeze, sum as total, unsqueeze
 from .tensor import Tensor
 
 
@@ -149,18 +149,29 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return _named(squeeze(out, 0) if unbatched else out, "AvgPool2DBackward0")
 
 
-def _adaptive_pooling_matrix(size, out_size, dtype):
-    """(out_size, size): row i averages input cells floor(i * size / out) .. ceil((i + 1) * size / out)."""
-    matrix = np.zeros((out_size, size), dtype)
-    for i in range(out_size):
-        start, stop = (i * size) // out_size, -(-((i + 1) * size) // out_size)
-        matrix[i, start:stop] = 1.0 / (stop - start)
-    return matrix
+def _adaptive_sums(x, axis, out_size):
+    """Sums of x over the windows that split `axis` into out_size cells (cells floor(i * size / out)
+    .. ceil((i + 1) * size / out) - 1), and each window's count. Windows of equal size are a reshape;
+    others gather their cells, each padded to the longest with a zero cell appended to the axis, so
+    no cell is ever multiplied (0 * inf would spoil windows without the inf)."""
+    size = x.shape[axis]
+    if size % out_size == 0:
+        split = x.shape[:axis] + (out_size, size // out_size) + x.shape[axis + 1:]
+        return total(reshape(x, split), axis + 1), np.full(out_size, size // out_size)
+    starts = np.arange(out_size) * size // out_size
+    counts = -(-(np.arange(1, out_size + 1) * size) // out_size) - starts
+    cells = starts[:, None] + np.arange(counts.max())
+    cells[cells >= (starts + counts)[:, None]] = size
+    zero = Tensor._make(np.zeros(x.shape[:axis] + (1,) + x.shape[axis + 1:], x.dtype.np), x._device)
+    gathered = cat([x, zero], axis)[(slice(None),) * axis + (Tensor._make(cells.ravel(), x._device),)]
+    windows = x.shape[:axis] + (out_size, cells.shape[1]) + x.shape[axis + 1:]
+    return total(reshape(gathered, windows), axis + 1), counts
 
 
 def adaptive_avg_pool2d(input, output_size):
-    """Means over the windows that split each plane into output_size cells: two matmuls with
-    pooling matrices (a mean over the plane for 1 x 1, as PyTorch computes it)."""
+    """Means over the windows that split each plane into output_size cells: sums over the windows
+    of the rows, then of the columns, divided by the windows' sizes (a mean over the plane for
+    1 x 1, as PyTorch computes it)."""
     x, unbatched = _batched("adaptive_avg_pool2d", input)
     sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
     h, w = x.shape[2:]
@@ -170,9 +181,9 @@ def adaptive_avg_pool2d(input, output_size):
                            f"but received {{{out_h}, {out_w}}}")
     if (out_h, out_w) == (1, 1):
         return mean(input, (-2, -1), keepdim=True)
-    rows = Tensor._make(_adaptive_pooling_matrix(h, out_h, x.dtype.np), x._device)
-    cols = Tensor._make(_adaptive_pooling_matrix(w, out_w, x.dtype.np).T.copy(), x._device)
-    out = matmul(rows, matmul(x, cols))
+    sums, rows = _adaptive_sums(x, 2, out_h)
+    sums, cols = _adaptive_sums(sums, 3, out_w)
+    out = div(sums, Tensor._make(np.outer(rows, cols).astype(x.dtype.np), x._device))
     return _named(squeeze(out, 0) if unbatched else out, "AdaptiveAvgPool2DBackward0")
 
 
