@@ -897,4 +897,6 @@ ERROR_ROWS += [
     ErrorRow("batch_norm_one_value", lambda T: T.nn.functional.batch_norm(_ones(T, 1, 3), None, None,
                                                                           training=True),
              ValueError, r"^Expected more than 1 value per channel when training, got input size "),
+    ErrorRow("embedding_empty_table", lambda T: T.nn.functional.embedding(T.tensor([0, 1]), T.ones(0, 3)),
+             RuntimeError, r"^embedding: the weight of shape \[0, 3\] has no rows to look indices up in$"),
 ]

@@ -385,26 +385,6 @@ SPECIAL_DIFFERENCES = {
 }
 
 
-# Known bugs the special inputs found in the spatial ops (tracer/spatial.py): (kind, row name) -> bug.
-_CONV_SPREAD = ("conv2d's input gradient is NaN at more elements than PyTorch's when the input or weight holds "
-                "NaN or inf (the im2col product multiplies them by the zeros of unused or padded positions)")
-_ADAPTIVE_POOL = ("adaptive_avg_pool2d averages through a weight matrix, so 0 * inf and 0 * NaN spoil windows that "
-                  "do not hold the value; PyTorch's windowed mean keeps them finite (or inf)")
-SPECIAL_BUGS = {
-    **{(kind, name): _CONV_SPREAD for kind, name in (
-        ("inf", "conv2d"), ("nan", "conv2d_depthwise"), ("inf", "conv2d_depthwise"),
-        ("nan", "conv2d_same_odd_padding"), ("inf", "conv2d_same_odd_padding"), ("nan", "conv2d_unbatched"),
-        ("inf", "conv2d_unbatched"))},
-    ("inf", "adaptive_avg_pool2d"): _ADAPTIVE_POOL,
-    ("nan", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,
-    ("inf", "adaptive_avg_pool2d_unbatched"): _ADAPTIVE_POOL,
-    ("inf", "batch_norm_eval"): ("eval-mode batch_norm gives inf where PyTorch gives NaN (inf - inf) when the "
-                                 "input, weight and bias hold infinities: the terms are added in another order"),
-    ("empty", "embedding"): ("embedding with an empty weight table: PyTorch raises RuntimeError (index_select(): "
-                             "self indexing axis dim should be positive), fusegrad IndexError"),
-}
-
-
 def special_cases():
     out = []
     for row in ROWS:
@@ -412,7 +392,7 @@ def special_cases():
             arrays = special_inputs(row, kind)
             if arrays is None:
                 continue
-            reason = SPECIAL_DIFFERENCES.get((kind, row.name)) or SPECIAL_BUGS.get((kind, row.name))
+            reason = SPECIAL_DIFFERENCES.get((kind, row.name))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             out.append(pytest.param(row, kind, id=f"{row.name}-{kind}", marks=marks))
     return out

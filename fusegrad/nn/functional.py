@@ -293,9 +293,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     dims = (0,) + tuple(range(2, input.ndim))
     per_channel = (1, channels) + (1,) * (input.ndim - 2)
     count = math.prod(input.shape[d] for d in dims)
-    if training and count == 0:   # an empty batch: an empty output, the running statistics untouched (as PyTorch)
+    if not training:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("batch_norm: running_mean and running_var must be given when training=False")
+        # x * scale + shift per channel, as PyTorch computes eval mode (so inf and NaN meet alike)
+        scale = fg.rsqrt(running_var + eps)
+        if weight is not None:
+            scale = scale * weight
+        shift = -running_mean * scale if bias is None else bias - running_mean * scale
+        return _named(input * scale.reshape(per_channel) + shift.reshape(per_channel), "NativeBatchNormBackward0")
+    if count == 0:   # an empty batch: an empty output, the running statistics untouched (as PyTorch)
         centered, var = input, fg.ones(per_channel, dtype=input.dtype, device=input.device)
-    elif training:
+    else:
         if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         mean = input.mean(dims, keepdim=True)
@@ -307,11 +316,6 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                     running_mean.mul_(1 - momentum).add_(mean.reshape(channels) * momentum)
                 if running_var is not None:
                     running_var.mul_(1 - momentum).add_(var.reshape(channels) * (momentum * count / (count - 1)))
-    else:
-        if running_mean is None or running_var is None:
-            raise RuntimeError("batch_norm: running_mean and running_var must be given when training=False")
-        centered = input - running_mean.reshape(per_channel)
-        var = running_var.reshape(per_channel)
     out = centered * fg.rsqrt(var + eps)
     if weight is not None:
         out = out * weight.reshape(per_channel)
@@ -344,6 +348,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if input.dtype.name not in ("int64", "int32"):
         raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            f"Long, Int; but got {input.type()} instead (while checking arguments for embedding)")
+    if weight.shape[0] == 0 and input.numel():   # a RuntimeError in PyTorch (index_select's), not an IndexError
+        raise RuntimeError(f"embedding: the weight of shape {list(weight.shape)} has no rows to look indices up in")
     if padding_idx is not None:
         padding_idx = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
         is_padding = (fg.arange(weight.shape[0], device=weight.device) == padding_idx).unsqueeze(1)
