@@ -267,7 +267,12 @@ def _step(row):
 @pytest.mark.parametrize("row, shapes, dtype",
                          [c for c in cases("compiled", both_floats=True) if c.values[1] == c.values[0].samples[0]])
 def test_compiled_matches_eager(row, shapes, dtype):
-    arrays = input_arrays(row, shapes, dtype)
+    assert_compiled_matches_eager(row, input_arrays(row, shapes, dtype))
+
+
+def assert_compiled_matches_eager(row, arrays):
+    """The row's step compiled gives eager's outputs and gradients on `arrays`, at its capture and
+    two replays (NaN where eager has NaN)."""
     step = _step(row)
     compiled = fusegrad.compile(step)
     for call in range(3):   # capture, then replays
@@ -396,6 +401,27 @@ def special_cases():
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             out.append(pytest.param(row, kind, id=f"{row.name}-{kind}", marks=marks))
     return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")   # e.g. var's degrees-of-freedom warning, in both
+@pytest.mark.parametrize("row, kind", [pytest.param(*c.values, id=c.id) for c in special_cases()
+                                       if c.values[1] in ("nan", "inf") and c.values[0].name not in EAGER_ONLY])
+def test_compiled_special_inputs_match_eager(row, kind):
+    """NaN and inf go through the generated kernels as through eager mode's NumPy (no fast-math
+    assumption drops them), in float32, the kernels' own type, where the row allows it."""
+    arrays = special_inputs(row, kind)
+    if row.dtypes is None:
+        arrays = [a.astype(np.float32) for a in arrays]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # eager's NumPy warns of inf and NaN; the kernels do not
+        try:
+            _step(row)(*make_inputs(fusegrad, arrays, row))
+        except Exception as refused:   # out of the op's domain (binary_cross_entropy of NaN): refused alike
+            with pytest.raises(type(refused)) as info:
+                fusegrad.compile(_step(row))(*make_inputs(fusegrad, arrays, row))
+            assert type(info.value) is type(refused) and str(info.value) == str(refused)
+            return
+        assert_compiled_matches_eager(row, arrays)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")   # e.g. var's degrees-of-freedom warning, in both
