@@ -405,10 +405,11 @@ def special_cases():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")   # e.g. var's degrees-of-freedom warning, in both
 @pytest.mark.parametrize("row, kind", [pytest.param(*c.values, id=c.id) for c in special_cases()
-                                       if c.values[1] in ("nan", "inf") and c.values[0].name not in EAGER_ONLY])
+                                       if c.values[1] in ("nan", "inf", "empty") and c.values[0].name not in EAGER_ONLY])
 def test_compiled_special_inputs_match_eager(row, kind):
     """NaN and inf go through the generated kernels as through eager mode's NumPy (no fast-math
-    assumption drops them), in float32, the kernels' own type, where the row allows it."""
+    assumption drops them), and empty inputs give eager's empty results and gradients: in float32,
+    the kernels' own type, where the row allows it."""
     arrays = special_inputs(row, kind)
     if row.dtypes is None:
         arrays = [a.astype(np.float32) for a in arrays]
