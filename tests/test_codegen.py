@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -94,6 +95,18 @@ def test_float32_kernels_compute_in_float32():
             # through PyFloat_AsDouble, which is exact, and is not kernel arithmetic
             bodies = [f for f in ir.split("\ndefine ")[1:] if "cpython" not in f.split("\n")[0]]
             assert bodies and not any("double" in body for body in bodies), kernel.source
+
+
+def test_float32_literals_past_the_range_are_inf():
+    """A Python scalar too large for float32 is inf in a float32 kernel, as in eager mode's NumPy,
+    and loading the kernel's module does not warn of an overflowing cast."""
+    step = fg.compile(lambda x, s: x * s + 1.0)
+    x = fg.tensor([1.0, -2.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for scale in (1e40, 1e40, -1e39, -1e39, 3.4028235e38):
+            np.testing.assert_array_equal(step(x, scale).numpy(), (x * scale + 1.0).numpy())
+    assert step.replays == 2
 
 
 def test_fusion_keeps_groups_convex():

@@ -281,7 +281,12 @@ class _Emitter:
     def literal(self, value, dtype):
         if dtype is D.bool_:
             return "True" if value else "False"
-        text = python_literal(float(value) if dtype.category == 2 else int(value))
+        if dtype.category == 2:
+            value = float(value)
+            if abs(value) > float(np.finfo(dtype.np).max) and value == value:   # past float32's range: its inf
+                with np.errstate(over="ignore"):   # (NumPy's cast), not a warning as the module loads
+                    value = float(np.array(value, dtype.np))
+        text = python_literal(value if dtype.category == 2 else int(value))
         key = (_NP_NAME[dtype], text)
         name = self.constants.get(key)
         if name is None:
