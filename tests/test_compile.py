@@ -340,6 +340,64 @@ def test_inplace_update_of_an_input():
         np.testing.assert_array_equal(b.numpy(), a.numpy())
 
 
+@pytest.mark.parametrize("write, replays", [
+    (lambda x, i: x.__setitem__(slice(1, 3), 9.0), 3),      # basic indexing
+    (lambda x, i: x.__setitem__(i, x[0] * 2), 3),          # integer tensor, repeated index
+    (lambda x, i: x.__setitem__(x > 2, 0.0), 3),           # boolean mask
+    (lambda x, i: x[1:].mul_(i.sum()), 0),                 # through a view: eager (see the next test)
+], ids=["slice", "index", "mask", "slice_inplace"])
+def test_item_assignment_into_an_input_replays(write, replays):
+    """x[key] = value on an input without gradients writes into it on every replay (it used to be
+    done in the array directly, past the trace, so replays dropped it)."""
+    def f(x, i):
+        write(x, i)
+        return x * 2
+    cf = fg.compile(f)
+    for k in range(4):
+        a, b = fg.arange(5.0) + k, fg.arange(5.0) + k
+        np.testing.assert_array_equal(cf(b, fg.tensor([0, 2, 2])).numpy(), f(a, fg.tensor([0, 2, 2])).numpy())
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+    assert cf.replays == replays
+
+
+def test_boolean_mask_indexing_is_not_replayed_with_stale_positions():
+    """x[mask] takes the mask's positions from the data: a replay with the first call's positions
+    summed the wrong elements, so a mask tensor index makes the call eager, with eager's result."""
+    def f(x):
+        return x[x > 2].sum()
+    cf = fg.compile(f)
+    for v in ([0.0, 1, 2, 3, 4], [5.0, 1, 2, 3, 0], [0.0, 9, 9, 0, 0]):
+        assert cf(fg.tensor(v)).item() == f(fg.tensor(v)).item()
+    assert cf.replays == 0 and "boolean mask" in cf.last_reason
+
+
+@pytest.mark.parametrize("make", [lambda x: fg.tensor([x.sum(), x.max()]), lambda x: fg.tensor(x)],
+                         ids=["list", "tensor"])
+def test_tensor_of_tensor_values_is_not_replayed_stale(make):
+    """tensor(...) copies values outside the recorded ops: replays returned the first call's copy."""
+    def f(x):
+        return make(x) * 2
+    cf = fg.compile(f)
+    for k in range(3):
+        x = fg.arange(3.0) + k
+        np.testing.assert_array_equal(cf(x).numpy(), f(x).numpy())
+    assert cf.replays == 0 and "tensor(...)" in cf.last_reason
+
+
+def test_write_through_a_view_of_an_input_runs_eagerly():
+    """A write through a transposed view changes the input's memory: not replayable, so every call
+    runs eagerly and says why, with eager's results (replays used to leave the input unchanged)."""
+    def f(x):
+        x.t().add_(fg.arange(2.0))
+        return x
+    cf = fg.compile(f)
+    for _ in range(3):
+        a, b = fg.zeros(2, 2), fg.zeros(2, 2)
+        np.testing.assert_array_equal(cf(b).numpy(), f(a).numpy())
+        np.testing.assert_array_equal(b.numpy(), [[0.0, 0.0], [1.0, 1.0]])
+    assert cf.replays == 0 and "writes in place through a view of an input" in cf.last_reason
+
+
 def test_item_returns_the_fresh_value():
     def f(x):
         return (x * x).sum().item()

@@ -512,6 +512,8 @@ def lowering(name, shapes, dtypes, attrs, cache_dir=None):
 
 
 def _lowering(node, cache_dir):
+    if node.op.name not in LOWERINGS:   # other nodes may have Python scalars among their inputs
+        return None
     return lowering(node.op.name, [v.shape for v in node.inputs], [node.dtype] + [v.dtype for v in node.inputs],
                     node.attrs, cache_dir)
 

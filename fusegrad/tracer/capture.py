@@ -140,6 +140,7 @@ class Trace:
         self.root_version = {}    # id(root array) -> writes to it during the call
         self.written = {}         # id(array) -> (array, expression) of caller-visible arrays written
         self.internal = set()     # ids of arrays the trace computed
+        self.input_roots = set()  # ids of the memory (root arrays) of its inputs
         self.guards = []          # (node, kind, expected): value-dependent decisions
         self.decisions = []       # per guard: its Decision (where the Python code took it)
         self.caller = None        # the frame that calls the captured function (set by the compiler)
@@ -174,6 +175,7 @@ class Trace:
         if self.root_version.get(id(root), 0):
             self.break_("a view was read after the memory it shows was written in the same call")
         node = Node(_PLACEHOLDER, (), None, array.shape, from_numpy_dtype(array.dtype))
+        self.input_roots.add(id(root))
         self.inputs.append(node)
         self.input_sources.append(self.sources.get(id(array), array))
         self._register(array, node)
@@ -277,6 +279,10 @@ class Trace:
             self.nodes.append(node)
         if id(target) not in self.values:
             self.node_of(target)   # its value before the write: an input
+        if id(target) in self.internal and id(_root(target)) in self.input_roots:
+            self.break_("it writes in place through a view of an input (the view's new values change the "
+                        "input's memory, which a replay would not); clone() the view or write to the input")
+            return
         if id(target) not in self.internal and id(target) not in self.written:
             self.written[id(target)] = (target, self.sources.get(id(target)))
         root = _root(target)

@@ -108,14 +108,25 @@ def _infer_dtype(data):
     return (D.bool_, D.int64, D.default_float)[kind] if seen else D.default_float
 
 
+def _reads_tensors(tensors):
+    """tensor(...) of tensors copies their values outside the recorded ops: a capture of a call
+    that does so with values computed in it or passed to it cannot replay (they would be stale)."""
+    trace = capturing()
+    if trace is not None and any(id(t._data) in trace.internal or id(t._data) in trace.sources for t in tensors):
+        trace.break_("it copies tensor values with tensor(...), outside the recorded ops (x.clone().detach() "
+                     "or torch.stack of the tensors is recorded)")
+
+
 def _to_array(data, dtype):
     if isinstance(data, Tensor):
+        _reads_tensors([data])
         return np.array(devices.to_host(data._data), dtype=dtype.np if dtype else None)
     if isinstance(data, np.ndarray):
         return np.array(data, dtype=(dtype.np if dtype else copy_dtype(data.dtype).np))
     if isinstance(data, np.generic):
         return np.array(data, dtype=(dtype or copy_dtype(data.dtype)).np)
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
+        _reads_tensors([x for x in _flat(data) if isinstance(x, Tensor)])
         data = _unwrap(data)
     data = plain_data(data)
     dtype = dtype or _infer_dtype(data)

@@ -958,6 +958,14 @@ def _basic_index_label(key, spec, shape):
 
 
 def setitem(input, key, value):
+    if (capturing() is not None and isinstance(key, Tensor) and key._data.dtype == np.bool_
+            and key._data.shape == input._data.shape and (not isinstance(value, Tensor) or not value._data.ndim)):
+        # x[mask] = v while capturing: where(mask, v, x), which keeps no mask positions (normalize_key's)
+        value = _tensor(value)
+        value = cast(value, input.dtype) if isinstance(value, Tensor) else \
+            _new(np.asarray(value).astype(input._data.dtype), input._device)
+        run_inplace(input, lambda old: _named(where(key, value, old), "IndexPutBackward0"), "setitem")
+        return
     spec, arrays = normalize_key(key, input._data.shape)
     value = _tensor(value) if not isinstance(value, (list, tuple)) else _new(np.asarray(value), input._device)
     if isinstance(value, Tensor) and value._data.dtype != input._data.dtype:
@@ -970,8 +978,9 @@ def setitem(input, key, value):
             while len(keep) > region and keep[0] == 1:
                 keep = keep[1:]
             value = reshape(value, keep)
-    if not grad_mode.state.enabled or not (input._rg or (isinstance(value, Tensor) and value._rg)):
-        view, key = indexed(input._data, spec, arrays)
+    if capturing() is None and (not grad_mode.state.enabled or not (input._rg or (isinstance(value, Tensor)
+                                                                                and value._rg))):
+        view, key = indexed(input._data, spec, arrays)   # written where it goes (a recorded write copies)
         try:
             view[key] = value._data if isinstance(value, Tensor) else value
         except ValueError as e:

@@ -1,6 +1,7 @@
 """Turn a Python indexing key into the hashable `spec` of the IR's index ops plus index arrays."""
 import numpy as np
 
+from .capture import active as capturing
 from .tensor import Tensor
 
 
@@ -16,7 +17,8 @@ def normalize_key(key, shape):
     if consumed > ndim:
         raise IndexError(f"too many indices for tensor of dimension {ndim}")
     for k in key:
-        if isinstance(k, Tensor):
+        data = isinstance(k, Tensor)
+        if data:
             k = k._data
         elif isinstance(k, list) or (isinstance(k, tuple)):
             k = np.asarray(k)
@@ -41,6 +43,12 @@ def normalize_key(key, shape):
         elif isinstance(k, np.ndarray):
             if k.dtype == np.bool_:
                 _check_mask(k.shape, shape, dim)
+                trace = capturing()
+                if data and trace is not None and (id(k) in trace.internal or id(k) in trace.sources):
+                    # a mask computed in the call or passed to it: its positions, taken here as
+                    # constants, would replay stale (one made from Python data is a constant)
+                    trace.break_("it indexes with a boolean mask tensor, whose positions (and the result's "
+                                 "shape) depend on the data")
                 for idx in np.nonzero(k):
                     spec.append(("a",))
                     arrays.append(idx.astype(np.int64))
