@@ -22,9 +22,17 @@ class _RNG:
         self.gen = np.random.Generator(np.random.PCG64(self.initial))
 
     def seed(self, value):
+        _reseeding()
         self.initial = int(value)
         self.gen = np.random.Generator(np.random.PCG64(self.initial))
         return self.gen
+
+
+def _reseeding():
+    trace = capturing()
+    if trace is not None:   # a replay draws on from the generator's state at its own call
+        trace.break_("it seeds or sets the state of the random generator inside the call, which a replay "
+                     "would not do")
 
 
 default_generator = _RNG()
@@ -47,6 +55,7 @@ def get_rng_state():
 
 
 def set_rng_state(state):
+    _reseeding()
     default_generator.gen.bit_generator.state = state
 
 
@@ -108,6 +117,18 @@ def _infer_dtype(data):
     return (D.bool_, D.int64, D.default_float)[kind] if seen else D.default_float
 
 
+def _copied(source, out):
+    """`out`, a copy of the host array `source` (maybe cast), recorded while capturing: a replay
+    copies the value `source` holds at its own call (a tensor's, or a NumPy array's)."""
+    trace = capturing()
+    if trace is not None and type(source) is np.ndarray:
+        if out.dtype == source.dtype:
+            trace.record(OPS["copy"], (source,), None, out)
+        else:
+            trace.record(OPS["cast"], (source,), {"dtype": from_numpy_dtype(out.dtype)}, out)
+    return out
+
+
 def _reads_tensors(tensors):
     """tensor(...) of tensors copies their values outside the recorded ops: a capture of a call
     that does so with values computed in it or passed to it cannot replay (they would be stale)."""
@@ -119,10 +140,11 @@ def _reads_tensors(tensors):
 
 def _to_array(data, dtype):
     if isinstance(data, Tensor):
-        _reads_tensors([data])
-        return np.array(devices.to_host(data._data), dtype=dtype.np if dtype else None)
+        if type(data._data) is not np.ndarray:
+            _reads_tensors([data])
+        return _copied(data._data, np.array(devices.to_host(data._data), dtype=dtype.np if dtype else None))
     if isinstance(data, np.ndarray):
-        return np.array(data, dtype=(dtype.np if dtype else copy_dtype(data.dtype).np))
+        return _copied(data, np.array(data, dtype=(dtype.np if dtype else copy_dtype(data.dtype).np)))
     if isinstance(data, np.generic):
         return np.array(data, dtype=(dtype or copy_dtype(data.dtype)).np)
     if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):

@@ -43,12 +43,8 @@ def normalize_key(key, shape):
         elif isinstance(k, np.ndarray):
             if k.dtype == np.bool_:
                 _check_mask(k.shape, shape, dim)
-                trace = capturing()
-                if data and trace is not None and (id(k) in trace.internal or id(k) in trace.sources):
-                    # a mask computed in the call or passed to it: its positions, taken here as
-                    # constants, would replay stale (one made from Python data is a constant)
-                    trace.break_("it indexes with a boolean mask tensor, whose positions (and the result's "
-                                 "shape) depend on the data")
+                if data and capturing() is not None:   # its positions are taken here as constants: a
+                    capturing().value_guard(k, "array", k.copy())   # replay needs the same mask
                 for idx in np.nonzero(k):
                     spec.append(("a",))
                     arrays.append(idx.astype(np.int64))
