@@ -140,7 +140,6 @@ class Trace:
         self.root_version = {}    # id(root array) -> writes to it during the call
         self.written = {}         # id(array) -> (array, expression) of caller-visible arrays written
         self.internal = set()     # ids of arrays the trace computed
-        self.input_roots = set()  # ids of the memory (root arrays) of its inputs
         self.guards = []          # (node, kind, expected): value-dependent decisions
         self.decisions = []       # per guard: its Decision (where the Python code took it)
         self.caller = None        # the frame that calls the captured function (set by the compiler)
@@ -175,7 +174,6 @@ class Trace:
         if self.root_version.get(id(root), 0):
             self.break_("a view was read after the memory it shows was written in the same call")
         node = Node(_PLACEHOLDER, (), None, array.shape, from_numpy_dtype(array.dtype))
-        self.input_roots.add(id(root))
         self.inputs.append(node)
         self.input_sources.append(self.sources.get(id(array), array))
         self._register(array, node)
@@ -263,8 +261,11 @@ class Trace:
         self.record(node.op, values, node.attrs, out)
         return out
 
-    def write(self, target, value):
-        """`target[...] = value` (same shape) was just done in place."""
+    def write(self, target, value, views=()):
+        """`target[...] = value` (same shape) is being done in place. `views`: where target is a
+        view, (array, view op, attrs) of what it views, from its parent up to the memory's owner:
+        each gets the new value the write gives it (index_put, reshape or permute of the child's),
+        so reading them later, or committing them when the caller sees them, sees the write."""
         if self.broken is not None:
             return
         value = np.asarray(value)
@@ -279,15 +280,28 @@ class Trace:
             self.nodes.append(node)
         if id(target) not in self.values:
             self.node_of(target)   # its value before the write: an input
-        if id(target) in self.internal and id(_root(target)) in self.input_roots:
-            self.break_("it writes in place through a view of an input (the view's new values change the "
-                        "input's memory, which a replay would not); clone() the view or write to the input")
+        befores = [self.node_of(array) for array, _, _ in views]   # read before the write makes them stale
+        if self.broken is not None:
             return
-        if id(target) not in self.internal and id(target) not in self.written:
-            self.written[id(target)] = (target, self.sources.get(id(target)))
         root = _root(target)
         self.root_version[id(root)] = self.root_version.get(id(root), 0) + 1
-        self._register(target, node)
+        self._written(target, node)
+        for (array, op, attrs), before in zip(views, befores):
+            if op.name == "index":
+                node = Node(OPS["index_put"], (before, node), {"spec": attrs["spec"]}, array.shape, before.dtype)
+            elif op.name == "permute":
+                axes = tuple(np.argsort(attrs["axes"]).tolist())
+                node = Node(OPS["permute"], (node,), {"axes": axes}, array.shape, before.dtype)
+            else:   # reshape, and an expand that can be written through (it broadcasts nothing)
+                node = Node(OPS["reshape"], (node,), {"shape": array.shape}, array.shape, before.dtype)
+            self.nodes.append(node)
+            self._written(array, node)
+
+    def _written(self, array, node):
+        """`array` holds the value `node` after an in-place write; one the caller sees is committed."""
+        if id(array) not in self.internal and id(array) not in self.written:
+            self.written[id(array)] = (array, self.sources.get(id(array)))
+        self._register(array, node)
 
     # ------------------------------------------------------------------ gradients and decisions
     def note_grad(self, tensor):

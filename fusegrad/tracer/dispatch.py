@@ -251,7 +251,11 @@ def write_into(target, value):
     """Copy `value` into the target's memory and bump its version counter."""
     trace = capturing()
     if trace is not None:
-        trace.write(target._data, value)
+        views, t = [], target
+        while t._view is not None:
+            views.append((t._view.parent._data, t._view.op, t._view.attrs))
+            t = t._view.parent
+        trace.write(target._data, value, views)
     try:
         np.copyto(target._data, value, casting="unsafe")
     except ValueError as e:
