@@ -733,6 +733,9 @@ class CompiledFunction:
     def _capture(self, args, kwargs):
         guards = _Guards()
         names = self.parameter_names
+        # which arguments the call passes: one that the capture left to its default is a constant
+        guards.check("len(A)", len(args), "the number of positional arguments")
+        guards.check("sorted(K)", sorted(kwargs), "the keyword arguments passed")
         for i, a in enumerate(args):
             guards.walk(a, f"A[{i}]", names[i] if i < len(names) else f"argument {i}")
         for k, v in kwargs.items():

@@ -442,6 +442,18 @@ def test_write_through_a_view_of_an_intermediate_with_gradients_replays():
     assert cf.replays == 2
 
 
+def test_arguments_left_to_their_defaults_at_capture_are_guarded():
+    """A specialisation captured with an argument left to its default used that default as a
+    constant: a later call passing it (by position or keyword) replayed the default."""
+    def f(x, scale=2.0, *, shift=0.0):
+        return x * scale + shift
+    cf = fg.compile(f)
+    for args, kwargs in [((), {}), ((), {}), ((3.0,), {}), ((), {"shift": 1.0}), ((), {"scale": 3.0, "shift": 1.0}),
+                         ((), {})]:
+        np.testing.assert_array_equal(cf(fg.ones(2), *args, **kwargs).numpy(), f(fg.ones(2), *args, **kwargs).numpy())
+    assert cf.replays == 2   # the second and the last call
+
+
 def test_item_returns_the_fresh_value():
     def f(x):
         return (x * x).sum().item()
