@@ -39,6 +39,20 @@ def active():
     return getattr(_state, "trace", None)
 
 
+def write_back(op, attrs, shape):
+    """How a write through a view (`op` with `attrs`) reaches the array of `shape` it views: (op,
+    attrs, whether that array's old value is an operand): the new values put into the old ones
+    (index_put), or the view undone (reshape; permute by the inverse axes)."""
+    if op.name == "index":
+        return OPS["index_put"], {"spec": attrs["spec"]}, True
+    if op.name in ("reshape", "expand"):   # an expand that can be written through broadcasts nothing
+        return OPS["reshape"], {"shape": shape}, False
+    if op.name == "permute":
+        return OPS["permute"], {"axes": tuple(np.argsort(attrs["axes"]).tolist())}, False
+    raise RuntimeError(f"in-place modification of a tensor viewed through {op.name} is not supported; clone() it "
+                       "first")
+
+
 def _root(array):
     while isinstance(array.base, np.ndarray):
         array = array.base
@@ -286,14 +300,9 @@ class Trace:
         root = _root(target)
         self.root_version[id(root)] = self.root_version.get(id(root), 0) + 1
         self._written(target, node)
-        for (array, op, attrs), before in zip(views, befores):
-            if op.name == "index":
-                node = Node(OPS["index_put"], (before, node), {"spec": attrs["spec"]}, array.shape, before.dtype)
-            elif op.name == "permute":
-                axes = tuple(np.argsort(attrs["axes"]).tolist())
-                node = Node(OPS["permute"], (node,), {"axes": axes}, array.shape, before.dtype)
-            else:   # reshape, and an expand that can be written through (it broadcasts nothing)
-                node = Node(OPS["reshape"], (node,), {"shape": array.shape}, array.shape, before.dtype)
+        for (array, view_op, attrs), before in zip(views, befores):
+            op, attrs, with_old = write_back(view_op, attrs, array.shape)
+            node = Node(op, (before, node) if with_old else (node,), attrs, array.shape, before.dtype)
             self.nodes.append(node)
             self._written(array, node)
 

@@ -13,7 +13,7 @@ from ..runtime.devices import CPU
 from ..runtime.events import notify, now, observers
 from ..runtime.quiet import quiet as _quiet, restore as _restore
 from . import grad_mode
-from .capture import active as capturing
+from .capture import active as capturing, write_back
 from .node import RecordedNode, accumulate_node
 from .tensor import Tensor, ViewOf
 
@@ -228,15 +228,8 @@ def _rebase_viewed(view):
         parent, op, attrs, index = child._view.parent, child._view.op, child._view.attrs, child._view.index
         old = _new_tensor(parent._data, parent._device)
         old._node, old._rg = parent._node, parent._rg
-        if op.name == "index":
-            new = apply(OPS["index_put"], (old, child) + tuple(index), {"spec": attrs["spec"]})
-        elif op.name in ("reshape", "expand"):   # an expand that can be written through broadcasts nothing
-            new = apply(OPS["reshape"], (child,), {"shape": parent._data.shape})
-        elif op.name == "permute":
-            new = apply(OPS["permute"], (child,), {"axes": tuple(np.argsort(attrs["axes"]).tolist())})
-        else:
-            raise RuntimeError(f"in-place modification of a tensor viewed through {op.name} is not supported; "
-                               "clone() it first")
+        back, back_attrs, with_old = write_back(op, attrs, parent._data.shape)
+        new = apply(back, (old, child) + tuple(index) if with_old else (child,), back_attrs)
         if new._node is not None:
             new._node.label = "CopySlices"
             previous, parent._node, parent._rg = parent._node, new._node, True
