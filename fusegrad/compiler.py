@@ -37,8 +37,8 @@ from .runtime.devices import CPU
 from .runtime.log import _listeners, log
 from .runtime.plan import Plan
 from .tracer import Tensor, grad_mode
-from .tracer.capture import HyperParameter, ScalarProxy, Trace, active as capturing, recording
-from .tracer.dispatch import edge
+from .tracer.capture import HyperParameter, ScalarProxy, Trace, active as capturing, memory_root, recording
+from .tracer.dispatch import apply, edge
 from .tracer.node import FREED, RecordedNode
 from .tracer.factories import default_generator
 
@@ -72,6 +72,8 @@ class _Guards:
         self.groups = []   # (optimizer, parameter group, its expression)
         self.mentions = set()   # names and strings in the code walked (see TRACED_HYPER_PARAMETERS)
         self.devices = set()   # of the tensors reached: one plan runs on one device
+        self.histories = []   # (tensor, its autograd node before the call, expression, what it is)
+        self.arrays = []   # (expression, array) of every tensor's data and gradient reached
 
     def device(self):
         """The device of the tensors reached (the CPU when none is)."""
@@ -127,7 +129,7 @@ class _Guards:
             self.code_of(obj, depth + 1)
         elif not isinstance(obj, (types.ModuleType, type, types.BuiltinFunctionType)):
             self.check(expr, obj, f"{what}: the same object", "is")
-            if depth < 2 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
+            if depth < 3 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
                 # a plain object (a trainer holding a model, a config): what it holds is read too
                 self.paths[id(obj)] = expr
                 for key, value in vars(obj).items():
@@ -140,8 +142,10 @@ class _Guards:
             self.check(f"{expr} is {first}", True, f"{what}: the same tensor as {first}")
             return
         self.tensor_paths[id(t)] = expr
+        self.histories.append((t, t._node, expr, what))
         self.hoisted.append(expr)
         self.sources[id(t._data)] = f"{expr}._data"
+        self.arrays.append((f"{expr}._data", t._data))
         self.check(f"type({expr})", type(t), f"{what}: type", "is")
         self.check(f"{expr}._data.shape", t._data.shape, what)
         self.check(f"{expr}._data.dtype", t._data.dtype, f"{what}: dtype")
@@ -151,12 +155,20 @@ class _Guards:
         self.check(f"{expr}._rg", t._rg, f"{what}: requires_grad")
         self.check(f"{expr}._node is None", t._node is None, f"{what}: is a leaf")
         self.check(f"{expr}._grad is None", t._grad is None, f"{what}.grad is None")
+        hooked = bool(t._hooks or t._post_accumulate_hooks)   # registered or removed between calls
+        self.check(f"not ({expr}._hooks or {expr}._post_accumulate_hooks)", not hooked, f"{what}: has no hooks")
+        if hooked:
+            for key in ("_hooks", "_post_accumulate_hooks"):
+                self.walk(getattr(t, key), f"{expr}.{key}", f"{what}: {key[1:].replace('_', ' ')}")
         if t._grad is not None:
             self.sources[id(t._grad._data)] = f"{expr}._grad._data"
+            self.arrays.append((f"{expr}._grad._data", t._grad._data))
             self.check(f"{expr}._grad._data.shape", t._grad._data.shape, f"{what}.grad")
             self.check(f"{expr}._grad._data.dtype", t._grad._data.dtype, f"{what}.grad: dtype")
 
     def module(self, m, name, what):
+        hooked = m._forward_hooks or m._forward_pre_hooks   # registered or removed between calls
+        self.check(f"not ({name}._forward_hooks or {name}._forward_pre_hooks)", not hooked, f"{what}: has no hooks")
         for key, value in vars(m).items():
             where = f"{what}.{key}"
             if key in ("_parameters", "_buffers", "_modules"):
@@ -167,9 +179,19 @@ class _Guards:
                         self.check(f"{item} is None", True, f"{what}.{k}")
                     else:
                         self.walk(v, item, f"{what}.{k}")
+            elif key in ("_forward_hooks", "_forward_pre_hooks"):
+                if hooked:
+                    self.check(f"tuple({name}.{key})", tuple(value), f"{what}: {key[1:].replace('_', ' ')}")
+                    for k, hook in value.items():
+                        self.walk(hook, f"{name}.{key}[{k!r}]", f"{what}: {key[1:-1].replace('_', ' ')} {k}")
+            elif key == "_hooks_with_kwargs":
+                if hooked:
+                    self.check(f"sorted({name}.{key})", sorted(value), f"{what}: hooks with kwargs")
             elif isinstance(value, _SIMPLE) or (isinstance(value, tuple)
                                                 and all(isinstance(x, _SIMPLE) for x in value)):
                 self.check(f"{name}.__dict__[{key!r}]", value, where)
+            elif key != "_non_persistent":   # tensors, containers, objects kept as plain attributes
+                self.walk(value, f"{name}.__dict__[{key!r}]", where, 1)
         forward = getattr(type(m), "forward", None)
         if isinstance(forward, types.FunctionType):
             self.code_of(forward, 1)
@@ -305,20 +327,26 @@ class DifferentiableForward:
     def __init__(self, trace, output):
         self.output = output
         self.inputs = list(trace.inputs)
-        # per trace input: the tensor whose data it is (not a gradient's), or None for constants
-        self.owners = [None if not isinstance(source, str) or "._grad" in source else _owner(source)
-                       for source in trace.input_sources]
         self.order = topological_order([output])
 
-    def attach(self, result, tensors, bindings):
+    @staticmethod
+    def owners_of(trace):
+        """Per trace input: the expression of the tensor whose data it is (not a gradient's), or
+        None for constants."""
+        return [None if not isinstance(source, str) or "._grad" in source else _owner(source)
+                for source in trace.input_sources]
+
+    def attach(self, result, tensors, bindings, versions):
         """Give `result` its compiled_call node; `tensors` are the tensors whose data each input
-        is (None for constants and gradients), `bindings` the input arrays of this replay."""
+        is (None for constants and gradients), `bindings` the input arrays of this replay and
+        `versions` their tensors' version counters before the replay committed its writes (a
+        backward that reads an input the call wrote raises, as in eager mode)."""
         if not grad_mode.state.enabled:
             return result
         inputs = tuple(edge(t) if t is not None and t._rg else a for t, a in zip(tensors, bindings))
         if not any(isinstance(v, Node) for v in inputs):
             return result
-        versions = [(t._vc, t._vc[0], i) for i, t in enumerate(tensors) if t is not None]
+        versions = [(t._vc, v, i) for i, (t, v) in enumerate(zip(tensors, versions)) if t is not None]
         result._node = RecordedNode(OPS["compiled_call"], inputs, {"forward": self}, result._data.shape,
                                     from_numpy_dtype(result._data.dtype), tuple(bindings), versions, None,
                                     result._device)
@@ -463,6 +491,13 @@ class Specialisation:
             guards.check(f"donatable({source})", True, f"{source}: an array of its own, C-contiguous and "
                                                         "writable (the plan updates it in place)")
         guards.objects["donatable"] = _donatable
+        if any(kind == "write" for kind, _, _, _ in self.commits):
+            # the trace knows which arrays overlapped at capture; a write into one reaches the others
+            # only where they share memory, so later calls must share it alike
+            found = [(expr, array) for expr, array in guards.arrays if id(array) in trace.values]
+            guards.objects["sharing"] = _sharing
+            guards.check(f"sharing({', '.join(e for e, _ in found)})", _sharing(*(a for _, a in found)),
+                         "the tensors that share memory (a write through one reaches the others)")
         self.guard_fn, self.guard_source = _generate_guard(guards.checks, guards.objects, guards.hoisted)
         self.plan.info["guards"] = self.guard_source
         self.source, self.replay = self._generate(trace, objects)
@@ -486,7 +521,7 @@ class Specialisation:
         """def replay(A, K) -> (result, None), or (None, mismatch) when a value guard fails: run
         the plan, check the value guards, then commit, in straight-line code."""
         namespace = dict(objects, plan=self.plan, make=functools.partial(_new, device=self.device),
-                         copyto=np.copyto, matches=_value_matches, hyper=_float64, fresh=_fresh)
+                         copyto=np.copyto, view=_view, matches=_value_matches, hyper=_float64, fresh=_fresh)
         bindings = []
         for k, source in enumerate(trace.input_sources):
             if not isinstance(source, str):
@@ -499,6 +534,10 @@ class Specialisation:
             lines.append(f"if not matches(V[{k}], {kind!r}, X{n}): return None, ({kind!r}, X{n}, V[{k}])")
         if any(c[0] == "grad" for c in self.commits):
             lines.append("held = {id(b) for b in B}")
+        if _differentiable(self.result):   # the tensors of the inputs and their versions before the commits
+            owners = DifferentiableForward.owners_of(trace)
+            lines.append(f"OW = ({''.join(f'{o or None}, ' for o in owners)})")
+            lines.append("VC = [None if t is None else t._vc[0] for t in OW]")
         overwritten = {k: i for i, k in self.plan.donated.items()}
         for kind, expr, owner, k in self.commits:
             if kind == "write":
@@ -528,6 +567,17 @@ def _donatable(array):
     return array.base is None and array.flags.c_contiguous and array.flags.writeable
 
 
+def _sharing(*arrays):
+    """How the arrays share memory: None when no two do, else for each the position of the first
+    with the same owner, where it starts in its owner's memory and its strides."""
+    owners = [a if a.base is None else memory_root(a) for a in arrays]
+    if len(set(map(id, owners))) == len(owners):
+        return None
+    first = {}
+    return tuple((first.setdefault(id(o), k), a.__array_interface__["data"][0] - o.__array_interface__["data"][0],
+                  a.strides) for k, (a, o) in enumerate(zip(arrays, owners)))
+
+
 def _fresh(value, held):
     """A gradient buffer of its own: never a view, nor an array the caller passed in."""
     return value.copy() if value.base is not None or id(value) in held else value
@@ -540,12 +590,17 @@ def _result_code(template, namespace):
     if kind == "differentiable":
         name = f"D{len(namespace)}"
         namespace[name] = template[2]
-        owners = ", ".join(o or "None" for o in template[2].owners)
-        return f"{name}.attach(make(V[{data}]), ({owners}{',' if len(template[2].owners) == 1 else ''}), B)"
+        return f"{name}.attach(make(V[{data}]), OW, B, VC)"
     if kind == "float":
         return f"V[{data}].item()"
     if kind == "path":
         return data
+    if kind == "view":
+        names = []
+        for value in template[2:]:
+            names.append(f"R{len(namespace)}")
+            namespace[names[-1]] = value
+        return f"view({_result_code(data, namespace)}, {', '.join(names)})"
     if kind in ("list", "tuple", "namedtuple"):
         items = ", ".join(_result_code(t, namespace) for t in data)
         if kind == "namedtuple":
@@ -586,8 +641,11 @@ def _template(obj, trace, guards, output):
             trace.break_(f"it returns a tensor on {obj._device}, made inside the call, while the tensors it "
                          f"reads are on {', '.join(sorted(map(str, guards.devices))) or 'cpu'}")
         path = guards.tensor_paths.get(id(obj))
-        if path is not None and id(obj._data) not in trace.written:   # an argument or parameter, returned
+        if path is not None:   # an argument or parameter, returned: the same tensor, written or not
             return ("path", path)
+        view = _caller_view(obj, guards)
+        if view is not None:
+            return view
         node = trace.node_of(obj._data)
         if obj._node is not None and node.op.name != "placeholder" and not _backward_ran(obj._node):
             # the caller may call backward on it: replays give it a node whose VJP is the derived
@@ -603,6 +661,26 @@ def _template(obj, trace, guards, output):
     if obj is not None and not isinstance(obj, _SIMPLE):
         trace.break_(f"it returns a {type(obj).__name__}, which a replay cannot rebuild")
     return ("const", obj)
+
+
+def _caller_view(t, guards):
+    """('view', parent's template, op, attrs, grad mode) when `t` views, through view ops without
+    tensor operands, the memory of a tensor the caller holds: a replay returns the same view of
+    it (sharing its memory and version counter, with the view's own history, as eager mode),
+    not a copy of the values. None otherwise."""
+    view = t._view
+    if view is None or view.index:
+        return None
+    path = guards.tensor_paths.get(id(view.parent))
+    parent = ("path", path) if path is not None else _caller_view(view.parent, guards)
+    if parent is None:
+        return None
+    return ("view", parent, view.op, view.attrs, not view.made_without_grad)
+
+
+def _view(parent, op, attrs, enabled):
+    with grad_mode.set_grad_enabled(enabled):
+        return apply(op, (parent,), attrs)
 
 
 def _backward_ran(node):
@@ -638,6 +716,23 @@ def _changed_state(guards, trace, args, kwargs):
                 return i
         except Exception:
             return i
+    return None
+
+
+def _changed_tensors(guards, args, kwargs):
+    """Why a replay cannot redo what the captured call did to the tensors it reached (another
+    tensor stored where one was, new autograd history of one changed in place), or None."""
+    namespace = dict(guards.objects, A=args, K=kwargs)
+    for t, node, expr, what in guards.histories:
+        try:
+            found = eval(expr, namespace)
+        except Exception:
+            found = None
+        if found is not t:
+            return f"it stores another tensor where it found {what}, which a replay would not do"
+        if t._node is not node:
+            return f"it changes {what} in place while recording gradients: a replay would write its values but " \
+                   "not give it its new autograd history"
     return None
 
 
@@ -764,6 +859,8 @@ class CompiledFunction:
         if reason is None and _unrecorded_draws(rng, trace):
             reason = "it draws random numbers a replay would not redraw (Python's random, NumPy's, or fusegrad's " \
                      "other than through rand/randn)"
+        if reason is None:
+            reason = _changed_tensors(guards, args, kwargs)
         if reason is None:
             changed = _changed_state(guards, trace, args, kwargs)
             if changed is not None:

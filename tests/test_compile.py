@@ -442,6 +442,205 @@ def test_write_through_a_view_of_an_intermediate_with_gradients_replays():
     assert cf.replays == 2
 
 
+@pytest.mark.parametrize("returned", [
+    lambda x: x.mul_(2),                                  # the input itself, written
+    lambda x: x.view(4).mul_(2),                          # a view of it, written through
+    lambda x: x[1:].t(),                                  # a view of a view, not written
+    lambda x: x.add_(1)[0],                               # a view taken after a write
+], ids=["written", "written_view", "view_of_view", "view_after_write"])
+def test_returned_input_or_view_of_it_shares_its_memory(returned):
+    """A returned argument, or a view of one, is that tensor or a view of its memory, as in eager
+    mode: replays handed back a copy of the values (an argument written in the call too), so that
+    a later write through the result no longer reached the argument."""
+    cf = fg.compile(returned)
+    for k in range(3):
+        a, b = fg.arange(4.0).reshape(2, 2) + k, fg.arange(4.0).reshape(2, 2) + k
+        expected, got = returned(a), cf(b)
+        assert (got is b) == (expected is a)
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+        expected.fill_(-k)
+        got.fill_(-k)
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+        assert b._version == a._version
+    assert cf.replays == 2
+
+
+def test_returned_view_of_a_parameter_has_its_view_history():
+    layer = nn.Linear(3, 2)
+    cf = fg.compile(lambda: layer.weight.t()[0])
+    for _ in range(3):
+        got = cf()
+        assert np.shares_memory(got.detach().numpy(), layer.weight.detach().numpy())
+        got.sum().backward()
+    np.testing.assert_array_equal(layer.weight.grad.numpy(), [[3, 0, 0], [3, 0, 0]])
+    assert cf.replays == 1   # the second call captures again: weight.grad is no longer None
+
+
+def test_in_place_change_of_an_argument_with_history_runs_eagerly():
+    """An in-place op on an argument that requires grad gives it new autograd history in eager
+    mode; a replay wrote only its values, so a later backward through the argument used its old
+    history (2 instead of 6 below)."""
+    def f(x):
+        x.mul_(3)
+        return x.sum()
+    cf = fg.compile(f)
+    for fn in (f, cf, cf):
+        a = fg.ones(3, requires_grad=True)
+        x = a * 2
+        fn(x).backward(retain_graph=True)
+        np.testing.assert_array_equal(a.grad.numpy(), [6, 6, 6])
+        a.grad = None
+        x.sum().backward()
+        np.testing.assert_array_equal(a.grad.numpy(), [6, 6, 6])
+    assert cf.replays == 0 and "changes x in place while recording gradients" in cf.last_reason
+
+
+def test_backward_of_a_result_reads_an_argument_the_call_wrote_raises_as_eager():
+    """The returned loss's backward needs x, which the call then changed in place: eager mode raises
+    at backward; a replay's result recorded x's version after its own write and computed the
+    gradient with the new x (2 instead of the error)."""
+    def f(w, x):
+        y = (w * x).sum()
+        x.add_(1)
+        return y
+    cf = fg.compile(f)
+    for fn in (f, cf, cf, cf):
+        w = fg.ones(3, requires_grad=True)
+        y = fn(w, fg.ones(3))
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
+    assert cf.replays == 2
+
+    def g(w, x):   # the write does not touch what backward reads: it runs
+        y = (w + x).sum()
+        x.add_(1)
+        return y
+    cg = fg.compile(g)
+    for _ in range(3):
+        w, x = fg.ones(3, requires_grad=True), fg.ones(3)
+        cg(w, x).backward()
+        np.testing.assert_array_equal(w.grad.numpy(), [1, 1, 1])
+        np.testing.assert_array_equal(x.numpy(), [2, 2, 2])
+    assert cg.replays == 2
+
+
+@pytest.mark.parametrize("alias, replays", [(lambda a: a, 3), (lambda a: a.view(3), 2), (lambda a: a.detach(), 3)],
+                         ids=["same", "view", "detached"])
+def test_arguments_that_share_memory_get_their_own_specialisation(alias, replays):
+    """A call writes x in place and then reads y: when y shares x's memory it sees the write. A
+    specialisation captured with separate x and y replayed y's old value for an aliased call.
+    Aliased calls replay a specialisation of their own where the trace follows the write (one
+    tensor); a read through another tensor after the write runs eagerly."""
+    def f(x, y):
+        x.mul_(2)
+        return y + 1
+    cf = fg.compile(f)
+    for separate in (True, True, False, False, True):
+        a, b = fg.ones(3), fg.ones(3)
+        expected = f(a, fg.ones(3) if separate else alias(a))
+        got = cf(b, fg.ones(3) if separate else alias(b))
+        np.testing.assert_array_equal(got.numpy(), expected.numpy())
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+    assert cf.replays == replays
+
+
+def test_hooks_registered_or_removed_between_calls_are_guarded():
+    """Forward hooks, forward pre-hooks and tensor hooks added after the capture were skipped by
+    replays (a hook zeroing the output or the gradient had no effect)."""
+    fg.manual_seed(0)
+    model, twin = nn.Linear(2, 2), nn.Linear(2, 2)
+    twin.load_state_dict(model.state_dict())
+    compiled, x = fg.compile(twin), fg.ones(1, 2)
+    hooks = [("register_forward_hook", lambda mod, inp, out: out * 0),
+             ("register_forward_pre_hook", lambda mod, inp: (inp[0] * 2,)),
+             ("register_forward_hook", lambda mod, inp, out: None)]
+    for method, hook in hooks:
+        for _ in range(2):
+            np.testing.assert_array_equal(compiled(x).detach().numpy(), model(x).detach().numpy())
+        handles = [getattr(m, method)(hook) for m in (model, twin)]
+        for _ in range(2):
+            np.testing.assert_array_equal(compiled(x).detach().numpy(), model(x).detach().numpy())
+        for h in handles:
+            h.remove()
+    assert compiled.replays >= 6
+
+    def step(m, opt):
+        opt.zero_grad()
+        m(x).sum().backward()
+        opt.step()
+    (opt, twin_opt), cs = [fg.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin)], fg.compile(step)
+    for k in range(6):
+        if k == 3:
+            for m in (model, twin):
+                m.weight.register_hook(lambda g: g * 0)
+        step(model, opt)
+        cs(twin, twin_opt)
+        _assert_close(_params(twin), _params(model), rtol=0, atol=0)
+    assert cs.replays == 1 and "tensor hook" in cs.last_reason   # a hook's Python runs eagerly
+
+
+def test_tensor_stored_by_the_call_runs_eagerly():
+    """A forward hook that stores the layer's output (feature extraction): replays left the first
+    call's tensor in the dict."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    features = {}
+    model[0].register_forward_hook(lambda mod, inp, out: features.__setitem__("first", out))
+    compiled = fg.compile(model)
+    for k in range(4):
+        x = fg.full((1, 2), float(k))
+        compiled(x)
+        np.testing.assert_array_equal(features["first"].detach().numpy(), model[0](x).detach().numpy())
+    assert "stores another tensor where it found global features['first']" in compiled.last_reason \
+        or "closure variable features['first']" in compiled.last_reason
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = fg.ones(3)   # plain attributes, neither parameters nor buffers
+        self.shifts = [fg.ones(3)]
+
+    def forward(self, x):
+        return x * self.scale + self.shifts[0]
+
+
+class _Holder:
+    pass
+
+
+def test_tensors_kept_in_module_attributes_and_nested_objects_are_found_again():
+    """A tensor in a module's plain attribute (or a list of them), or three objects deep, was a
+    constant of the trace: replays kept using the first call's tensor after it was replaced."""
+    model = _Scaled()
+    compiled = fg.compile(model)
+    config = _Holder()
+    config.inner = _Holder()
+    config.inner.inner = _Holder()
+
+    def f(x):
+        return x * config.inner.inner.weight
+    cf = fg.compile(f)
+    for k in range(4):
+        model.scale, model.shifts[0] = fg.full((3,), float(k)), fg.full((3,), -float(k))
+        config.inner.inner.weight = fg.full((3,), float(k))
+        np.testing.assert_array_equal(compiled(fg.ones(3)).numpy(), model(fg.ones(3)).numpy())
+        np.testing.assert_array_equal(cf(fg.ones(3)).numpy(), f(fg.ones(3)).numpy())
+    assert compiled.replays == 3 and cf.replays == 3
+
+
+def test_assigning_data_runs_eagerly():
+    """`x.data = ...` rebinds x's memory; a replay left x as it was."""
+    def f(x, y):
+        x.data = y * 2
+        return x.sum()
+    cf = fg.compile(f)
+    for k in range(3):
+        a, b = fg.ones(3), fg.ones(3)
+        assert cf(b, fg.full((3,), float(k))).item() == f(a, fg.full((3,), float(k))).item()
+        np.testing.assert_array_equal(b.numpy(), a.numpy())
+    assert cf.replays == 0 and ".data" in cf.last_reason
+
+
 def test_arguments_left_to_their_defaults_at_capture_are_guarded():
     """A specialisation captured with an argument left to its default used that default as a
     constant: a later call passing it (by position or keyword) replayed the default."""

@@ -53,7 +53,8 @@ def write_back(op, attrs, shape):
                        "first")
 
 
-def _root(array):
+def memory_root(array):
+    """The array that owns the memory `array` views (itself when it owns it)."""
     while isinstance(array.base, np.ndarray):
         array = array.base
     return array
@@ -172,7 +173,7 @@ class Trace:
             self.broken = reason
 
     def _register(self, array, node):
-        root = _root(array)
+        root = memory_root(array)
         self.values[id(array)] = (node, array, id(root), self.root_version.get(id(root), 0))
 
     def node_of(self, array):
@@ -184,7 +185,7 @@ class Trace:
                 self.break_("a tensor was read after its memory was written through another tensor "
                             "(a view or `.data`) in the same call")
             return node
-        root = _root(array)
+        root = memory_root(array)
         if self.root_version.get(id(root), 0):
             self.break_("a view was read after the memory it shows was written in the same call")
         node = Node(_PLACEHOLDER, (), None, array.shape, from_numpy_dtype(array.dtype))
@@ -297,7 +298,7 @@ class Trace:
         befores = [self.node_of(array) for array, _, _ in views]   # read before the write makes them stale
         if self.broken is not None:
             return
-        root = _root(target)
+        root = memory_root(target)
         self.root_version[id(root)] = self.root_version.get(id(root), 0) + 1
         self._written(target, node)
         for (array, view_op, attrs), before in zip(views, befores):

@@ -191,6 +191,9 @@ class Tensor:
 
     @data.setter
     def data(self, value):
+        trace = capturing()
+        if trace is not None:   # a replay would write the values, not rebind the memory
+            trace.break_("it assigns a tensor's .data (rebinding its memory, which a replay does not redo)")
         if isinstance(value, Tensor):
             self._data, self._device = value._data, value._device
         else:
