@@ -17,8 +17,10 @@ run eagerly (always correct) and capture again; at most MAX_SPECIALISATIONS trac
 function, after which it stays eager and says so once.
 """
 import builtins
+import collections.abc
 import functools
 import inspect
+import operator
 import random
 import re
 import sys
@@ -74,6 +76,7 @@ class _Guards:
         self.devices = set()   # of the tensors reached: one plan runs on one device
         self.histories = []   # (tensor, its autograd node before the call, expression, what it is)
         self.arrays = []   # (expression, array) of every tensor's data and gradient reached
+        self.stateful = {}   # id -> (object with hidden state, what it is, _hidden_state before the call)
 
     def device(self):
         """The device of the tensors reached (the CPU when none is)."""
@@ -93,6 +96,9 @@ class _Guards:
 
     # -- values
     def walk(self, obj, expr, what, depth=0):
+        holder = getattr(obj, "__self__", obj)   # a bound method's object: rng.normal
+        if isinstance(holder, _STATEFUL) and id(holder) not in self.stateful:
+            self.stateful[id(holder)] = (holder, what, _hidden_state(holder))
         if isinstance(obj, Tensor):
             self.tensor(obj, expr, what)
         elif isinstance(obj, _SIMPLE):
@@ -719,9 +725,42 @@ def _changed_state(guards, trace, args, kwargs):
     return None
 
 
-def _changed_tensors(guards, args, kwargs):
-    """Why a replay cannot redo what the captured call did to the tensors it reached (another
-    tensor stored where one was, new autograd history of one changed in place), or None."""
+# Objects whose state decides what a call computes but is not in their attributes: random
+# generators, and iterators (their position). A call that changes one runs eagerly.
+_STATEFUL = (random.Random, np.random.Generator, np.random.RandomState, np.random.BitGenerator,
+             collections.abc.Iterator)
+
+
+def _hidden_state(obj):
+    """What a stateful object will do next, comparable with ==: a generator's state, an iterator's
+    remaining length; None where it cannot be read (a generator function's, a file's)."""
+    if isinstance(obj, random.Random):
+        return obj.getstate()
+    if isinstance(obj, np.random.RandomState):
+        return _comparable(obj.get_state(legacy=False))
+    if isinstance(obj, np.random.Generator):
+        obj = obj.bit_generator
+    if isinstance(obj, np.random.BitGenerator):
+        return _comparable(obj.state)
+    if hasattr(type(obj), "__length_hint__") and not isinstance(obj, types.GeneratorType):
+        return operator.length_hint(obj)
+    return None
+
+
+def _comparable(state):
+    if isinstance(state, dict):
+        return tuple((k, _comparable(v)) for k, v in state.items())
+    return state.tobytes() if isinstance(state, np.ndarray) else state
+
+
+def _unreplayable_changes(guards, args, kwargs):
+    """Why a replay cannot redo what the captured call did to what it reached (a random generator
+    or iterator advanced, another tensor stored where one was, new autograd history given to one
+    changed in place), or None."""
+    for obj, what, before in guards.stateful.values():
+        if before is None or _hidden_state(obj) != before:
+            kind = "an iterator" if isinstance(obj, collections.abc.Iterator) else "a random generator"
+            return f"it reads {what}, {kind} whose state a replay would not advance"
     namespace = dict(guards.objects, A=args, K=kwargs)
     for t, node, expr, what in guards.histories:
         try:
@@ -860,7 +899,7 @@ class CompiledFunction:
             reason = "it draws random numbers a replay would not redraw (Python's random, NumPy's, or fusegrad's " \
                      "other than through rand/randn)"
         if reason is None:
-            reason = _changed_tensors(guards, args, kwargs)
+            reason = _unreplayable_changes(guards, args, kwargs)
         if reason is None:
             changed = _changed_state(guards, trace, args, kwargs)
             if changed is not None:

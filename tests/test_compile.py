@@ -709,6 +709,37 @@ def test_python_random_trip_count_runs_eagerly_and_correctly():
     assert cf.replays == 0
 
 
+def _batches():
+    for k in range(10):
+        yield fg.full((2,), float(k))
+
+
+@pytest.mark.parametrize("make, draw", [
+    (lambda: iter([fg.full((2,), float(k)) for k in range(10)]), next),
+    (_batches, next),
+    (lambda: np.random.default_rng(0), lambda rng: fg.tensor(rng.normal(size=2), dtype=fg.float32)),
+    (lambda: np.random.RandomState(0), lambda rng: fg.tensor(rng.rand(2), dtype=fg.float32)),
+    (lambda: random.Random(0), lambda rng: fg.full((2,), rng.random())),
+], ids=["list_iterator", "generator", "numpy_generator", "random_state", "python_random"])
+def test_iterators_and_random_generators_advanced_by_the_call_run_eagerly(make, draw):
+    """`next(batches)` inside the step, or a draw from a generator object of one's own: replays
+    returned the first call's batch or sample every time (training on one batch forever)."""
+    source, twin = make(), make()
+    cf = fg.compile(lambda: draw(source) * 2)
+    for _ in range(4):
+        np.testing.assert_array_equal(cf().numpy(), (draw(twin) * 2).numpy())
+    assert cf.replays == 0 and "whose state a replay would not advance" in cf.last_reason
+
+
+def test_iterator_the_call_does_not_advance_replays():
+    batches = iter([fg.ones(2)])
+    flag = [True]
+    cf = fg.compile(lambda x: next(batches) if not flag[0] else x * 2)
+    for k in range(3):
+        np.testing.assert_array_equal(cf(fg.full((2,), float(k))).numpy(), [2 * k] * 2)
+    assert cf.replays == 2
+
+
 def test_fullgraph_names_the_cause():
     def noisy(x):
         return x + random.random()
