@@ -138,6 +138,7 @@ class _Guards:
             if depth < 3 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
                 # a plain object (a trainer holding a model, a config): what it holds is read too
                 self.paths[id(obj)] = expr
+                self.check(f"tuple({expr}.__dict__)", tuple(vars(obj)), f"{what}: attribute names")
                 for key, value in vars(obj).items():
                     if key.isidentifier():
                         self.walk(value, f"{expr}.{key}", f"{what}.{key}", depth + 1)
@@ -175,6 +176,7 @@ class _Guards:
     def module(self, m, name, what):
         hooked = m._forward_hooks or m._forward_pre_hooks   # registered or removed between calls
         self.check(f"not ({name}._forward_hooks or {name}._forward_pre_hooks)", not hooked, f"{what}: has no hooks")
+        self.check(f"tuple({name}.__dict__)", tuple(vars(m)), f"{what}: attribute names")   # one set by the call
         for key, value in vars(m).items():
             where = f"{what}.{key}"
             if key in ("_parameters", "_buffers", "_modules"):
@@ -646,8 +648,9 @@ def _template(obj, trace, guards, output):
         if obj._device is not guards.device():
             trace.break_(f"it returns a tensor on {obj._device}, made inside the call, while the tensors it "
                          f"reads are on {', '.join(sorted(map(str, guards.devices))) or 'cpu'}")
-        path = guards.tensor_paths.get(id(obj))
-        if path is not None:   # an argument or parameter, returned: the same tensor, written or not
+        path = guards.tensor_paths.get(id(obj)) or next(
+            (f"{expr}._grad" for t, _, expr, _ in guards.histories if t._grad is obj), None)
+        if path is not None:   # an argument, a parameter or its .grad, returned: the same tensor
             return ("path", path)
         view = _caller_view(obj, guards)
         if view is not None:

@@ -465,6 +465,20 @@ def test_returned_input_or_view_of_it_shares_its_memory(returned):
     assert cf.replays == 2
 
 
+def test_returned_gradient_is_the_parameters_gradient():
+    """`return w.grad` after a backward that accumulates into it in place: replays returned a copy,
+    so that zeroing the result left w.grad as it was."""
+    def f(w, x):
+        (w * x).sum().backward()
+        return w.grad
+    cf = fg.compile(f)
+    w = fg.ones(3, requires_grad=True)
+    for k in range(4):
+        assert cf(w, fg.full((3,), float(k))) is w.grad
+    assert cf.replays == 2
+    np.testing.assert_array_equal(w.grad.numpy(), [6, 6, 6])
+
+
 def test_returned_view_of_a_parameter_has_its_view_history():
     layer = nn.Linear(3, 2)
     cf = fg.compile(lambda: layer.weight.t()[0])
@@ -626,6 +640,31 @@ def test_tensors_kept_in_module_attributes_and_nested_objects_are_found_again():
         np.testing.assert_array_equal(compiled(fg.ones(3)).numpy(), model(fg.ones(3)).numpy())
         np.testing.assert_array_equal(cf(fg.ones(3)).numpy(), f(fg.ones(3)).numpy())
     assert compiled.replays == 3 and cf.replays == 3
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(2, 2)
+
+    def forward(self, x):
+        out = self.layer(x)
+        self.last = out.detach()   # attributes the first call creates
+        self.calls = getattr(self, "calls", 0) + 1
+        return out
+
+
+def test_attributes_a_call_sets_run_eagerly():
+    """A module attribute that did not exist before the captured call was not guarded, so the
+    replays never set it again (calls stayed 1, last stayed the first output)."""
+    model = _Counting()
+    compiled = fg.compile(model)
+    for k in range(4):
+        x = fg.full((1, 2), float(k))
+        compiled(x)
+        assert model.calls == k + 1
+        np.testing.assert_array_equal(model.last.numpy(), model.layer(x).detach().numpy())
+    assert compiled.replays == 0
 
 
 def test_assigning_data_runs_eagerly():
