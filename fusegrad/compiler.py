@@ -77,6 +77,7 @@ class _Guards:
         self.histories = []   # (tensor, its autograd node before the call, expression, what it is)
         self.arrays = []   # (expression, array) of every tensor's data and gradient reached
         self.stateful = {}   # id -> (object with hidden state, what it is, _hidden_state before the call)
+        self.stores = []   # (expression, what, tensor): another tensor the captured call stored there
 
     def device(self):
         """The device of the tensors reached (the CPU when none is)."""
@@ -455,6 +456,7 @@ class Specialisation:
             trace.break_(f"it uses tensors on {' and '.join(sorted(map(str, guards.devices)))}; one plan runs on "
                          "one device")
         self.device = guards.device()
+        # commits: (kind, expression, the written tensor's expression or a stored value's template, output)
         outputs, self.commits, self.value_guards = [], [], []
         objects = dict(guards.objects)
 
@@ -483,6 +485,12 @@ class Specialisation:
                 trace.break_(f"it assigns {path}.grad a tensor the trace did not compute")
             else:
                 self.commits.append(("grad", path, None, output(trace.values[id(after._data)][0])))
+        for expr, what, tensor in guards.stores:   # self.ema = ...: the replay stores its tensor there
+            if tensor._rg:
+                trace.break_(f"it stores a tensor that requires grad in {what}; a replay would not give it its "
+                             "autograd history")
+            self.commits.append(("store", expr, _template(tensor, trace, guards, output), None))
+            guards.tensor_paths[id(tensor)] = expr   # returned, it is the stored tensor
         self.result = _template(result, trace, guards, output)
         for node, kind, expected in trace.guards:
             self.value_guards.append((output(node), kind, expected))
@@ -556,6 +564,8 @@ class Specialisation:
                     lines.append(f"{owner}._vc[0] += 1")
             elif kind == "grad":
                 lines.append(f"{expr}._grad = make(fresh(V[{k}], held))")
+            elif kind == "store":
+                lines.append(f"{expr} = {_result_code(owner, namespace)}")
             else:
                 lines.append(f"{expr}._grad = None")
         lines.append(f"return {_result_code(self.result, namespace)}, None")
@@ -758,8 +768,9 @@ def _comparable(state):
 
 def _unreplayable_changes(guards, args, kwargs):
     """Why a replay cannot redo what the captured call did to what it reached (a random generator
-    or iterator advanced, another tensor stored where one was, new autograd history given to one
-    changed in place), or None."""
+    or iterator advanced, something other than a tensor stored where a tensor was, new autograd
+    history given to one changed in place), or None. Tensors stored where others were (self.ema =
+    ...) go to guards.stores: replays store theirs."""
     for obj, what, before in guards.stateful.values():
         if before is None or _hidden_state(obj) != before:
             kind = "an iterator" if isinstance(obj, collections.abc.Iterator) else "a random generator"
@@ -771,11 +782,17 @@ def _unreplayable_changes(guards, args, kwargs):
         except Exception:
             found = None
         if found is not t:
-            return f"it stores another tensor where it found {what}, which a replay would not do"
+            if not isinstance(found, Tensor) or not _STORE_TARGET.match(expr):
+                return f"it stores another object where it found {what}, which a replay would not do"
+            guards.stores.append((expr, what, found))
         if t._node is not node:
             return f"it changes {what} in place while recording gradients: a replay would write its values but " \
                    "not give it its new autograd history"
     return None
+
+
+# Where a replay can store a tensor: an item or attribute of something reached, not an argument.
+_STORE_TARGET = re.compile(r"^(?![AK]\[[^\]]*\]$).*(\]|\.\w+)$")
 
 
 def _rng_states():
