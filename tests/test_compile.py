@@ -747,6 +747,25 @@ def test_assigning_data_runs_eagerly():
     assert cf.replays == 0 and ".data" in cf.last_reason
 
 
+def test_augmented_assignment_to_data_replays():
+    """`p.data -= lr * p.grad` updates in place and then assigns p.data its own memory: nothing is
+    rebound, so the step replays (the old SGD idiom)."""
+    (model, _), (twin, _) = _twins(lambda m: None)
+
+    def step(m, x):
+        m.zero_grad()
+        m(x).pow(2).sum().backward()
+        for p in m.parameters():
+            p.data -= 0.1 * p.grad.data
+    compiled = fg.compile(step)
+    for k in range(4):
+        x = fg.full((2, 20), k / 10)
+        step(model, x)
+        compiled(twin, x)
+        _assert_close(_params(twin), _params(model))
+    assert compiled.replays >= 2
+
+
 def test_arguments_left_to_their_defaults_at_capture_are_guarded():
     """A specialisation captured with an argument left to its default used that default as a
     constant: a later call passing it (by position or keyword) replayed the default."""

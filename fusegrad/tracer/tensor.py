@@ -192,7 +192,8 @@ class Tensor:
     @data.setter
     def data(self, value):
         trace = capturing()
-        if trace is not None:   # a replay would write the values, not rebind the memory
+        if trace is not None and not (isinstance(value, Tensor) and value._data is self._data):
+            # a replay would write the values, not rebind the memory (`p.data -= g` rebinds p's own)
             trace.break_("it assigns a tensor's .data (rebinding its memory, which a replay does not redo)")
         if isinstance(value, Tensor):
             self._data, self._device = value._data, value._device
