@@ -4,6 +4,7 @@ Each trap runs the same code eagerly and compiled, side by side, over calls that
 Python code would do, and checks that results and state stay equal to eager's."""
 import copy
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -732,6 +733,35 @@ def test_tensor_that_requires_grad_stored_in_an_attribute_runs_eagerly():
         compiled(fg.full((1, 2), float(k))).backward()
         assert model.hidden.requires_grad and model.hidden.grad_fn is not None
     assert compiled.replays == 0 and "requires grad" in compiled.last_reason
+
+
+def test_zero_dimensional_parameters_updated_in_place():
+    """The polynomial-fitting tutorial: four 0-d parameters updated under no_grad. Their update
+    kernel was offered the 0-d arrays to store into, which kernels take as scalars: Numba failed
+    to type it and the function ran eagerly from then on."""
+    x = fg.linspace(-3.0, 3.0, 200)
+    y = fg.sin(x)
+
+    def make():
+        fg.manual_seed(0)
+        return [fg.randn((), requires_grad=True) for _ in range(4)]
+
+    def step(a, b, c, d):
+        loss = (a + b * x + c * x ** 2 + d * x ** 3 - y).pow(2).sum()
+        loss.backward()
+        with fg.no_grad():
+            for p in (a, b, c, d):
+                p -= 1e-4 * p.grad
+                p.grad = None
+        return loss
+    compiled = fg.compile(step)
+    params, twins = make(), make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # "runs eagerly from now on" would fail here
+        for _ in range(5):
+            assert compiled(*twins).item() == pytest.approx(step(*params).item(), rel=1e-5)
+    _assert_close([p.detach().numpy() for p in twins], [p.detach().numpy() for p in params])
+    assert compiled.replays == 4
 
 
 def test_assigning_data_runs_eagerly():

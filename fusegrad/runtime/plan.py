@@ -207,7 +207,8 @@ def _donations(graph, steps, donate, check):
       so that the plan never fails after an array was overwritten;
     - nothing after that kernel reads the input, or a view of it (an op outside kernels may
       return a view of its operand), and the kernel reads no view of it, only the input itself;
-    - the output is returned once, and no output is the input or a view of it.
+    - the output is returned once, and no output is the input or a view of it;
+    - the input is not 0-d (kernels take 0-d values as scalars, which they cannot store into).
     The kernel takes the offer where every read of the input in its loop is of the element the
     same iteration stores (codegen.cpu.emit)."""
     fused = {n for s in steps if isinstance(s, FusionGroup) for n in s.nodes}
@@ -227,7 +228,7 @@ def _donations(graph, steps, donate, check):
     for i, k in donate.items():
         source, out = graph.inputs[i], graph.outputs[k]
         position, group = group_of.get(out, (-1, None))
-        if (position <= barrier or graph.outputs.count(out) != 1 or source in returned
+        if (position <= barrier or not source.shape or graph.outputs.count(out) != 1 or source in returned
                 or any(source in aliasing.get(v, ()) for s in steps[position + 1:] for v in _reads(s))
                 or any(source in aliasing.get(v, ()) for v in _reads(group) if v is not source)):
             continue
