@@ -397,6 +397,78 @@ row("gather_same_shape", lambda T, x: x.gather(-1, T.tensor([[2, 0, 0], [1, 1, 2
     lambda x: np.take_along_axis(x, np.array([[2, 0, 0], [1, 1, 2]]), -1), (((2, 3),),))
 
 
+
+# sorting: NumPy's stable argsort as the reference (distinct values: no ties to order)
+def _sort_ref(x, axis=-1, descending=False):
+    flat = np.atleast_1d(x)
+    idx = np.argsort(-flat if descending else flat, axis=axis, kind="stable")
+    return np.take_along_axis(flat, idx, axis).reshape(x.shape), idx.reshape(x.shape)
+
+
+def _topk_ref(x, k, axis=-1, largest=True):
+    idx = np.argsort(-x if largest else x, axis=axis, kind="stable").take(range(k), axis=axis)
+    return np.take_along_axis(x, idx, axis), idx
+
+
+_SORTED = dict(domain=distinct(), out_dtype=(None, "int64"))
+row("sort", lambda T, x: T.sort(x), _sort_ref, (((2, 3),), ((),), ((5,),)), **_SORTED)
+row("sort_dim0_descending", lambda T, x: x.sort(dim=0, descending=True), lambda x: _sort_ref(x, 0, True), MATRIX,
+    **_SORTED)
+row("argsort", lambda T, x: x.argsort(1, descending=True), lambda x: _sort_ref(x, 1, True)[1], MATRIX, **_ARG)
+row("msort", lambda T, x: T.msort(x), lambda x: np.sort(x, 0), MATRIX, domain=distinct())
+row("topk", lambda T, x: x.topk(2), lambda x: _topk_ref(x, 2), MATRIX + CUBE, **_SORTED)
+row("topk_smallest_dim0", lambda T, x: T.topk(x, 1, dim=0, largest=False), lambda x: _topk_ref(x, 1, 0, False),
+    MATRIX, **_SORTED)
+row("kthvalue", lambda T, x: x.kthvalue(2, 1), lambda x: tuple(a[:, 1] for a in _topk_ref(x, 2, 1, False)),
+    MATRIX, **_SORTED)
+row("kthvalue_keepdim", lambda T, x: T.kthvalue(x, 1, 0, keepdim=True),
+    lambda x: tuple(a[:1] for a in _topk_ref(x, 1, 0, False)), MATRIX, **_SORTED)
+
+
+# scatter and index_*: positions without repeats where a write replaces (which write lands on a
+# repeated position is unspecified), with repeats where writes add up
+def _scatter_ref(x, dim, idx, src, add=False):
+    out = x.copy()
+    key = list(np.indices(idx.shape, sparse=True))
+    key[dim] = idx
+    if add:
+        np.add.at(out, tuple(key), src[tuple(slice(0, n) for n in idx.shape)])
+    else:
+        out[tuple(key)] = src if np.ndim(src) == 0 else src[tuple(slice(0, n) for n in idx.shape)]
+    return out
+
+
+_SCATTER = np.array([[2, 0], [1, 2]])
+_SCATTER_ADD = np.array([[0, 2, 0], [1, 1, 1]])
+row("scatter", lambda T, x, y: x.scatter(1, T.tensor(_SCATTER), y), lambda x, y: _scatter_ref(x, 1, _SCATTER, y),
+    (((2, 3), (2, 2)),))   # a larger src: PyTorch's backward fails on it (its src gradient is index-shaped)
+row("scatter_value", lambda T, x: T.scatter(x, 0, T.tensor([[1, 0, 1]]), value=2.5),
+    lambda x: _scatter_ref(x, 0, np.array([[1, 0, 1]]), 2.5), (((2, 3),),))
+row("scatter_add", lambda T, x, y: x.scatter_add(1, T.tensor(_SCATTER_ADD), y),
+    lambda x, y: _scatter_ref(x, 1, _SCATTER_ADD, y, add=True), (((2, 3), (2, 3)),))
+row("index_add", lambda T, x, y: x.index_add(0, T.tensor([1, 0, 1]), y, alpha=2),
+    lambda x, y: _scatter_ref(x, 0, np.array([[1] * 3, [0] * 3, [1] * 3]), 2 * y, add=True), (((2, 3), (3, 3)),))
+row("index_copy", lambda T, x, y: x.index_copy(1, T.tensor([2, 0]), y),
+    lambda x, y: _scatter_ref(x, 1, np.array([[2, 0], [2, 0]]), y), (((2, 3), (2, 2)),))
+row("index_fill", lambda T, x: x.index_fill(1, T.tensor([0, 2]), -1.5),
+    lambda x: _scatter_ref(x, 1, np.array([[0, 2], [0, 2]]), -1.5), (((2, 3),),))
+
+
+def _in_place(x, name, *args, **kwargs):
+    y = x.clone()
+    assert getattr(y, name)(*args, **kwargs) is y, f"{name} must return self"
+    return y
+
+
+row("scatter_", lambda T, x, y: _in_place(x, "scatter_", 1, T.tensor(_SCATTER), y),
+    lambda x, y: _scatter_ref(x, 1, _SCATTER, y), (((2, 3), (2, 2)),))
+row("scatter_add_", lambda T, x, y: _in_place(x, "scatter_add_", 1, T.tensor(_SCATTER_ADD), y),
+    lambda x, y: _scatter_ref(x, 1, _SCATTER_ADD, y, add=True), (((2, 3), (2, 3)),))
+row("index_add_", lambda T, x, y: _in_place(x, "index_add_", 1, T.tensor([2, 2]), y),
+    lambda x, y: _scatter_ref(x, 1, np.array([[2, 2], [2, 2]]), y, add=True), (((2, 3), (2, 2)),))
+row("index_fill_", lambda T, x: _in_place(x, "index_fill_", 1, T.tensor([1]), 4.0),
+    lambda x: _scatter_ref(x, 1, np.array([[1], [1]]), 4.0), (((2, 3),),))
+
 def _setitem(key):
     def fn(T, x, v):
         y = x.clone()
@@ -698,6 +770,30 @@ ERROR_ROWS = [
              r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
     ErrorRow("max_bad_dim", lambda T: _ones(T, 3).max(1), IndexError,
              r"^Dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)"),
+    ErrorRow("topk_k_too_large", lambda T: _ones(T, 2, 3).topk(4), RuntimeError, r"^selected index k out of range$"),
+    ErrorRow("kthvalue_k_zero", lambda T: _ones(T, 2, 3).kthvalue(0), RuntimeError,
+             r"^kthvalue\(\): selected number k out of range for dimension 1$"),
+    ErrorRow("sort_bad_dim", lambda T: _ones(T, 2, 3).sort(2), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)"),
+    ErrorRow("scatter_index_range", lambda T: _ones(T, 2, 3).scatter(1, T.tensor([[3]]), 1.0), RuntimeError,
+             r"^scatter: index 3 is out of bounds for dimension 1 with size 3"),
+    ErrorRow("scatter_dtype", lambda T: _ones(T, 2, 3).scatter(1, T.tensor([[0]]), T.ones(1, 1, dtype=T.float64)),
+             RuntimeError, r"^scatter\(\): Expected self.dtype to be equal to src.dtype"),
+    ErrorRow("scatter_float_index", lambda T: _ones(T, 2, 3).scatter(1, T.tensor([[0.5]]), 1.0), RuntimeError,
+             r"^scatter\(\): Expected dtype int32/int64 for index"),
+    ErrorRow("scatter_index_too_large", lambda T: _ones(T, 2, 3).scatter(1, T.tensor([[0, 1, 2, 0]]), _ones(T, 1, 2)),
+             RuntimeError, r"^Expected index \[1, 4\] to be no larger than self \[2, 3\] apart from dimension 1 "
+                           r"and to be no larger size than src \[1, 2\]"),
+    ErrorRow("scatter_add_negative_index", lambda T: _ones(T, 2, 3).scatter_add(1, T.tensor([[-1]]), _ones(T, 1, 1)),
+             RuntimeError, r"^scatter_add: index -1 is out of bounds for dimension 1 with size 3"),
+    ErrorRow("index_add_count", lambda T: _ones(T, 2, 3).index_add(1, T.tensor([0]), _ones(T, 2, 2)), RuntimeError,
+             r"^index_add_\(\): Number of indices \(1\) should be equal to source.size\(dim\): \(2\), for dim: 1"),
+    ErrorRow("index_add_matrix_index", lambda T: _ones(T, 2, 3).index_add(1, T.tensor([[0]]), _ones(T, 2, 1)),
+             IndexError, r"^index_add_\(\): Index is supposed to be a vector, but got dim: 2"),
+    ErrorRow("index_copy_count", lambda T: _ones(T, 2, 3).index_copy(1, T.tensor([0]), _ones(T, 2, 2)), IndexError,
+             r"^index_copy_\(\): Number of indices \(1\) should be equal to source.size\(dim\) \(2\)"),
+    ErrorRow("index_fill_range", lambda T: _ones(T, 2, 3).index_fill(1, T.tensor([3]), 0.0), IndexError,
+             r"^index 3 is out of bounds for dimension 1 with size 3"),
     ErrorRow("index_out_of_bounds", lambda T: _ones(T, 2, 3)[5], IndexError,
              r"^index: index 5 is out of bounds for dimension 0 with size 2"),
     ErrorRow("index_array_out_of_bounds", lambda T: _ones(T, 2, 3)[:, T.tensor([0, 3])], IndexError,

@@ -387,6 +387,9 @@ SPECIAL_DIFFERENCES = {
         "PyTorch picks prod's gradient formula by whether the whole input holds a zero: with one, a "
         "product of one element gets gradient 1 even at -inf; without, grad * prod / x gives inf / inf = NaN. "
         "fusegrad decides per slice, so an inf in a slice without zeros gives NaN, whatever other slices hold"),
+    ("empty", "index_add"): (
+        "indices out of range of an empty dimension: PyTorch skips its index check when self is empty and "
+        "returns an empty tensor; fusegrad raises the RuntimeError PyTorch raises for a non-empty self"),
     ("inf", "bce_with_logits_pos_weight"): (
         "an infinite target, meaningless for a probability: PyTorch's fused gradient computes inf - inf = NaN "
         "where the composite's gives -inf"),

@@ -375,6 +375,23 @@ def _arg_infer(shapes, dts, a):
 defop("argmax", _arg_extremum(np.argmax), _arg_infer, kind="reduction")
 defop("argmin", _arg_extremum(np.argmin), _arg_infer, kind="reduction")
 
+
+def _argsort(x, axis, descending):
+    """The positions that sort `x` along `axis` in PyTorch's order: NaN above every number (last
+    ascending, first descending), equal values in their original order either way."""
+    if x.ndim == 0:
+        return np.zeros((), np.int64)
+    if x.dtype == np.bool_:
+        x = x.view(np.uint8)
+    if not descending:
+        return np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False)
+    # descending and stable: sort the reversed values ascending, reverse that, map positions back
+    backwards = np.argsort(np.flip(x, axis), axis=axis, kind="stable")
+    return (x.shape[axis] - 1 - np.flip(backwards, axis)).astype(np.int64)
+
+
+defop("argsort", _argsort, lambda shapes, dts, a: (shapes[0], dtypes.int64))
+
 def _cumsum(x, axis, reverse):
     if x.ndim == 0:   # NumPy would flatten a 0-d input to shape (1,)
         return x.copy()
@@ -566,6 +583,7 @@ def _along_axis_key(idx, axis):
 
 
 def _scatter_add_impl(src, idx, axis, shape):
+    check_index_range("scatter_add", idx, shape[axis], axis)   # np.add.at would wrap -1 around
     out = np.zeros(shape, src.dtype)
     np.add.at(out, _along_axis_key(idx, axis), src)
     return out
@@ -599,6 +617,20 @@ defop("gather", _gather, _gather_infer,
       saves=(1,))
 defop("scatter_add", _scatter_add_impl, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
       vjp=lambda b, g, n, s: (b.gather(g, s[0], axis=n.attrs["axis"]), None), saves=(1,))
+
+
+def _scatter(x, idx, src, axis):
+    check_index_range("scatter", idx, x.shape[axis], axis)
+    out = x.copy()
+    out[_along_axis_key(idx, axis)] = src
+    return out
+
+
+# x with src written at positions idx along an axis (src shaped like idx). Where idx repeats a
+# position, which write lands is unspecified, as in PyTorch; every src element gets its cotangent.
+defop("scatter", _scatter, lambda shapes, dts, a: (shapes[0], dts[0]),
+      vjp=lambda b, g, n, s: (b.scatter(g, s[0], b.zeros(shape_of(s[0]), g.dtype), axis=n.attrs["axis"]), None,
+                              b.gather(g, s[0], axis=n.attrs["axis"])), saves=(1,))
 
 # ----------------------------------------------------------------------------- linear algebra
 

@@ -19,7 +19,8 @@ METHODS = (
     "view_as reshape_as flatten unflatten squeeze unsqueeze permute transpose swapaxes swapdims t movedim "
     "expand expand_as broadcast_to contiguous clone cat narrow select split chunk unbind gather "
     "index_select masked_fill nonzero tril triu matmul mm bmm mv dot inner outer softmax log_softmax "
-    "type_as zero_ fill_ copy_ double half long"
+    "type_as zero_ fill_ copy_ double half long sort argsort msort topk kthvalue scatter scatter_add index_add "
+    "index_copy index_fill"
 ).split() + list(F.INPLACE)
 
 for _name in METHODS:

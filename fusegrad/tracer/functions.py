@@ -473,7 +473,8 @@ def _return_type(name):
     return type(name, (base,), {"__slots__": (), "__repr__": __repr__})
 
 
-_RETURN_TYPES = {"amax": _return_type("max"), "amin": _return_type("min")}
+_RETURN_TYPES = {"amax": _return_type("max"), "amin": _return_type("min"), "sort": _return_type("sort"),
+                 "topk": _return_type("topk"), "kthvalue": _return_type("kthvalue")}
 
 
 def _extremum(name, arg, input, dim, keepdim, other):
@@ -532,6 +533,175 @@ def argmax(input, dim=None, keepdim=False):
 
 def argmin(input, dim=None, keepdim=False):
     return _arg_extremum("argmin", input, dim, keepdim)
+
+
+# ----------------------------------------------------------------------------- sorting
+# One op orders a dimension (argsort: stable, NaN above every number); the values are a gather by
+# its positions, whose gradient scatters the cotangent back.
+
+
+def _sorted_positions(input, dim, descending):
+    """(dim, positions that sort `input` along it); a 0-d input is its own order."""
+    if input._data.ndim == 0:
+        _dim(dim, 0)
+        return 0, _new(np.zeros((), np.int64), input._device)
+    d = _dim(dim, input._data.ndim)
+    return d, apply(OPS["argsort"], (input,), {"axis": d, "descending": bool(descending)})
+
+
+def _take_sorted(name, input, d, positions, label, keepdim=True):
+    values = apply(OPS["gather"], (input, positions), {"axis": d}) if input._data.ndim else \
+        apply(OPS["copy"], (input,))
+    if not keepdim:
+        values, positions = squeeze(values, d), squeeze(positions, d)
+    return _RETURN_TYPES[name](_named(values, label), positions)
+
+
+def sort(input, dim=-1, descending=False, stable=False):
+    d, positions = _sorted_positions(input, dim, descending)
+    return _take_sorted("sort", input, d, positions, "SortBackward0")
+
+
+def argsort(input, dim=-1, descending=False, stable=False):
+    return _sorted_positions(input, dim, descending)[1]
+
+
+def msort(input):
+    return sort(input, 0).values
+
+
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    size = input._data.shape[_dim(dim, input._data.ndim)] if input._data.ndim else 1
+    if not 0 <= k <= size:
+        raise RuntimeError("selected index k out of range")
+    d, positions = _sorted_positions(input, dim, largest)
+    if input._data.ndim:
+        positions = narrow(positions, d, 0, k)
+    return _take_sorted("topk", input, d, positions, "TopkBackward0")
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    d = _dim(dim, input._data.ndim)
+    size = input._data.shape[d] if input._data.ndim else 1
+    if not size:
+        raise IndexError(f"kthvalue(): Expected reduction dim {d} to have non-zero size.")
+    if not 1 <= k <= size:
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {d}")
+    d, positions = _sorted_positions(input, d, False)
+    if input._data.ndim:
+        positions = narrow(positions, d, k - 1, 1)
+    return _take_sorted("kthvalue", input, d, positions, "KthvalueBackward0", keepdim or not input._data.ndim)
+
+
+# ----------------------------------------------------------------------------- scatter and index_*
+
+
+def _scatter_index(name, input, d, index, src_shape):
+    """Check an index tensor of scatter/scatter_add as PyTorch does."""
+    if index._data.dtype != np.int64 and index._data.dtype != np.int32:
+        raise RuntimeError(f"{name}(): Expected dtype int32/int64 for index")
+    shape, idx = input._data.shape, index._data.shape
+    if len(idx) != len(shape) or builtins.any(n > m for k, (n, m) in enumerate(zip(idx, shape)) if k != d) \
+            or (src_shape is not None and builtins.any(n > m for n, m in zip(idx, src_shape))):
+        raise RuntimeError(f"Expected index {list(idx)} to be no larger than self {list(shape)} apart from "
+                           f"dimension {d}" + (f" and to be no larger size than src {list(src_shape)}"
+                                               if src_shape is not None else ""))
+    check_index_range(name, index._data, shape[d] if shape else 1, d)
+
+
+def _cut_to(src, shape):
+    """The leading part of `src` shaped like the index (PyTorch's scatter reads no more)."""
+    if tuple(src._data.shape) == tuple(shape):
+        return src
+    return getitem(src, tuple(slice(0, n) for n in shape))
+
+
+def scatter(input, dim, index, src=None, value=None, *, reduce=None):
+    if reduce is not None:
+        raise NotImplementedError("scatter(reduce=...) is not implemented in fusegrad; use scatter_add, or "
+                                  "scatter_reduce in PyTorch")
+    if src is None:
+        src = value
+    d = _dim(dim, input._data.ndim)
+    if isinstance(src, Tensor):
+        if src._data.dtype != input._data.dtype:
+            raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+        _scatter_index("scatter", input, d, index, src._data.shape)
+        return _named(apply(OPS["scatter"], (input, index, _cut_to(src, index._data.shape)), {"axis": d}),
+                      "ScatterBackward0")
+    _scatter_index("scatter", input, d, index, None)
+    value = np.asarray(src).astype(input._data.dtype).item()   # a number takes the input's dtype
+    return _named(apply(OPS["scatter"], (input, index, value), {"axis": d}), "ScatterBackward1")
+
+
+def scatter_add(input, dim, index, src):
+    d = _dim(dim, input._data.ndim)
+    if src._data.dtype != input._data.dtype:
+        raise RuntimeError("scatter(): Expected self.dtype to be equal to src.dtype")
+    _scatter_index("scatter_add", input, d, index, src._data.shape)
+    added = apply(OPS["scatter_add"], (_cut_to(src, index._data.shape), index),
+                  {"axis": d, "shape": tuple(input._data.shape)})
+    return _named(add(input, added), "ScatterAddBackward0")
+
+
+def _along(name, input, d, index, shape):
+    """A 1-D index of positions along dim d, as a scatter index of `shape` (recorded ops, so a
+    compiled step reads each call's index)."""
+    if index._data.ndim > 1:
+        raise IndexError(f"{name}(): Index is supposed to be a vector, but got dim: {index._data.ndim} with type: "
+                         f"Long and size: {list(index._data.shape)}")
+    if index._data.dtype != np.int64 and index._data.dtype != np.int32:
+        raise RuntimeError(f"{name}(): Expected dtype int32/int64 for index")
+    check_index_range(name, index._data, input._data.shape[d] if input._data.ndim else 1, d)
+    ndim = builtins.max(input._data.ndim, 1)
+    column = reshape(index, *[-1 if k == d else 1 for k in range(ndim)])
+    return expand(column, *shape) if input._data.ndim else reshape(index, ())
+
+
+def _index_source(name, input, d, index, source, message):
+    count = index._data.size
+    if source._data.ndim and source._data.shape[d] != count or not source._data.ndim and count != 1:
+        raise message(count, source._data.shape[d] if source._data.ndim else 1)
+    if source._data.dtype != input._data.dtype:
+        raise RuntimeError(f"{name}(): self ({input.dtype.scalar_name}) and source ({source.dtype.scalar_name}) "
+                           "must have the same scalar type")
+    shape, given = input._data.shape, source._data.shape
+    if len(given) == len(shape) and builtins.any(n != m for k, (n, m) in enumerate(zip(given, shape)) if k != d):
+        raise RuntimeError(f"{name}(): source tensor shape must match self tensor shape, excluding the specified "
+                           f"dimension. Got self.shape = {list(shape)} source.shape = {list(given)}")
+    return _along(name, input, d, index, source._data.shape)
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    d = _dim(dim, input._data.ndim)
+    where = _index_source("index_add_", input, d, index, source, lambda n, m: RuntimeError(
+        f"index_add_(): Number of indices ({n}) should be equal to source.size(dim): ({m}), for dim: {d}"))
+    if alpha != 1:
+        source = mul(source, alpha)
+    added = apply(OPS["scatter_add"], (source, where), {"axis": d, "shape": tuple(input._data.shape)})
+    return _named(add(input, added), "IndexAddBackward0")
+
+
+def index_copy(input, dim, index, source):
+    d = _dim(dim, input._data.ndim)
+    where = _index_source("index_copy_", input, d, index, source, lambda n, m: IndexError(
+        f"index_copy_(): Number of indices ({n}) should be equal to source.size(dim) ({m})"))
+    return _named(apply(OPS["scatter"], (input, where, source), {"axis": d}), "IndexCopyBackward0")
+
+
+def index_fill(input, dim, index, value):
+    d = _dim(dim, input._data.ndim)
+    shape = list(input._data.shape)
+    if shape:
+        shape[d] = index._data.size
+    size = input._data.shape[d] if shape else 1
+    bad = index._data[(index._data < 0) | (index._data >= size)]
+    if bad.size:
+        raise IndexError(f"index {bad.flat[0]} is out of bounds for dimension {d} with size {size}")
+    value = value.item() if isinstance(value, Tensor) else value
+    value = np.asarray(value).astype(input._data.dtype).item()
+    where = _along("index_fill_", input, d, index, tuple(shape))
+    return _named(apply(OPS["scatter"], (input, where, value), {"axis": d}), "IndexFillBackward0")
 
 
 def all(input, dim=None, keepdim=False):
@@ -1181,7 +1351,8 @@ INPLACE = {
     "sqrt_": sqrt, "relu_": relu, "clamp_": clamp, "clamp_min_": clamp_min, "clamp_max_": clamp_max,
     "maximum_": maximum, "minimum_": minimum, "square_": square, "reciprocal_": reciprocal,
     "floor_": floor, "sign_": sign, "masked_fill_": masked_fill, "lerp_": lerp, "true_divide_": div,
-    "log1p_": log1p, "expm1_": expm1, "rsqrt_": rsqrt, "clip_": clamp,
+    "log1p_": log1p, "expm1_": expm1, "rsqrt_": rsqrt, "clip_": clamp, "scatter_": scatter,
+    "scatter_add_": scatter_add, "index_add_": index_add, "index_copy_": index_copy, "index_fill_": index_fill,
 }
 for _name, _fn in INPLACE.items():
     globals()[_name] = _inplace(_fn, _name)
