@@ -903,7 +903,7 @@ ERROR_ROWS += [
 
 
 # ============================================================================= tensor manipulation (flip, roll, ...)
-# References index NumPy arrays directly (np.flip, np.roll, np.tile, ...), independently of
+# References index NumPy arrays directly (np.flip, np.roll, np.tile, np.pad, ...), independently of
 # the composites fusegrad builds them from.
 
 
@@ -919,6 +919,14 @@ def _take_along_ref(x, idx, dim):
     shape = np.broadcast_shapes(x.shape[:dim] + (1,) + x.shape[dim + 1:], idx.shape[:dim] + (1,) + idx.shape[dim + 1:])
     x = np.broadcast_to(x, shape[:dim] + (x.shape[dim],) + shape[dim + 1:])
     return np.take_along_axis(x, np.broadcast_to(idx, shape[:dim] + (idx.shape[dim],) + shape[dim + 1:]), dim)
+
+
+def _np_pad(x, pad, mode):
+    """np.pad from F.pad's (left, right) pairs, last dimension first (non-negative sizes)."""
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return np.pad(x, widths, mode={"replicate": "edge", "circular": "wrap"}.get(mode, mode))
 
 
 _TAKE = np.array([[2, 0], [1, 1]])
@@ -963,6 +971,27 @@ row("meshgrid", lambda T, x, y: T.meshgrid(x, y, indexing="ij"), lambda x, y: np
     (((3,), (2,)),))
 row("meshgrid_xy", lambda T, x, y, z: T.meshgrid([x, y, z], indexing="xy"),
     lambda x, y, z: np.meshgrid(x, y, z, indexing="xy"), (((3,), (2,), ()),))
+row("one_hot", lambda T, x: _F(T).one_hot(x, 4), lambda x: (x[..., None] == np.arange(4)).astype(np.int64),
+    (((2, 3),),), dtypes=("int64",), domain=ints(0, 4), differentiable=False, out_dtype="int64")
+row("one_hot_inferred", lambda T, x: _F(T).one_hot(x), lambda x: (x[..., None] == np.arange(x.max() + 1)).astype(int),
+    (((5,),),), dtypes=("int64",), domain=ints(0, 4), differentiable=False, out_dtype="int64")
+row("pad", lambda T, x: _F(T).pad(x, (1, 2)), lambda x: _np_pad(x, (1, 2), "constant"), MATRIX[:1])
+row("pad_value_crop", lambda T, x: _F(T).pad(x, (-1, 1, 2, 0), value=1.5),
+    lambda x: np.pad(x[:, :, 1:], [(0, 0), (2, 0), (0, 1)], constant_values=1.5), CUBE)
+row("pad_reflect", lambda T, x: _F(T).pad(x, (2, 1), mode="reflect"), lambda x: _np_pad(x, (2, 1), "reflect"),
+    (((2, 3, 4),),))
+row("pad_reflect_2d", lambda T, x: _F(T).pad(x, (1, 2, 2, 1), mode="reflect"),
+    lambda x: _np_pad(x, (1, 2, 2, 1), "reflect"), (((1, 2, 3, 4),),))
+row("pad_reflect_crop", lambda T, x: _F(T).pad(x, (-1, 2), mode="reflect"),
+    lambda x: np.pad(x, [(0, 0), (0, 2)], mode="reflect")[:, 1:], (((2, 4),),))
+row("pad_replicate", lambda T, x: _F(T).pad(x, (3, 1), mode="replicate"), lambda x: _np_pad(x, (3, 1), "replicate"),
+    (((2, 3, 2),),))
+row("pad_replicate_3d", lambda T, x: _F(T).pad(x, (1, 0, 2, 1, 1, 1), mode="replicate"),
+    lambda x: _np_pad(x, (1, 0, 2, 1, 1, 1), "replicate"), (((2, 2, 3, 2),),))
+row("pad_circular", lambda T, x: _F(T).pad(x, (1, 2, 2, 0), mode="circular"),
+    lambda x: _np_pad(x, (1, 2, 2, 0), "circular"), (((1, 2, 3, 4),),))
+row("pad_circular_crop", lambda T, x: _F(T).pad(x, (-1, 2), mode="circular"),
+    lambda x: np.pad(x[:, 1:], [(0, 0), (0, 2)], mode="wrap"), (((2, 4),),))
 
 ERROR_ROWS += [
     ErrorRow("flip_repeated_dim", lambda T: _ones(T, 2, 3).flip(0, -2), RuntimeError,
@@ -1009,4 +1038,40 @@ ERROR_ROWS += [
              r"^meshgrid expects all tensors to have the same dtype$"),
     ErrorRow("meshgrid_indexing", lambda T: T.meshgrid(_ones(T, 2), indexing="yx"), RuntimeError,
              r'^torch\.meshgrid: indexing must be one of "xy" or "ij", but received: yx$'),
+    ErrorRow("one_hot_negative", lambda T: T.nn.functional.one_hot(T.tensor([1, -1]), 3), RuntimeError,
+             r"^Class values must be non-negative\.$"),
+    ErrorRow("one_hot_too_large", lambda T: T.nn.functional.one_hot(T.tensor([[1], [3]]), 3), RuntimeError,
+             r"^Class values must be smaller than num_classes\.$"),
+    ErrorRow("one_hot_float", lambda T: T.nn.functional.one_hot(_ones(T, 2), 3), RuntimeError,
+             r"^one_hot is only applicable to index tensor of type LongTensor\.$"),
+    ErrorRow("one_hot_empty_inferred", lambda T: T.nn.functional.one_hot(T.zeros(0, dtype=T.int64)), RuntimeError,
+             r"^Can not infer total number of classes from empty tensor\.$"),
+    ErrorRow("pad_odd", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1,)), RuntimeError,
+             r"^Padding length must be divisible by 2$"),
+    ErrorRow("pad_too_long", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1,) * 6), RuntimeError,
+             r"^Padding length should be less than or equal to two times the input dimension but got padding length "
+             r"6 and input of dimension 2$"),
+    ErrorRow("pad_mode", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1, 1), mode="mirror"), NotImplementedError,
+             r"^Unrecognised padding mode mirror$"),
+    ErrorRow("pad_crop_too_much", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (-2, -2)), RuntimeError,
+             r"^narrow\(\): length must be non-negative\.$"),
+    ErrorRow("pad_reflect_value", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1, 1), "reflect", 1.0),
+             RuntimeError, r'^Padding mode "reflect" doesn\'t take in value argument$'),
+    ErrorRow("pad_reflect_1d", lambda T: T.nn.functional.pad(_ones(T, 3), (1, 1), mode="reflect"),
+             NotImplementedError, r"^Padding size 2 is not supported for 1D input tensor\.\nSupported combinations"),
+    ErrorRow("pad_reflect_too_wide", lambda T: T.nn.functional.pad(_ones(T, 1, 2, 3), (1, 1, 2, 0), mode="reflect"),
+             RuntimeError, r"^Argument #6: Padding size should be less than the corresponding input dimension, but "
+                           r"got: padding \(2, 0\) at dimension 1 of input \[1, 2, 3\]$"),
+    ErrorRow("pad_reflect_too_small", lambda T: T.nn.functional.pad(_ones(T, 1, 2), (-1, -1), mode="reflect"),
+             RuntimeError, r"^input \(W: 2\) is too small\. Calculated output W: 0$"),
+    ErrorRow("pad_replicate_empty", lambda T: T.nn.functional.pad(_ones(T, 2, 0, 3), (1, 1), mode="replicate"),
+             RuntimeError, r"^Expected 2D or 3D \(batch mode\) tensor with possibly 0 batch size and other non-zero "
+                           r"dimensions for input, but got: \[2, 0, 3\]$"),
+    ErrorRow("pad_replicate_negative_size", lambda T: T.nn.functional.pad(_ones(T, 1, 2, 3), (0, 0, -3, -3),
+                                                                            mode="replicate"),
+             RuntimeError, r"^Trying to create tensor with negative dimension -4: \[1, -4, 3\]$"),
+    ErrorRow("pad_value_overflow", lambda T: T.nn.functional.pad(T.ones(2, dtype=T.int32), (1, 1), value=2 ** 40),
+             RuntimeError, r"^value cannot be converted to type int without overflow$"),
+    ErrorRow("pad_circular_wraps", lambda T: T.nn.functional.pad(_ones(T, 1, 3), (4, 0), mode="circular"),
+             RuntimeError, r"^Padding value causes wrapping around more than once\.$"),
 ]

@@ -1,6 +1,6 @@
 """Tensor manipulation beyond the op table (op_rows.py): Tensor.new_* factories, which tensors
-share memory (diagonal is a view, repeat and roll copy), integer and bool inputs, meshgrid's
-default indexing."""
+share memory (diagonal is a view, repeat and roll copy), integer and bool inputs, one_hot's checks
+in compiled replays, meshgrid's default indexing."""
 import warnings
 
 import numpy as np
@@ -69,6 +69,7 @@ def _aliasing(T, make, take):
     (lambda T: T.arange(6.0).reshape(2, 3), lambda T, x: x.tile((1,))),
     (lambda T: T.arange(6.0).reshape(2, 3), lambda T, x: x.flip(())),
     (lambda T: T.arange(4.0).reshape(2, 2), lambda T, x: x.rot90(4)),
+    (lambda T: T.arange(6.0).reshape(2, 3), lambda T, x: T.nn.functional.pad(x, (0, 0))),
 ])
 def test_which_results_share_memory_with_the_input_as_in_torch(make, take):
     assert _aliasing(fg, make, take) == _aliasing(torch, make, take)
@@ -98,13 +99,15 @@ def test_a_write_with_history_through_the_diagonal_op_view_is_refused_clearly():
     lambda T, x: x.tile((1, 2)), lambda T, x: x.repeat_interleave(2, 0), lambda T, x: x.diagonal(),
     lambda T, x: T.diag(x), lambda T, x: T.diag(x[0], 1), lambda T, x: T.diag_embed(x),
     lambda T, x: T.take_along_dim(x, T.tensor([[1], [0]]), 1), lambda T, x: T.meshgrid(x[0], x[1], indexing="xy"),
+    lambda T, x: T.nn.functional.pad(x, (1, 1), value=1), lambda T, x: T.nn.functional.pad(x, (1, 2), "circular"),
+    lambda T, x: T.nn.functional.pad(x, (1, 1), "reflect"), lambda T, x: T.nn.functional.pad(x, (2, 0), "replicate"),
     lambda T, x: x.trace(),
 ])
 def test_integer_and_bool_inputs_match_torch(fn, dtype):
     data = np.array([[1, 0, 3], [4, 5, 0]]).astype(dtype)
     try:
         want = fn(torch, torch.tensor(data))
-    except Exception as e:   # e.g. trace of bool
+    except Exception as e:   # e.g. reflection padding and trace of bool
         with pytest.raises(type(e)):
             fn(fg, fg.tensor(data))
         return
@@ -127,6 +130,17 @@ def test_repeat_interleave_with_a_tensor_of_repeats():
         x.repeat_interleave(fg.tensor([1.0, 2.0]), dim=1)
     with pytest.raises(RuntimeError, match="output_size=3 does not match"):
         x.repeat_interleave(2, dim=0, output_size=3)
+
+
+def test_one_hot_checks_classes_in_compiled_replays_too():
+    one_hot = fg.compile(lambda labels: fg.nn.functional.one_hot(labels, 3))
+    for labels in ([0, 2, 1], [2, 2, 0]):
+        assert one_hot(fg.tensor(labels)).tolist() == np.eye(3, dtype=np.int64)[labels].tolist()
+    assert one_hot.replays == 1
+    with pytest.raises(RuntimeError, match=r"^Class values must be smaller than num_classes\.$"):
+        one_hot(fg.tensor([0, 3, 1]))
+    with pytest.raises(RuntimeError, match=r"^Class values must be non-negative\.$"):
+        one_hot(fg.tensor([0, -1, 1]))
 
 
 def test_meshgrid_without_indexing_warns_and_uses_ij():

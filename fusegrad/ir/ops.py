@@ -1109,3 +1109,14 @@ defop("diagonal", diagonal_view, _diagonal_infer, kind="view", is_view=True,
 defop("diagonal_backward", _diagonal_backward, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
       vjp=lambda b, g, n, s: (b.diagonal(g, **_diagonal_attrs(n)),))
 
+
+def _one_hot(x, num_classes):
+    if x.size:   # PyTorch's checks and messages
+        if x.min() < 0:
+            raise RuntimeError("Class values must be non-negative.")
+        if x.max() >= num_classes:
+            raise RuntimeError("Class values must be smaller than num_classes.")
+    return (x[..., None] == np.arange(num_classes)).astype(np.int64)
+
+
+defop("one_hot", _one_hot, lambda shapes, dts, a: (shapes[0] + (a["num_classes"],), dtypes.int64))
