@@ -13,6 +13,7 @@ from .tracer.factories import (arange, as_tensor, asarray, empty, empty_like, ey
                                randint, randint_like, randn, randn_like, randperm, seed, set_default_device,
                                set_default_dtype, set_rng_state, tensor, zeros, zeros_like)
 from .tracer.functions import *  # noqa: F401,F403  (the op functions: sin, matmul, cat, ...)
+from .tracer.manipulation import *  # noqa: F401,F403  (flip, roll, diagonal, meshgrid, ...)
 from .tracer.printing import set_printoptions
 from .tracer.spatial import conv2d, max_pool2d, max_pool2d_with_indices
 from . import autograd, cuda, nn, optim  # noqa: E402

@@ -996,3 +996,178 @@ ERROR_ROWS += [
     ErrorRow("embedding_empty_table", lambda T: T.nn.functional.embedding(T.tensor([0, 1]), T.ones(0, 3)),
              RuntimeError, r"^embedding: the weight of shape \[0, 3\] has no rows to look indices up in$"),
 ]
+
+
+# ============================================================================= tensor manipulation (flip, roll, ...)
+# References index NumPy arrays directly (np.flip, np.roll, np.tile, np.pad, ...), independently of
+# the composites fusegrad builds them from.
+
+
+def _diag_embed_ref(x, offset=0, dim1=-2, dim2=-1):
+    n = x.shape[-1] + abs(offset)
+    out = np.zeros(x.shape[:-1] + (n, n))
+    for i in range(x.shape[-1]):
+        out[..., i + max(-offset, 0), i + max(offset, 0)] = x[..., i]
+    return np.moveaxis(out, (-2, -1), (dim1, dim2))
+
+
+def _take_along_ref(x, idx, dim):
+    shape = np.broadcast_shapes(x.shape[:dim] + (1,) + x.shape[dim + 1:], idx.shape[:dim] + (1,) + idx.shape[dim + 1:])
+    x = np.broadcast_to(x, shape[:dim] + (x.shape[dim],) + shape[dim + 1:])
+    return np.take_along_axis(x, np.broadcast_to(idx, shape[:dim] + (idx.shape[dim],) + shape[dim + 1:]), dim)
+
+
+def _np_pad(x, pad, mode):
+    """np.pad from F.pad's (left, right) pairs, last dimension first (non-negative sizes)."""
+    widths = [(0, 0)] * x.ndim
+    for k in range(len(pad) // 2):
+        widths[x.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    return np.pad(x, widths, mode={"replicate": "edge", "circular": "wrap"}.get(mode, mode))
+
+
+_TAKE = np.array([[2, 0], [1, 1]])
+_TAKE_ROW = np.array([[0, 2, 1, 1]])
+_TAKE_FLAT = np.array([0, 5, 2, 2])
+
+row("flip", lambda T, x: x.flip(0), lambda x: np.flip(x, 0) if x.ndim else x.copy(), (((2, 3, 2),), ((),)))
+row("flip_dims", lambda T, x: T.flip(x, (0, -1)), lambda x: np.flip(x, (0, 2)), CUBE)
+row("fliplr", lambda T, x: T.fliplr(x), np.fliplr, MATRIX[:1])
+row("flipud", lambda T, x: x.flipud(), np.flipud, (((3,),),))
+row("roll", lambda T, x: x.roll(2), lambda x: np.roll(x, 2), (((2, 3),), ((),)))
+row("roll_dim", lambda T, x: x.roll(-1, 1), lambda x: np.roll(x, -1, 1), MATRIX[:1])
+row("roll_dims", lambda T, x: T.roll(x, (1, 5), (0, -1)), lambda x: np.roll(x, (1, 5), (0, 2)), CUBE)
+row("rot90", lambda T, x: x.rot90(), np.rot90, MATRIX[:1])
+row("rot90_k2_dims", lambda T, x: T.rot90(x, 2, (0, 2)), lambda x: np.rot90(x, 2, (0, 2)), CUBE)
+row("rot90_negative_k", lambda T, x: x.rot90(-1, (1, 0)), lambda x: np.rot90(x, -1, (1, 0)), MATRIX[:1])
+row("rot90_k4", lambda T, x: T.rot90(x, 4), lambda x: x.copy(), MATRIX[:1])
+row("repeat", lambda T, x: x.repeat(2, 1, 3), lambda x: np.tile(x, (2, 1, 3)), (((2, 3),), ((),)))
+row("repeat_ones", lambda T, x: x.repeat(1, 1), lambda x: x.copy(), MATRIX[:1])
+row("tile", lambda T, x: T.tile(x, (2,)), lambda x: np.tile(x, 2), MATRIX[:1])
+row("repeat_interleave", lambda T, x: x.repeat_interleave(2), lambda x: np.repeat(x, 2), (((2, 3),), ((),)))
+row("repeat_interleave_dim", lambda T, x: T.repeat_interleave(x, 3, dim=1), lambda x: np.repeat(x, 3, 1), MATRIX[:1])
+row("repeat_interleave_tensor", lambda T, x: x.repeat_interleave(T.tensor([1, 0, 2]), dim=1),
+    lambda x: np.repeat(x, [1, 0, 2], 1), MATRIX[:1])
+row("diagonal", lambda T, x: x.diagonal(), np.diagonal, MATRIX)
+row("diagonal_offset", lambda T, x: T.diagonal(x, 1), lambda x: np.diagonal(x, 1), (((3, 4),),))
+row("diagonal_transposed", lambda T, x: x.t().diagonal(-1), lambda x: np.diagonal(x.T, -1), (((3, 4),),))
+row("diagonal_dims", lambda T, x: x.diagonal(0, -1, 0), lambda x: np.diagonal(x, 0, 2, 0), CUBE)
+row("diag_1d", lambda T, x: T.diag(x), np.diag, (((3,),),))
+row("diag_1d_offset", lambda T, x: x.diag(-2), lambda x: np.diag(x, -2), (((3,),),))
+row("diag_2d", lambda T, x: T.diag(x, 1), lambda x: np.diag(x, 1), (((3, 4),),))
+row("diag_embed", lambda T, x: T.diag_embed(x), _diag_embed_ref, MATRIX[:1])
+row("diag_embed_dims", lambda T, x: x.diag_embed(1, 0, 2), lambda x: _diag_embed_ref(x, 1, 0, 2), MATRIX[:1])
+row("trace", lambda T, x: x.trace(), np.trace, (((3, 4),),))
+row("take_along_dim", lambda T, x: T.take_along_dim(x, T.tensor(_TAKE), 1), lambda x: _take_along_ref(x, _TAKE, 1),
+    MATRIX[:1])
+row("take_along_dim_broadcast", lambda T, x: x.take_along_dim(T.tensor(_TAKE_ROW), -1),
+    lambda x: _take_along_ref(x, _TAKE_ROW, 1), MATRIX[:1])
+row("take_along_dim_flat", lambda T, x: T.take_along_dim(x, T.tensor(_TAKE_FLAT)), lambda x: x.reshape(-1)[_TAKE_FLAT],
+    MATRIX[:1])
+row("meshgrid", lambda T, x, y: T.meshgrid(x, y, indexing="ij"), lambda x, y: np.meshgrid(x, y, indexing="ij"),
+    (((3,), (2,)),))
+row("meshgrid_xy", lambda T, x, y, z: T.meshgrid([x, y, z], indexing="xy"),
+    lambda x, y, z: np.meshgrid(x, y, z, indexing="xy"), (((3,), (2,), ()),))
+row("one_hot", lambda T, x: _F(T).one_hot(x, 4), lambda x: (x[..., None] == np.arange(4)).astype(np.int64),
+    (((2, 3),),), dtypes=("int64",), domain=ints(0, 4), differentiable=False, out_dtype="int64")
+row("one_hot_inferred", lambda T, x: _F(T).one_hot(x), lambda x: (x[..., None] == np.arange(x.max() + 1)).astype(int),
+    (((5,),),), dtypes=("int64",), domain=ints(0, 4), differentiable=False, out_dtype="int64")
+row("pad", lambda T, x: _F(T).pad(x, (1, 2)), lambda x: _np_pad(x, (1, 2), "constant"), MATRIX[:1])
+row("pad_value_crop", lambda T, x: _F(T).pad(x, (-1, 1, 2, 0), value=1.5),
+    lambda x: np.pad(x[:, :, 1:], [(0, 0), (2, 0), (0, 1)], constant_values=1.5), CUBE)
+row("pad_reflect", lambda T, x: _F(T).pad(x, (2, 1), mode="reflect"), lambda x: _np_pad(x, (2, 1), "reflect"),
+    (((2, 3, 4),),))
+row("pad_reflect_2d", lambda T, x: _F(T).pad(x, (1, 2, 2, 1), mode="reflect"),
+    lambda x: _np_pad(x, (1, 2, 2, 1), "reflect"), (((1, 2, 3, 4),),))
+row("pad_reflect_crop", lambda T, x: _F(T).pad(x, (-1, 2), mode="reflect"),
+    lambda x: np.pad(x, [(0, 0), (0, 2)], mode="reflect")[:, 1:], (((2, 4),),))
+row("pad_replicate", lambda T, x: _F(T).pad(x, (3, 1), mode="replicate"), lambda x: _np_pad(x, (3, 1), "replicate"),
+    (((2, 3, 2),),))
+row("pad_replicate_3d", lambda T, x: _F(T).pad(x, (1, 0, 2, 1, 1, 1), mode="replicate"),
+    lambda x: _np_pad(x, (1, 0, 2, 1, 1, 1), "replicate"), (((2, 2, 3, 2),),))
+row("pad_circular", lambda T, x: _F(T).pad(x, (1, 2, 2, 0), mode="circular"),
+    lambda x: _np_pad(x, (1, 2, 2, 0), "circular"), (((1, 2, 3, 4),),))
+row("pad_circular_crop", lambda T, x: _F(T).pad(x, (-1, 2), mode="circular"),
+    lambda x: np.pad(x[:, 1:], [(0, 0), (0, 2)], mode="wrap"), (((2, 4),),))
+
+ERROR_ROWS += [
+    ErrorRow("flip_repeated_dim", lambda T: _ones(T, 2, 3).flip(0, -2), RuntimeError,
+             r"^dim 0 appears multiple times in the list of dims$"),
+    ErrorRow("fliplr_1d", lambda T: T.fliplr(_ones(T, 3)), RuntimeError, r"^Input must be >= 2-d\.$"),
+    ErrorRow("roll_misaligned", lambda T: _ones(T, 2, 3).roll((1, 2), 0), RuntimeError,
+             r"^shifts and dimensions must align\. shifts: 2, dims:1$"),
+    ErrorRow("roll_0d_dim", lambda T: T.roll(T.tensor(1.0), 1, 0), IndexError,
+             r"^Dimension specified as 0 but tensor has no dimensions$"),
+    ErrorRow("rot90_three_dims", lambda T: _ones(T, 2, 3, 4).rot90(1, (0, 1, 2)), RuntimeError,
+             r"^expected total rotation dims == 2, but got dims = 3$"),
+    ErrorRow("rot90_same_dims", lambda T: T.rot90(_ones(T, 2, 3), 1, (0, -2)), RuntimeError,
+             r"^expected rotation dims to be different, but got dim0 = 0 and dim1 = -2$"),
+    ErrorRow("repeat_too_few", lambda T: _ones(T, 2, 3).repeat(2), RuntimeError,
+             r"^Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor$"),
+    ErrorRow("repeat_negative", lambda T: _ones(T, 2, 3).repeat(2, -1), RuntimeError,
+             r"^Trying to create tensor with negative dimension -3: \[4, -3\]$"),
+    ErrorRow("repeat_interleave_negative", lambda T: _ones(T, 2).repeat_interleave(-1), RuntimeError,
+             r"^Repeats must be non-negative$"),
+    ErrorRow("repeat_interleave_sizes", lambda T: _ones(T, 2, 3).repeat_interleave(T.tensor([1, 2, 3]), 0),
+             RuntimeError, r"^repeats must have the same size as input along dim, but got repeats\.size\(0\) = 3 "
+                           r"and input\.size\(0\) = 2$"),
+    ErrorRow("diagonal_same_dims", lambda T: _ones(T, 2, 3).diagonal(0, 1, -1), RuntimeError,
+             r"^diagonal dimensions cannot be identical 1, -1$"),
+    ErrorRow("diagonal_1d", lambda T: T.diagonal(_ones(T, 3)), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)$"),
+    ErrorRow("diag_3d", lambda T: T.diag(_ones(T, 2, 2, 2)), RuntimeError,
+             r"^diag\(\): Supports 1D or 2D tensors\. Got 3D$"),
+    ErrorRow("trace_1d", lambda T: _ones(T, 3).trace(), RuntimeError,
+             r"^trace: expected a matrix, but got tensor with dim 1$"),
+    ErrorRow("take_along_dim_int32", lambda T: T.take_along_dim(_ones(T, 2, 3), T.tensor([[0]], dtype=T.int32), 1),
+             RuntimeError, r"^torch\.take_along_dim\(\): dtype of indices should be Long but got Int$"),
+    ErrorRow("take_along_dim_ndim", lambda T: T.take_along_dim(_ones(T, 2, 3), T.tensor([0]), 1), RuntimeError,
+             r"^torch\.take_along_dim\(\): input and indices should have the same number of dimensions, but got 2 "
+             r"dimensions for input, and 1 dimensions for indices$"),
+    ErrorRow("take_along_dim_broadcast", lambda T: T.take_along_dim(_ones(T, 2, 3), T.tensor([[0], [1], [0]]), 1),
+             RuntimeError, r"^The size of tensor a \(2\) must match the size of tensor b \(3\) at non-singleton "
+                           r"dimension 0$"),
+    ErrorRow("take_along_dim_out_of_range", lambda T: T.take_along_dim(_ones(T, 2, 3), T.tensor([0, 6])),
+             RuntimeError, r"index 6 is out of bounds for dimension 0 with size 6$"),
+    ErrorRow("meshgrid_2d", lambda T: T.meshgrid(_ones(T, 2), _ones(T, 2, 3), indexing="ij"), RuntimeError,
+             r"^torch\.meshgrid: Expected 0D or 1D tensor in the tensor list but got: "),
+    ErrorRow("meshgrid_dtypes", lambda T: T.meshgrid(_ones(T, 2), T.tensor([1]), indexing="ij"), RuntimeError,
+             r"^meshgrid expects all tensors to have the same dtype$"),
+    ErrorRow("meshgrid_indexing", lambda T: T.meshgrid(_ones(T, 2), indexing="yx"), RuntimeError,
+             r'^torch\.meshgrid: indexing must be one of "xy" or "ij", but received: yx$'),
+    ErrorRow("one_hot_negative", lambda T: T.nn.functional.one_hot(T.tensor([1, -1]), 3), RuntimeError,
+             r"^Class values must be non-negative\.$"),
+    ErrorRow("one_hot_too_large", lambda T: T.nn.functional.one_hot(T.tensor([[1], [3]]), 3), RuntimeError,
+             r"^Class values must be smaller than num_classes\.$"),
+    ErrorRow("one_hot_float", lambda T: T.nn.functional.one_hot(_ones(T, 2), 3), RuntimeError,
+             r"^one_hot is only applicable to index tensor of type LongTensor\.$"),
+    ErrorRow("one_hot_empty_inferred", lambda T: T.nn.functional.one_hot(T.zeros(0, dtype=T.int64)), RuntimeError,
+             r"^Can not infer total number of classes from empty tensor\.$"),
+    ErrorRow("pad_odd", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1,)), RuntimeError,
+             r"^Padding length must be divisible by 2$"),
+    ErrorRow("pad_too_long", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1,) * 6), RuntimeError,
+             r"^Padding length should be less than or equal to two times the input dimension but got padding length "
+             r"6 and input of dimension 2$"),
+    ErrorRow("pad_mode", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1, 1), mode="mirror"), NotImplementedError,
+             r"^Unrecognised padding mode mirror$"),
+    ErrorRow("pad_crop_too_much", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (-2, -2)), RuntimeError,
+             r"^narrow\(\): length must be non-negative\.$"),
+    ErrorRow("pad_reflect_value", lambda T: T.nn.functional.pad(_ones(T, 2, 3), (1, 1), "reflect", 1.0),
+             RuntimeError, r'^Padding mode "reflect" doesn\'t take in value argument$'),
+    ErrorRow("pad_reflect_1d", lambda T: T.nn.functional.pad(_ones(T, 3), (1, 1), mode="reflect"),
+             NotImplementedError, r"^Padding size 2 is not supported for 1D input tensor\.\nSupported combinations"),
+    ErrorRow("pad_reflect_too_wide", lambda T: T.nn.functional.pad(_ones(T, 1, 2, 3), (1, 1, 2, 0), mode="reflect"),
+             RuntimeError, r"^Argument #6: Padding size should be less than the corresponding input dimension, but "
+                           r"got: padding \(2, 0\) at dimension 1 of input \[1, 2, 3\]$"),
+    ErrorRow("pad_reflect_too_small", lambda T: T.nn.functional.pad(_ones(T, 1, 2), (-1, -1), mode="reflect"),
+             RuntimeError, r"^input \(W: 2\) is too small\. Calculated output W: 0$"),
+    ErrorRow("pad_replicate_empty", lambda T: T.nn.functional.pad(_ones(T, 2, 0, 3), (1, 1), mode="replicate"),
+             RuntimeError, r"^Expected 2D or 3D \(batch mode\) tensor with possibly 0 batch size and other non-zero "
+                           r"dimensions for input, but got: \[2, 0, 3\]$"),
+    ErrorRow("pad_replicate_negative_size", lambda T: T.nn.functional.pad(_ones(T, 1, 2, 3), (0, 0, -3, -3),
+                                                                            mode="replicate"),
+             RuntimeError, r"^Trying to create tensor with negative dimension -4: \[1, -4, 3\]$"),
+    ErrorRow("pad_value_overflow", lambda T: T.nn.functional.pad(T.ones(2, dtype=T.int32), (1, 1), value=2 ** 40),
+             RuntimeError, r"^value cannot be converted to type int without overflow$"),
+    ErrorRow("pad_circular_wraps", lambda T: T.nn.functional.pad(_ones(T, 1, 3), (4, 0), mode="circular"),
+             RuntimeError, r"^Padding value causes wrapping around more than once\.$"),
+]

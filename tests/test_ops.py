@@ -252,7 +252,8 @@ _DATA_DEPENDENT = "its result's shape depends on the data (nonzero): a trace can
 _PYTHON_VALUE = "it returns a Python value computed from the data outside the recorded ops"
 EAGER_ONLY = {"nonzero": _DATA_DEPENDENT, "nonzero_as_tuple": _DATA_DEPENDENT, "where_condition_only": _DATA_DEPENDENT,
               "getitem_mask_computed": _DATA_DEPENDENT,
-              "isclose": _PYTHON_VALUE, "equal": _PYTHON_VALUE, "allclose": _PYTHON_VALUE}
+              "isclose": _PYTHON_VALUE, "equal": _PYTHON_VALUE, "allclose": _PYTHON_VALUE,
+              "repeat_interleave_tensor": _DATA_DEPENDENT, "one_hot_inferred": _DATA_DEPENDENT}
 
 
 def _step(row):

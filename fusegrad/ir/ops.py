@@ -1094,3 +1094,61 @@ defop("max_pool2d", _max_pool2d, _max_pool2d_values_infer, saves=(0, -1),
 defop("max_pool2d_backward", _max_pool2d_backward, lambda shapes, dts, a: (shapes[1], dts[0]), saves=(1,),
       vjp=_max_pool2d_backward_vjp, grad_fn="MaxPool2DWithIndicesBackwardBackward0")
 defop("max_pool2d_indices", _max_pool2d_indices, _max_pool2d_infer)
+
+# ----------------------------------------------------------------------------- tensor manipulation
+# flip has no composite: NumPy's reversed views have negative strides, which the index op does not
+# take, and an index with reversed positions would scatter its gradient with np.add.at.
+
+
+def _flip(x, axes):
+    return np.flip(x, axes).copy() if axes else x.copy()
+
+
+defop("flip", _flip, lambda shapes, dts, a: (shapes[0], dts[0]),
+      vjp=lambda b, g, n, s: (b.flip(g, axes=n.attrs["axes"]),))
+
+
+def diagonal_view(x, offset, axis1, axis2):
+    """x's diagonal along axis1 and axis2 as PyTorch's diagonal: a writable view, the diagonal's
+    dimension last (np.diagonal's view is read-only)."""
+    view = np.diagonal(x, offset, axis1, axis2)
+    corner = [slice(None)] * x.ndim
+    if view.size:
+        corner[axis1], corner[axis2] = slice(max(-offset, 0), None), slice(max(offset, 0), None)
+    start = x[tuple(corner)]
+    return np.lib.stride_tricks.as_strided(start, view.shape, view.strides, writeable=x.flags.writeable)
+
+
+def _diagonal_infer(shapes, dts, a):
+    return np.diagonal(np.broadcast_to(np.empty((), np.int8), shapes[0]), a["offset"], a["axis1"], a["axis2"]).shape, \
+        dts[0]
+
+
+def _diagonal_backward(g, offset, axis1, axis2, shape):
+    out = np.zeros(shape, g.dtype)
+    diagonal_view(out, offset, axis1, axis2)[...] = g
+    return out
+
+
+def _diagonal_attrs(node):
+    return {k: node.attrs[k] for k in ("offset", "axis1", "axis2")}
+
+
+# The diagonal of a layout that no reshape-and-slice view reaches (see tracer/manipulation.py): a
+# view of its own, so writes to the input show through it as in PyTorch.
+defop("diagonal", diagonal_view, _diagonal_infer, kind="view", is_view=True,
+      vjp=lambda b, g, n, s: (b.diagonal_backward(g, **_diagonal_attrs(n), shape=in_shape(n, 0)),))
+defop("diagonal_backward", _diagonal_backward, lambda shapes, dts, a: (tuple(a["shape"]), dts[0]),
+      vjp=lambda b, g, n, s: (b.diagonal(g, **_diagonal_attrs(n)),))
+
+
+def _one_hot(x, num_classes):
+    if x.size:   # PyTorch's checks and messages
+        if x.min() < 0:
+            raise RuntimeError("Class values must be non-negative.")
+        if x.max() >= num_classes:
+            raise RuntimeError("Class values must be smaller than num_classes.")
+    return (x[..., None] == np.arange(num_classes)).astype(np.int64)
+
+
+defop("one_hot", _one_hot, lambda shapes, dts, a: (shapes[0] + (a["num_classes"],), dtypes.int64))

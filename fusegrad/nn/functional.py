@@ -3,9 +3,13 @@ fusegrad ops; convolution and pooling come from the tracer's spatial ops."""
 import math
 import warnings
 
+import numpy as np
+
 import fusegrad as fg
 
-from ..tracer.functions import _binary_cross_entropy, _named
+from ..ir import OPS
+from ..tracer.dispatch import apply
+from ..tracer.functions import _binary_cross_entropy, _named, _reads_data
 from ..tracer.spatial import (adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d,  # noqa: F401
                               max_pool2d_with_indices)
 
@@ -355,3 +359,147 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
         is_padding = (fg.arange(weight.shape[0], device=weight.device) == padding_idx).unsqueeze(1)
         weight = fg.where(is_padding, weight.detach(), weight)
     return _named(weight[input], "EmbeddingBackward0")
+
+
+# ----------------------------------------------------------------------------- one_hot and pad
+
+
+def one_hot(tensor, num_classes=-1):
+    """Classes as int64 indicator vectors along a new last dimension. Out-of-range classes raise
+    (PyTorch's checks, in the op itself, so a compiled replay checks too)."""
+    if tensor.dtype is not fg.int64:
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    if tensor.numel() == 0 and num_classes <= 0:
+        raise RuntimeError("Can not infer total number of classes from empty tensor.")
+    if num_classes == -1:   # the largest class + 1: read from the data
+        _reads_data("one_hot")
+        if tensor.numel() and int(tensor._data.min()) < 0:
+            raise RuntimeError("Class values must be non-negative.")
+        num_classes = int(tensor._data.max()) + 1
+    return apply(OPS["one_hot"], (tensor,), {"num_classes": int(num_classes)})
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """PyTorch's F.pad: (left, right) pairs from the last dimension backwards; negative sizes crop."""
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    pad = list(pad)
+    for i, p in enumerate(pad):
+        if isinstance(p, bool) or not hasattr(p, "__index__"):
+            raise TypeError(f"pad(): argument 'pad' (position 2) must be tuple of ints, but found element of type "
+                            f"{type(p).__name__} at pos {i}")
+    pad, ndim = [int(p) for p in pad], input.ndim
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > ndim:
+        raise RuntimeError(f"Padding length should be less than or equal to two times the input dimension but got "
+                           f"padding length {len(pad)} and input of dimension {ndim}")
+    # (dimension, left, right) for each padded dimension, the last dimension first
+    sides = [(ndim - 1 - k, pad[2 * k], pad[2 * k + 1]) for k in range(len(pad) // 2)]
+    if mode == "constant":
+        return _named(_constant_pad(input, sides, 0 if value is None else value), "ConstantPadNdBackward0")
+    if value is not None and value != 0:
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    k = len(sides)
+    if not 1 <= k <= 3 or ndim not in (k + 1, k + 2):
+        raise NotImplementedError(
+            f"Padding size {len(pad)} is not supported for {ndim}D input tensor.\nSupported combinations for "
+            f"non-constant padding:\n  - 2D or 3D input: padding size = 2 (pads last dimension)\n  - 3D or 4D input: "
+            f"padding size = 4 (pads last 2 dimensions)\n  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)")
+    if mode == "circular":
+        return _named(_indexed_pad(input, _circular_positions(input.shape, sides)), "CopySlices")
+    _check_reflect_replicate(input, sides, mode)
+    positions = [(d, np.arange(-left, input.shape[d] + right)) for d, left, right in sides]
+    if mode == "reflect":
+        last = [input.shape[d] - 1 for d, _, _ in sides]
+        positions = [(d, last_ - np.abs(last_ - np.abs(i))) for (d, i), last_ in zip(positions, last)]
+    else:
+        positions = [(d, np.clip(i, 0, input.shape[d] - 1)) for d, i in positions]
+    label = f"{'Reflection' if mode == 'reflect' else 'Replication'}Pad{k}DBackward0"
+    return _named(_indexed_pad(input, positions), label)
+
+
+def _constant_pad(input, sides, value):
+    """A full tensor of the padded shape with the (cropped) input put in its middle."""
+    crop = [slice(None)] * input.ndim
+    place = [("s", None, None, None)] * input.ndim
+    shape = list(input.shape)
+    for d, left, right in sides:
+        size = shape[d] + left + right
+        if size < 0:
+            raise RuntimeError("narrow(): length must be non-negative.")
+        crop[d] = slice(max(-left, 0), shape[d] - max(-right, 0))
+        place[d] = ("s", max(left, 0), size - max(right, 0), None)
+        shape[d] = size
+    filled = fg.tensor(np.full(shape, _representable(value, input.dtype.np), input.dtype.np), device=input.device)
+    return apply(OPS["index_put"], (filled, input[tuple(crop)]), {"spec": tuple(place)})
+
+
+_C_TYPES = {"int64": "int64_t", "int32": "int", "float16": "c10::Half"}
+
+
+def _representable(value, dtype):
+    """A fill value the dtype holds: PyTorch refuses one that overflows it (NaN for an integer)."""
+    if dtype.kind in "iuf" and dtype.name in _C_TYPES:
+        integral = dtype.kind != "f"
+        bound = int(np.iinfo(dtype).max) if integral else float(np.finfo(dtype).max)
+        finite = value == value and abs(value) != float("inf")
+        if (not finite and integral) or (finite and not -bound - integral <= value <= bound):
+            raise RuntimeError(f"value cannot be converted to type {_C_TYPES[dtype.name]} without overflow")
+    return value
+
+
+def _indexed_pad(input, positions):
+    """input read at integer positions along each padded dimension (gradients add up where a
+    position repeats)."""
+    out = input
+    for d, idx in positions:
+        out = out[(slice(None),) * d + (fg.tensor(idx.astype(np.int64), device=input.device),)]
+    return out
+
+
+def _circular_positions(shape, sides):
+    """PyTorch's circular padding: negative sizes crop first; the rest wraps around what is left,
+    at most once."""
+    positions = []
+    for d, left, right in sides:
+        size = shape[d]
+        if left > size or right > size:
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        if size + left + right < 0:
+            raise RuntimeError("Negative padding value is resulting in an empty dimension")
+        first, kept = max(-left, 0), size - max(-left, 0) - max(-right, 0)
+        left, right = max(left, 0), max(right, 0)
+        if (left or right) and (left > kept or right > kept):   # PyTorch reads memory it never wrote here
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        positions.append((d, first + np.arange(-left, kept + right) % max(kept, 1)))
+    return positions
+
+
+def _check_reflect_replicate(input, sides, mode):
+    shape, k = list(input.shape), len(sides)
+    if 0 in shape[input.ndim == k + 2:]:   # a batch dimension may be empty
+        raise RuntimeError(f"Expected {k + 1}D or {k + 2}D (batch mode) tensor with possibly 0 batch size and other "
+                           f"non-zero dimensions for input, but got: {shape}")
+    if input.dtype is fg.bool:
+        kernel = "reflection" if mode == "reflect" else "replication"
+        raise NotImplementedError(f"\"{kernel}_pad{k}d\" not implemented for 'Bool'")
+    if mode == "reflect":
+        for j, (d, left, right) in enumerate(sides):
+            if left >= shape[d] or right >= shape[d]:
+                raise RuntimeError(f"Argument #{4 + 2 * j}: Padding size should be less than the corresponding input "
+                                   f"dimension, but got: padding ({left}, {right}) at dimension {d} of input {shape}")
+    out = [shape[d] + left + right for d, left, right in sides]
+    if min(out) < 0:
+        padded = list(shape)
+        for (d, _, _), size in zip(sides, out):
+            padded[d] = size
+        raise RuntimeError(f"Trying to create tensor with negative dimension {min(out)}: {padded}")
+    if max(out) < 1:
+        names = "WHD"[:k][::-1]
+        sizes = ", ".join(f"{n}: {shape[d]}" for n, (d, _, _) in zip(names, reversed(sides)))
+        got = " ".join(f"{n}: {o}" for n, o in zip(names, reversed(out)))
+        raise RuntimeError(f"input ({sizes}) is too small. Calculated output {got}")

@@ -4,7 +4,7 @@ Eager ops run NumPy now and record IR nodes on their outputs; `backward` turns t
 into a backward graph of IR and runs it. This module binds the op functions to Tensor as methods
 and operators, as PyTorch exposes them."""
 from ..runtime.devices import device
-from . import factories, functions as F
+from . import factories, functions as F, manipulation
 from .engine import backward, grad, zero_grads
 from .grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled
 from .node import RecordedNode
@@ -25,6 +25,8 @@ METHODS = (
 
 for _name in METHODS:
     setattr(Tensor, _name, getattr(F, _name))
+for _name in manipulation.METHODS:
+    setattr(Tensor, _name, getattr(manipulation, _name))
 Tensor.float = F.float_
 Tensor.int = F.int_
 Tensor.bool = F.bool__
