@@ -85,12 +85,26 @@ def test_writes_through_a_diagonal_view_reach_the_gradient():
     assert run(fg) == run(torch)
 
 
-def test_a_write_with_history_through_the_diagonal_op_view_is_refused_clearly():
-    w = fg.arange(24.0, requires_grad=True)
-    y = w.reshape(2, 3, 4) * 1
-    with pytest.raises(RuntimeError, match="in-place modification of a tensor viewed through diagonal is not "
-                                           "supported; clone"):
-        y.diagonal(0, 0, 2).mul_(2)
+def test_a_write_with_history_through_the_diagonal_op_view():
+    """A diagonal no reshape reaches (dims 0 and 2 of a contiguous 3-D tensor) is the diagonal op's
+    view: a write through it gives the viewed tensor the values put on its diagonal (diagonal_put)."""
+    def run(T):
+        w = T.arange(24.0, dtype=T.float64, requires_grad=True)
+        y = w.reshape(2, 3, 4) * 1
+        y.diagonal(0, 0, 2).mul_(y.diagonal(1, 0, 2) + 1)
+        (y * T.arange(24.0, dtype=T.float64).reshape(2, 3, 4)).square().sum().backward()
+        return y.tolist(), w.grad.tolist()
+    assert run(fg) == run(torch)
+    def double_diagonal(x):
+        x.diagonal(0, 0, 2).mul_(2)
+        return x
+    compiled = fg.compile(double_diagonal)
+    for k in range(3):
+        x, expected = fg.arange(24.0).reshape(2, 3, 4) + k, fg.arange(24.0).reshape(2, 3, 4) + k
+        expected.diagonal(0, 0, 2).mul_(2)
+        np.testing.assert_array_equal(compiled(x).numpy(), expected.numpy())
+        np.testing.assert_array_equal(x.numpy(), expected.numpy())
+    assert compiled.replays == 2
 
 
 @pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])

@@ -1142,6 +1142,18 @@ defop("diagonal_backward", _diagonal_backward, lambda shapes, dts, a: (tuple(a["
       vjp=lambda b, g, n, s: (b.diagonal(g, **_diagonal_attrs(n)),))
 
 
+def _diagonal_put(x, values, offset, axis1, axis2):
+    out = x.copy()
+    diagonal_view(out, offset, axis1, axis2)[...] = values
+    return out
+
+
+# x with its diagonal replaced by `values`: a write through a diagonal view, seen from the tensor viewed
+defop("diagonal_put", _diagonal_put, lambda shapes, dts, a: (shapes[0], dts[0]),
+      vjp=lambda b, g, n, s: (b.diagonal_put(g, b.zeros(in_shape(n, 1), g.dtype), **_diagonal_attrs(n)),
+                              b.diagonal(g, **_diagonal_attrs(n))), grad_fn="CopySlices")
+
+
 def _one_hot(x, num_classes):
     if x.size:   # PyTorch's checks and messages
         if x.min() < 0:

@@ -49,6 +49,8 @@ def write_back(op, attrs, shape):
         return OPS["reshape"], {"shape": shape}, False
     if op.name == "permute":
         return OPS["permute"], {"axes": tuple(np.argsort(attrs["axes"]).tolist())}, False
+    if op.name == "diagonal":
+        return OPS["diagonal_put"], attrs, True
     raise RuntimeError(f"in-place modification of a tensor viewed through {op.name} is not supported; clone() it "
                        "first")
 
