@@ -46,6 +46,19 @@ from .tracer.factories import default_generator
 
 MAX_SPECIALISATIONS = 8
 _SIMPLE = (bool, int, float, str, complex, type(None))
+_BIG = 64   # a container of plain values longer than this is guarded by one comparison with a copy
+_BIG_ARRAY = 4096   # a NumPy array the guards reach is guarded by its values up to this size
+
+
+def _plain_values(container):
+    items = container.items() if isinstance(container, dict) else ((None, v) for v in container)
+    return all(type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in items)
+
+
+def _slots(obj):
+    """The attribute names an object keeps in __slots__ (not its __dict__ or weak references)."""
+    return [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())
+            if name not in ("__dict__", "__weakref__") and isinstance(name, str)]
 _new = Tensor._make
 
 
@@ -105,16 +118,21 @@ class _Guards:
         elif isinstance(obj, _SIMPLE):
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.check(expr, obj, what)
+        elif isinstance(obj, (list, tuple, dict)) and len(obj) > _BIG and _plain_values(obj):
+            # a long container of plain values (a vocabulary, a table): one comparison with a copy
+            self.check(f"type({expr})", type(obj), f"{what}: type", "is")
+            self.check(expr, type(obj)(obj), f"{what}: contents")
         elif isinstance(obj, (list, tuple)):
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.check(f"len({expr})", len(obj), f"{what}: length")
             for i, item in enumerate(obj):
                 self.walk(item, f"{expr}[{i}]", f"{what}[{i}]", depth)
-        elif isinstance(obj, dict) and all(isinstance(k, (str, int)) for k in obj):
+        elif isinstance(obj, dict):
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.check(f"tuple({expr})", tuple(obj), f"{what}: keys")
-            for k, v in obj.items():
-                self.walk(v, f"{expr}[{k!r}]", f"{what}[{k!r}]", depth)
+            for k, v in obj.items():   # other keys than str and int (tuples, enums) as held objects
+                key = repr(k) if type(k) in (str, int) else self.hold(k)
+                self.walk(v, f"{expr}[{key}]", f"{what}[{k!r}]", depth)
         elif isinstance(obj, (Module, Optimizer)):
             # by type and contents, not identity: another instance of the same structure replays
             # the same plan with its own tensors, which are found through `expr` on each call
@@ -129,7 +147,11 @@ class _Guards:
         elif isinstance(obj, CompiledModule):   # a compiled model passed to a compiled step: its module
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.walk(obj.fn, f"{expr}.fn", what, depth)
-        elif isinstance(obj, (np.ndarray, CompiledFunction)):
+        elif isinstance(obj, np.ndarray):   # Python code may read its values (float(a[0])): small ones are guarded
+            self.check(expr, obj, f"{what}: the same object", "is")
+            if obj.size <= _BIG_ARRAY:
+                self.check(f"{expr}.tobytes()", obj.tobytes(), f"{what}: values")
+        elif isinstance(obj, CompiledFunction):
             self.check(expr, obj, f"{what}: the same object", "is")
         elif isinstance(obj, types.FunctionType) and depth < 3:
             self.check(expr, obj, f"{what}: the same function", "is")
@@ -143,6 +165,11 @@ class _Guards:
                 for key, value in vars(obj).items():
                     if key.isidentifier():
                         self.walk(value, f"{expr}.{key}", f"{what}.{key}", depth + 1)
+            elif depth < 3 and _slots(obj) and id(obj) not in self.paths:   # an object with __slots__
+                self.paths[id(obj)] = expr
+                for key in _slots(obj):
+                    if hasattr(obj, key):
+                        self.walk(getattr(obj, key), f"{expr}.{key}", f"{what}.{key}", depth + 1)
 
     def tensor(self, t, expr, what):
         first = self.tensor_paths.get(id(t))

@@ -373,13 +373,13 @@ def test_boolean_mask_indexing_is_not_replayed_with_stale_positions():
     assert cf.replays == 2   # the last two calls, with the third's mask
 
 
-_GLOBAL_ARRAY = np.zeros(3)
+_GLOBAL_ARRAY = np.zeros(5000)   # larger than the guards compare by value (compiler._BIG_ARRAY)
 
 
 @pytest.mark.parametrize("make, replays", [
     (lambda x: fg.tensor(x), 2),                                  # a recorded copy
     (lambda x: fg.tensor(x, dtype=fg.float64), 2),                # a recorded cast
-    (lambda x: x + fg.tensor(_GLOBAL_ARRAY, dtype=fg.float32), 2),   # the array's value at each call
+    (lambda x: x + fg.tensor(_GLOBAL_ARRAY[:3], dtype=fg.float32), 2),   # the array's value at each call
     (lambda x: fg.tensor([x.sum(), x.max()]), 0),                 # values gathered in Python: eager
 ], ids=["tensor", "tensor_cast", "global_array", "list"])
 def test_tensor_of_values_is_not_replayed_stale(make, replays):
@@ -394,6 +394,41 @@ def test_tensor_of_values_is_not_replayed_stale(make, replays):
         np.testing.assert_array_equal(cf(x).numpy(), f(x).numpy())
     assert cf.replays == replays
     assert replays or "tensor(...)" in cf.last_reason
+
+
+_SMALL_ARRAY = np.zeros(2)
+_TABLE = {("scale", 1): 1.0}
+
+
+class _Slotted:
+    __slots__ = ("scale",)
+
+    def __init__(self):
+        self.scale = 1.0
+
+
+_SLOTTED = _Slotted()
+
+
+@pytest.mark.parametrize("read, change", [
+    (lambda: float(_SMALL_ARRAY[0]), lambda k: _SMALL_ARRAY.__setitem__(0, k)),   # a NumPy value in Python
+    (lambda: _TABLE[("scale", 1)], lambda k: _TABLE.__setitem__(("scale", 1), float(k))),   # a tuple key
+    (lambda: _SLOTTED.scale, lambda k: setattr(_SLOTTED, "scale", float(k))),     # an object with __slots__
+    (lambda: _LONG[7], lambda k: _LONG.__setitem__(7, float(k))),                  # a long list of numbers
+], ids=["numpy_value", "tuple_key", "slots", "long_list"])
+def test_python_values_read_from_unusual_places_are_guarded(read, change):
+    """Values the guards did not look at: a small NumPy array's element, a dict entry under a tuple
+    key, a __slots__ attribute. Replays kept the first call's value."""
+    def f(x):
+        return x * read()
+    cf = fg.compile(f)
+    for k in (1, 1, 2, 2, 3):
+        change(k)
+        np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), f(fg.ones(2)).numpy())
+    assert cf.replays == 2
+
+
+_LONG = [0.0] * 100
 
 
 def test_seeding_inside_the_call_runs_eagerly():
