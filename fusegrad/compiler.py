@@ -21,9 +21,11 @@ import collections.abc
 import functools
 import inspect
 import operator
+import os
 import random
 import re
 import sys
+import sysconfig
 import types
 import warnings
 
@@ -53,6 +55,24 @@ _BIG_ARRAY = 4096   # a NumPy array the guards reach is guarded by its values up
 def _plain_values(container):
     items = container.items() if isinstance(container, dict) else ((None, v) for v in container)
     return all(type(k) in _SIMPLE and type(v) in _SIMPLE for k, v in items)
+
+
+_LIBRARIES = tuple({os.path.realpath(p) + os.sep for p in (
+    os.path.dirname(os.path.abspath(__file__)), sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+    sysconfig.get_paths()["platlib"])})
+
+
+def _users(obj):
+    """Whether a module or class belongs to the user's code: defined in a file outside fusegrad,
+    the standard library and installed packages, or in __main__."""
+    module = obj if isinstance(obj, types.ModuleType) else sys.modules.get(getattr(obj, "__module__", None))
+    if module is None or module.__name__ == "builtins":
+        return False
+    path = getattr(module, "__file__", None)
+    if path is None:   # one made at run time (types.ModuleType), or built into the interpreter
+        spec = getattr(module, "__spec__", None)
+        return getattr(spec, "origin", None) not in ("built-in", "frozen")
+    return not os.path.realpath(path).startswith(_LIBRARIES)
 
 
 def _slots(obj):
@@ -156,10 +176,13 @@ class _Guards:
         elif isinstance(obj, types.FunctionType) and depth < 3:
             self.check(expr, obj, f"{what}: the same function", "is")
             self.code_of(obj, depth + 1)
+        elif isinstance(obj, (types.ModuleType, type)):
+            self.namespace(obj, expr, what, depth)
         elif not isinstance(obj, (types.ModuleType, type, types.BuiltinFunctionType)):
             self.check(expr, obj, f"{what}: the same object", "is")
             if depth < 3 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
                 # a plain object (a trainer holding a model, a config): what it holds is read too
+                self.namespace(type(obj), f"type({expr})", f"{what}'s class", depth + 1)
                 self.paths[id(obj)] = expr
                 self.check(f"tuple({expr}.__dict__)", tuple(vars(obj)), f"{what}: attribute names")
                 for key, value in vars(obj).items():
@@ -170,6 +193,19 @@ class _Guards:
                 for key in _slots(obj):
                     if hasattr(obj, key):
                         self.walk(getattr(obj, key), f"{expr}.{key}", f"{what}.{key}", depth + 1)
+
+    def namespace(self, obj, expr, what, depth):
+        """A module or class of the user's code (not a library's): the attributes the code walked
+        names (config.LR, a class constant), which a later call may find changed."""
+        if depth >= 3 or id(obj) in self.paths or not _users(obj):
+            return
+        self.paths[id(obj)] = expr
+        self.check(expr, obj, f"{what}: the same object", "is")
+        attributes = vars(obj)
+        for name in sorted(self.mentions.intersection(attributes)):
+            value = attributes[name]
+            if not isinstance(value, (types.ModuleType, classmethod, staticmethod, property)):
+                self.walk(value, f"{expr}.{name}", f"{what}.{name}", depth + 1)
 
     def tensor(self, t, expr, what):
         first = self.tensor_paths.get(id(t))

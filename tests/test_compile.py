@@ -4,6 +4,7 @@ Each trap runs the same code eagerly and compiled, side by side, over calls that
 Python code would do, and checks that results and state stay equal to eager's."""
 import copy
 import random
+import types
 import warnings
 
 import numpy as np
@@ -429,6 +430,31 @@ def test_python_values_read_from_unusual_places_are_guarded(read, change):
 
 
 _LONG = [0.0] * 100
+
+
+class _Constants:
+    scale = 1.0
+
+
+_CONFIG = types.ModuleType("config")   # a configuration module
+_CONFIG.SCALE = 1.0
+
+
+@pytest.mark.parametrize("read, change", [
+    (lambda: _CONFIG.SCALE, lambda k: setattr(_CONFIG, "SCALE", float(k))),
+    (lambda: _Constants.scale, lambda k: setattr(_Constants, "scale", float(k))),
+    (lambda: _Constants().scale, lambda k: setattr(_Constants, "scale", float(k))),   # through an instance
+], ids=["module", "class", "instance"])
+def test_module_and_class_attributes_are_guarded(read, change):
+    """config.SCALE or a class constant changed between calls: modules and classes were not
+    walked, so replays kept the first call's value."""
+    def f(x):
+        return x * read()
+    cf = fg.compile(f)
+    for k in (1, 1, 2, 2, 3):
+        change(k)
+        np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), f(fg.ones(2)).numpy())
+    assert cf.replays == 2
 
 
 def test_seeding_inside_the_call_runs_eagerly():
