@@ -399,6 +399,7 @@ def test_tensor_of_values_is_not_replayed_stale(make, replays):
 
 _SMALL_ARRAY = np.zeros(2)
 _TABLE = {("scale", 1): 1.0}
+_LONG = [0.0] * 100
 
 
 class _Slotted:
@@ -408,7 +409,13 @@ class _Slotted:
         self.scale = 1.0
 
 
+class _Constants:
+    scale = 1.0
+
+
 _SLOTTED = _Slotted()
+_CONFIG = types.ModuleType("config")   # a configuration module
+_CONFIG.SCALE = 1.0
 
 
 @pytest.mark.parametrize("read, change", [
@@ -416,38 +423,13 @@ _SLOTTED = _Slotted()
     (lambda: _TABLE[("scale", 1)], lambda k: _TABLE.__setitem__(("scale", 1), float(k))),   # a tuple key
     (lambda: _SLOTTED.scale, lambda k: setattr(_SLOTTED, "scale", float(k))),     # an object with __slots__
     (lambda: _LONG[7], lambda k: _LONG.__setitem__(7, float(k))),                  # a long list of numbers
-], ids=["numpy_value", "tuple_key", "slots", "long_list"])
+    (lambda: _CONFIG.SCALE, lambda k: setattr(_CONFIG, "SCALE", float(k))),       # a module's attribute
+    (lambda: _Constants.scale, lambda k: setattr(_Constants, "scale", float(k))),  # a class constant
+    (lambda: _Constants().scale, lambda k: setattr(_Constants, "scale", float(k))),   # through an instance
+], ids=["numpy_value", "tuple_key", "slots", "long_list", "module", "class", "instance"])
 def test_python_values_read_from_unusual_places_are_guarded(read, change):
     """Values the guards did not look at: a small NumPy array's element, a dict entry under a tuple
-    key, a __slots__ attribute. Replays kept the first call's value."""
-    def f(x):
-        return x * read()
-    cf = fg.compile(f)
-    for k in (1, 1, 2, 2, 3):
-        change(k)
-        np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), f(fg.ones(2)).numpy())
-    assert cf.replays == 2
-
-
-_LONG = [0.0] * 100
-
-
-class _Constants:
-    scale = 1.0
-
-
-_CONFIG = types.ModuleType("config")   # a configuration module
-_CONFIG.SCALE = 1.0
-
-
-@pytest.mark.parametrize("read, change", [
-    (lambda: _CONFIG.SCALE, lambda k: setattr(_CONFIG, "SCALE", float(k))),
-    (lambda: _Constants.scale, lambda k: setattr(_Constants, "scale", float(k))),
-    (lambda: _Constants().scale, lambda k: setattr(_Constants, "scale", float(k))),   # through an instance
-], ids=["module", "class", "instance"])
-def test_module_and_class_attributes_are_guarded(read, change):
-    """config.SCALE or a class constant changed between calls: modules and classes were not
-    walked, so replays kept the first call's value."""
+    key, a __slots__ attribute, config.SCALE, a class constant. Replays kept the first call's value."""
     def f(x):
         return x * read()
     cf = fg.compile(f)
