@@ -662,6 +662,12 @@ ERROR_ROWS = [
              r"^mul: shapes \[4, 1\] and \[3, 2\] are not broadcastable"),
     ErrorRow("where_broadcast", lambda T: T.where(_ones(T, 2) > 0, _ones(T, 3), _ones(T, 2)), ShapeError,
              r"^where: shapes \[2\] and \[3\] are not broadcastable"),
+    ErrorRow("broadcast_tensors_shapes", lambda T: T.broadcast_tensors(_ones(T, 2, 3), _ones(T, 4)), ShapeError,
+             r"^broadcast_tensors: .*the size of tensor a \(3\) must match the size of tensor b \(4\) at "
+             r"non-singleton dimension 1"),
+    ErrorRow("broadcast_tensors_fourth", lambda T: T.broadcast_tensors(*[_ones(T, 3)] * 3, _ones(T, 4)), ShapeError,
+             r"^broadcast_tensors: shapes \[3\] and \[4\] .*the size of tensor a \(3\) must match the size of "
+             r"tensor d \(4\) at non-singleton dimension 0$"),
     ErrorRow("mm_shapes", lambda T: T.mm(_ones(T, 2, 3), _ones(T, 4, 5)), ShapeError,
              r"^mm: .*\[2, 3\] and \[4, 5\].*\(2x3 and 4x5\)"),
     ErrorRow("matmul_shapes", lambda T: _ones(T, 3) @ _ones(T, 4), ShapeError,
