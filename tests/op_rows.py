@@ -972,6 +972,9 @@ _inplace("celu_", lambda y: _F_of(y).celu(y, inplace=True), _elu_ref, domain=awa
 row("softplus", lambda T, x: _F(T).softplus(x), _softplus_ref, ONE)
 row("softplus_threshold", lambda T, x: _F(T).softplus(x, 2.0, 1.5), lambda x: _softplus_ref(x, 2.0, 1.5),
     (((2, 3),),), domain=away_from(0.75))
+# results far below 1's ulp keep their own digits (log(1 + x) alone would give 0, and its log -inf)
+row("log_softplus_tiny", lambda T, x: T.log(_F(T).softplus(x)), lambda x: np.log(_softplus_ref(x)), (((2, 3),),),
+    domain=real(-60.0, -30.0))
 row("hardtanh", lambda T, x: _F(T).hardtanh(x), lambda x: np.clip(x, -1, 1), ONE, domain=away_from(-1.0, 1.0))
 _inplace("hardtanh_", lambda y: _F_of(y).hardtanh(y, -0.5, 1.5, inplace=True), lambda x: np.clip(x, -0.5, 1.5),
          domain=away_from(-0.5, 1.5))

@@ -400,6 +400,10 @@ SPECIAL_DIFFERENCES = {
         "PyTorch picks prod's gradient formula by whether the whole input holds a zero: with one, a "
         "product of one element gets gradient 1 even at -inf; without, grad * prod / x gives inf / inf = NaN. "
         "fusegrad decides per slice, so an inf in a slice without zeros gives NaN, whatever other slices hold"),
+    ("float16", "log_softplus_tiny"): (
+        "softplus of -30 to -60 is below float16's least subnormal: 0 in both, but PyTorch computes the "
+        "kernel's slope exp(x) / (1 + exp(x)) in float32, nonzero, where fusegrad's float16 exp(x) is 0, so "
+        "log's infinite gradient times that slope is inf in PyTorch and NaN in fusegrad"),
     ("inf", "bce_with_logits_pos_weight"): (
         "an infinite target, meaningless for a probability: PyTorch's fused gradient computes inf - inf = NaN "
         "where the composite's gives -inf"),

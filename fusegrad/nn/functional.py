@@ -103,12 +103,22 @@ def _where_on(condition, input, function, other):
     return fg.where(condition, function(fg.where(condition, input, 0.0)), other)
 
 
+def _log1p_small(x):
+    """log(1 + x) for 0 <= x <= 1 to x's own precision. fg.log1p is log(1 + x), which keeps only the
+    digits of x above 1's ulp (0 below it: softplus(-40) would be 0, and its log -inf). Below 1/32
+    the series x - x^2/2 + x^3/3 - ... takes its place, to 11 terms: float64's precision there."""
+    series = 1.0 / 11
+    for k in range(10, 0, -1):   # Horner: x (1 - x (1/2 - x (1/3 - ...)))
+        series = 1.0 / k - x * series
+    return fg.where(x < 2.0 ** -5, x * series, fg.log(1 + x))
+
+
 def _log1p_exp(input):
     """log(1 + exp(input)) without overflow: max(input, 0) + log1p(exp(-|input|)). |input| and
     max(input, 0) are taken with one mask, so that at 0 both take the same side's slope and the
     gradient there is 1/2: sigmoid(input), as everywhere."""
     positive = input >= 0
-    return fg.where(positive, input, 0.0) + fg.log1p(fg.exp(-fg.where(positive, input, -input)))
+    return fg.where(positive, input, 0.0) + _log1p_small(fg.exp(-fg.where(positive, input, -input)))
 
 
 def _elu(input, alpha, scale, input_scale, inplace, name, inplace_name):
@@ -139,7 +149,7 @@ def celu(input, alpha=1.0, inplace=False):
 def softplus(input, beta=1.0, threshold=20.0):
     """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (not where NaN)."""
     linear = input * beta > threshold
-    curve = _where_on(~linear, input, lambda x: fg.log1p(fg.exp(x * beta)) / beta, input)
+    curve = _where_on(~linear, input, lambda x: _log1p_exp(x * beta) / beta, input)
     return _named(curve, "SoftplusBackward0")
 
 
