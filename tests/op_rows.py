@@ -8,6 +8,7 @@ is adding a row here; every check picks it up.
 Domains keep finite differences honest: log/sqrt get positive inputs, tan stays away from its
 poles, abs/relu/clamp/max stay away from their kinks and ties.
 """
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -734,6 +735,12 @@ ERROR_ROWS = [
              r"^mul: shapes \[4, 1\] and \[3, 2\] are not broadcastable"),
     ErrorRow("where_broadcast", lambda T: T.where(_ones(T, 2) > 0, _ones(T, 3), _ones(T, 2)), ShapeError,
              r"^where: shapes \[2\] and \[3\] are not broadcastable"),
+    ErrorRow("broadcast_tensors_shapes", lambda T: T.broadcast_tensors(_ones(T, 2, 3), _ones(T, 4)), ShapeError,
+             r"^broadcast_tensors: .*the size of tensor a \(3\) must match the size of tensor b \(4\) at "
+             r"non-singleton dimension 1"),
+    ErrorRow("broadcast_tensors_fourth", lambda T: T.broadcast_tensors(*[_ones(T, 3)] * 3, _ones(T, 4)), ShapeError,
+             r"^broadcast_tensors: shapes \[3\] and \[4\] .*the size of tensor a \(3\) must match the size of "
+             r"tensor d \(4\) at non-singleton dimension 0$"),
     ErrorRow("mm_shapes", lambda T: T.mm(_ones(T, 2, 3), _ones(T, 4, 5)), ShapeError,
              r"^mm: .*\[2, 3\] and \[4, 5\].*\(2x3 and 4x5\)"),
     ErrorRow("matmul_shapes", lambda T: _ones(T, 3) @ _ones(T, 4), ShapeError,
@@ -1170,4 +1177,175 @@ ERROR_ROWS += [
              RuntimeError, r"^value cannot be converted to type int without overflow$"),
     ErrorRow("pad_circular_wraps", lambda T: T.nn.functional.pad(_ones(T, 1, 3), (4, 0), mode="circular"),
              RuntimeError, r"^Padding value causes wrapping around more than once\.$"),
+]
+
+
+# ============================================================================= activations, losses and
+# distances of nn.functional. References are NumPy's own formulas; domains
+# keep finite differences away from kinks, thresholds and clamping bounds.
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _elu_ref(x, alpha=1.0, scale=1.0, input_scale=1.0):
+    return scale * np.where(x > 0, x, alpha * np.expm1(x * input_scale))
+
+
+def _softplus_ref(x, beta=1.0, threshold=20.0):
+    return np.where(x * beta > threshold, x, np.logaddexp(0, beta * x) / beta)
+
+
+def _hardswish_ref(x):
+    return x * np.clip(x + 3, 0, 6) / 6
+
+
+def _glu_ref(x, axis):
+    a, b = np.split(x, 2, axis)
+    return a * _sigmoid(b)
+
+
+def _l2(x, axis):
+    return np.sqrt(np.sum(x * x, axis=axis, keepdims=True))
+
+
+def _cosine_ref(x1, x2, eps=1e-8):
+    x1, x2 = np.broadcast_arrays(x1, x2)
+    return np.sum(x1 * x2, 1) / (np.maximum(_l2(x1, 1), eps) * np.maximum(_l2(x2, 1), eps))[:, 0]
+
+
+def _huber_ref(x, t, delta, reduce=np.mean, scale=1.0):
+    z = np.abs(x - t)
+    return reduce(np.where(z < delta, 0.5 * z * z / scale, delta / scale * (z - 0.5 * delta)))
+
+
+def _kl_ref(x, t):
+    return np.where(t == 0, 0.0, t * np.log(np.where(t == 0, 1.0, t))) - t * x
+
+
+_HARD = away_from(-3.0, 3.0, lo=-5.0, hi=5.0)   # both bounds of hardswish and hardsigmoid, and beyond
+_OFF_INTEGERS = away_from(-2.0, -1.0, 0.0, 1.0, 2.0, gap=0.2)   # minus an integer target: kinks at 0, +-1
+_LOG_PROBS = (real(-3.0, 0.0), real(0.05, 1.0))
+_KL_TARGET = np.array([[0.0, 0.3, 0.7], [0.5, 0.0, 0.5]])
+
+
+
+def _F_of(y):
+    """The functional namespace of y's library (for the in-place rows, whose method sees only y)."""
+    return sys.modules[type(y).__module__.partition(".")[0]].nn.functional
+
+
+row("elu", lambda T, x: _F(T).elu(x), _elu_ref, ONE, domain=away_from(0.0))
+_inplace("elu_", lambda y: _F_of(y).elu(y, 0.5, inplace=True), lambda x: _elu_ref(x, 0.5), domain=away_from(0.0))
+row("selu", lambda T, x: _F(T).selu(x), lambda x: _elu_ref(x, _SELU_ALPHA, _SELU_SCALE), ONE, domain=away_from(0.0))
+row("celu", lambda T, x: _F(T).celu(x, 0.7), lambda x: _elu_ref(x, 0.7, input_scale=1 / 0.7), ONE,
+    domain=away_from(0.0))
+_inplace("celu_", lambda y: _F_of(y).celu(y, inplace=True), _elu_ref, domain=away_from(0.0))
+row("softplus", lambda T, x: _F(T).softplus(x), _softplus_ref, ONE)
+row("softplus_threshold", lambda T, x: _F(T).softplus(x, 2.0, 1.5), lambda x: _softplus_ref(x, 2.0, 1.5),
+    (((2, 3),),), domain=away_from(0.75))
+# results far below 1's ulp keep their own digits (log(1 + x) alone would give 0, and its log -inf)
+row("log_softplus_tiny", lambda T, x: T.log(_F(T).softplus(x)), lambda x: np.log(_softplus_ref(x)), (((2, 3),),),
+    domain=real(-60.0, -30.0))
+row("hardtanh", lambda T, x: _F(T).hardtanh(x), lambda x: np.clip(x, -1, 1), ONE, domain=away_from(-1.0, 1.0))
+_inplace("hardtanh_", lambda y: _F_of(y).hardtanh(y, -0.5, 1.5, inplace=True), lambda x: np.clip(x, -0.5, 1.5),
+         domain=away_from(-0.5, 1.5))
+row("relu6", lambda T, x: _F(T).relu6(x), lambda x: np.clip(x, 0, 6), ONE, domain=away_from(0.0, 6.0, lo=-3.0, hi=8.0))
+row("logsigmoid", lambda T, x: _F(T).logsigmoid(x), lambda x: -np.logaddexp(0, -x), ONE)
+row("logsigmoid_wide", lambda T, x: _F(T).logsigmoid(x), lambda x: -np.logaddexp(0, -x), (((2, 3),),),
+    domain=real(-200.0, 200.0))
+row("mish", lambda T, x: _F(T).mish(x), lambda x: x * np.tanh(np.logaddexp(0, x)), ONE)
+_inplace("mish_", lambda y: _F_of(y).mish(y, inplace=True), lambda x: x * np.tanh(np.logaddexp(0, x)))
+row("mish_wide", lambda T, x: _F(T).mish(x), lambda x: x * np.tanh(np.logaddexp(0, x)), (((2, 3),),),
+    domain=real(-100.0, 100.0))
+row("hardswish", lambda T, x: _F(T).hardswish(x), _hardswish_ref, ONE, domain=_HARD)
+_inplace("hardswish_", lambda y: _F_of(y).hardswish(y, inplace=True), _hardswish_ref, domain=_HARD)
+row("hardsigmoid", lambda T, x: _F(T).hardsigmoid(x), lambda x: np.clip(x + 3, 0, 6) / 6, ONE, domain=_HARD)
+_inplace("hardsigmoid_", lambda y: _F_of(y).hardsigmoid(y, inplace=True), lambda x: np.clip(x + 3, 0, 6) / 6,
+         domain=_HARD)
+row("softsign", lambda T, x: _F(T).softsign(x), lambda x: x / (1 + np.abs(x)), ONE, domain=away_from(0.0))
+row("tanhshrink", lambda T, x: _F(T).tanhshrink(x), lambda x: x - np.tanh(x), ONE)
+row("softmin", lambda T, x: _F(T).softmin(x, 1), lambda x: _softmax(-x, 1), CUBE)
+row("threshold", lambda T, x: _F(T).threshold(x, 0.1, 20.0), lambda x: np.where(x > 0.1, x, 20.0), ONE,
+    domain=away_from(0.1))
+_inplace("threshold_", lambda y: _F_of(y).threshold(y, 0.1, -2.0, inplace=True), lambda x: np.where(x > 0.1, x, -2.0),
+         domain=away_from(0.1))
+row("glu", lambda T, x: _F(T).glu(x), lambda x: _glu_ref(x, -1), (((2, 4),),))
+row("glu_dim0", lambda T, x: _F(T).glu(x, 0), lambda x: _glu_ref(x, 0), (((4, 3),),))
+row("prelu", lambda T, x, w: _F(T).prelu(x, w), lambda x, w: np.where(x > 0, x, w[:, None] * x),
+    (((2, 3, 2), (3,)),), domain=(away_from(0.0), real(-0.5, 0.5)))
+row("prelu_one_weight", lambda T, x, w: _F(T).prelu(x, w), lambda x, w: np.where(x > 0, x, w.reshape(()) * x),
+    (((2, 3), (1,)), ((), (1,))), domain=(away_from(0.0), real(-0.5, 0.5)))
+row("normalize", lambda T, x: _F(T).normalize(x), lambda x: x / _l2(x, 1), (((2, 3),),))
+row("normalize_p1_dim0", lambda T, x: _F(T).normalize(x, p=1, dim=0),
+    lambda x: x / np.abs(x).sum(0, keepdims=True), (((3, 2),),), domain=away_from(0.0))
+row("cosine_similarity", lambda T, x, y: _F(T).cosine_similarity(x, y), _cosine_ref,
+    (((2, 3), (2, 3)), ((2, 3), (1, 3))))
+row("pairwise_distance", lambda T, x, y: _F(T).pairwise_distance(x, y),
+    lambda x, y: np.linalg.norm(np.atleast_1d(x - y + 1e-6), axis=-1), (((2, 3), (2, 3)), ((), ())))
+row("pairwise_distance_p1_keepdim", lambda T, x, y: _F(T).pairwise_distance(x, y, p=1, keepdim=True),
+    lambda x, y: np.abs(x - y + 1e-6).sum(-1, keepdims=True), (((2, 3), (3,)),), domain=(positive(), real(-2.0, -0.5)))
+row("smooth_l1_loss", lambda T, x, t: _F(T).smooth_l1_loss(x, t), lambda x, t: _huber_ref(x, t, 1.0),
+    (((2, 3), (2, 3)),), domain=(_OFF_INTEGERS, ints(-1, 2)))
+row("smooth_l1_loss_none_beta", lambda T, x, t: _F(T).smooth_l1_loss(x, t, reduction="none", beta=0.5),
+    lambda x, t: _huber_ref(x, t, 0.5, lambda v: v, scale=0.5), (((2, 3), (2, 3)),),
+    domain=(away_from(-1.5, -0.5, 0.5, 1.5), ints(-1, 2)))
+row("smooth_l1_loss_beta0", lambda T, x, t: _F(T).smooth_l1_loss(x, t, reduction="sum", beta=0.0),
+    lambda x, t: np.abs(x - t).sum(), (((2, 3), (2, 3)),), domain=(_OFF_INTEGERS, ints(-1, 2)))
+row("huber_loss", lambda T, x, t: _F(T).huber_loss(x, t), lambda x, t: _huber_ref(x, t, 1.0),
+    (((2, 3), (2, 3)),), domain=(_OFF_INTEGERS, ints(-1, 2)))
+row("huber_loss_weight", lambda T, x, t, w: _F(T).huber_loss(x, t, reduction="sum", delta=0.5, weight=w),
+    lambda x, t, w: _huber_ref(x, t, 0.5, lambda v: (v * w).sum()), (((2, 3), (2, 3), (2, 3)),),
+    domain=(away_from(-1.5, -0.5, 0.5, 1.5), ints(-1, 2), real()))
+row("kl_div", lambda T, x, t: _F(T).kl_div(x, t), lambda x, t: _kl_ref(x, t).mean(), (((2, 3), (2, 3)),),
+    domain=_LOG_PROBS)
+row("kl_div_batchmean", lambda T, x, t: _F(T).kl_div(x, t, reduction="batchmean"),
+    lambda x, t: _kl_ref(x, t).sum() / (x.shape[0] if x.ndim else 1), (((2, 3), (2, 3)), ((), ())), domain=_LOG_PROBS)
+row("kl_div_log_target", lambda T, x, t: _F(T).kl_div(x, t, reduction="none", log_target=True),
+    lambda x, t: np.exp(t) * (t - x), (((2, 3), (2, 3)),), domain=(real(-3.0, 0.0), real(-3.0, 0.0)))
+row("kl_div_zero_target", lambda T, x: _F(T).kl_div(x, T.tensor(_KL_TARGET, dtype=x.dtype), reduction="sum"),
+    lambda x: _kl_ref(x, _KL_TARGET).sum(), (((2, 3),),), domain=real(-3.0, 0.0))
+
+ERROR_ROWS += [
+    ErrorRow("celu_alpha_zero", lambda T: _F(T).celu(_ones(T, 3), 0.0), RuntimeError,
+             r"^ZeroDivisionError: alpha cannot be 0 for CELU$"),
+    ErrorRow("elu_inplace_on_leaf", lambda T: _F(T).elu(_ones(T, 3, grad=True), inplace=True), RuntimeError,
+             r"^a leaf Variable that requires grad is being used in an in-place operation"),
+    ErrorRow("hardtanh_min_above_max", lambda T: _F(T).hardtanh(_ones(T, 3), 2.0, 1.0), ValueError,
+             r"^min_val cannot be greater than max_val$"),
+    ErrorRow("glu_odd", lambda T: _F(T).glu(_ones(T, 2, 3)), RuntimeError,
+             r"^Halving dimension must be even, but dimension 1 is size 3$"),
+    ErrorRow("glu_scalar", lambda T: _F(T).glu(T.ones(())), RuntimeError,
+             r"^glu does not support scalars because halving size must be even$"),
+    ErrorRow("glu_bad_dim", lambda T: _F(T).glu(_ones(T, 2, 4), 2), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-2, 1\], but got 2\)$"),
+    ErrorRow("prelu_channels", lambda T: _F(T).prelu(_ones(T, 2, 3), _ones(T, 2)), RuntimeError,
+             r"^Mismatch of parameter numbers and input channel size\. Found parameter numbers = 2 and channel "
+             r"size = 3\.$"),
+    ErrorRow("prelu_dtypes", lambda T: _F(T).prelu(_ones(T, 2, 3), T.ones(1, dtype=T.float64)), RuntimeError,
+             r"^prelu: Type promoting not supported\. Got Float and Double$"),
+    ErrorRow("prelu_zero_dim_input", lambda T: _F(T).prelu(T.ones(()), _ones(T, 3)), RuntimeError,
+             r"^Not allow zero-dim input tensor\.$"),
+    ErrorRow("prelu_2d_weight", lambda T: _F(T).prelu(_ones(T, 2, 3), _ones(T, 1, 1)), RuntimeError,
+             r"^prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = 2$"),
+    ErrorRow("cosine_similarity_shapes", lambda T: _F(T).cosine_similarity(_ones(T, 2, 3), _ones(T, 2, 4)),
+             ShapeError, r"the size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton "
+                         r"dimension 1"),
+    ErrorRow("cosine_similarity_integers", lambda T: _F(T).cosine_similarity(T.ones(2, 3, dtype=T.int64),
+                                                                             T.ones(2, 3, dtype=T.int32)),
+             RuntimeError, r"^expected common dtype to be floating point, yet common dtype is Long$"),
+    ErrorRow("normalize_bad_dim", lambda T: _F(T).normalize(_ones(T, 3)), IndexError,
+             r"^Dimension out of range \(expected to be in range of \[-1, 0\], but got 1\)$"),
+    ErrorRow("smooth_l1_loss_negative_beta", lambda T: _F(T).smooth_l1_loss(_ones(T, 3), _ones(T, 3), beta=-1.0),
+             RuntimeError, r"^smooth_l1_loss does not support negative values for beta\.$"),
+    ErrorRow("huber_loss_zero_delta", lambda T: _F(T).huber_loss(_ones(T, 3), _ones(T, 3), delta=0.0),
+             RuntimeError, r"^huber_loss does not support non-positive values for delta\.$"),
+    ErrorRow("huber_loss_bad_reduction_first", lambda T: _F(T).huber_loss(_ones(T, 3), _ones(T, 3), "foo", -1.0),
+             ValueError, r"^foo is not a valid value for reduction$"),
+    ErrorRow("huber_loss_weight_shape", lambda T: _F(T).huber_loss(_ones(T, 3), _ones(T, 3), weight=_ones(T, 2)),
+             ValueError, r"^Weights and input must have the same size\.$"),
+    ErrorRow("huber_loss_weight_bad_reduction",
+             lambda T: _F(T).huber_loss(_ones(T, 3), _ones(T, 3), "foo", weight=_ones(T, 3)), ValueError,
+             r"^Invalid reduction mode: foo\. Expected one of 'none', 'mean', 'sum'\.$"),
+    ErrorRow("kl_div_bad_reduction", lambda T: _F(T).kl_div(_ones(T, 3), _ones(T, 3), reduction="foo"), ValueError,
+             r"^foo is not a valid value for reduction$"),
 ]

@@ -2,6 +2,7 @@
 printing), and layers and losses against PyTorch itself as the oracle, in float64."""
 import copy
 import math
+import warnings
 import zlib
 from collections import OrderedDict
 
@@ -419,7 +420,16 @@ def test_tiny_model_repr_matches_torch():
         leaky=ns.nn.LeakyReLU(0.2), drop=ns.nn.Dropout(0.25), flat=ns.nn.Flatten(), ident=ns.nn.Identity(),
         logsm=ns.nn.LogSoftmax(dim=-1), mse=ns.nn.MSELoss(), ce=ns.nn.CrossEntropyLoss(), bce=ns.nn.BCELoss(),
         bcel=ns.nn.BCEWithLogitsLoss(), nll=ns.nn.NLLLoss(), l1=ns.nn.L1Loss())),
-], ids=["nested", "modulelist-repeats", "empty-modulelist", "empty-sequential", "zoo"])
+    lambda ns: ns.nn.Sequential(OrderedDict(
+        elu=ns.nn.ELU(), elu2=ns.nn.ELU(0.5, inplace=True), selu=ns.nn.SELU(), selu2=ns.nn.SELU(True),
+        celu=ns.nn.CELU(2.0, True), softplus=ns.nn.Softplus(), softplus2=ns.nn.Softplus(2, 10),
+        hardtanh=ns.nn.Hardtanh(), hardtanh2=ns.nn.Hardtanh(-2, 3, True), relu6=ns.nn.ReLU6(),
+        relu62=ns.nn.ReLU6(True), logsig=ns.nn.LogSigmoid(), mish=ns.nn.Mish(True), hswish=ns.nn.Hardswish(True),
+        hsig=ns.nn.Hardsigmoid(), softsign=ns.nn.Softsign(), tanhshrink=ns.nn.Tanhshrink(), softmin=ns.nn.Softmin(),
+        softmin1=ns.nn.Softmin(1), threshold=ns.nn.Threshold(0.1, 20, True), glu=ns.nn.GLU(), glu0=ns.nn.GLU(0),
+        prelu=ns.nn.PReLU(), prelu3=ns.nn.PReLU(3, 0.1), sl1=ns.nn.SmoothL1Loss(beta=0.5), huber=ns.nn.HuberLoss(),
+        kl=ns.nn.KLDivLoss(reduction="batchmean"), cos=ns.nn.CosineSimilarity(), dist=ns.nn.PairwiseDistance())),
+], ids=["nested", "modulelist-repeats", "empty-modulelist", "empty-sequential", "zoo", "zoo-activations"])
 def test_container_and_layer_reprs_match_torch(build):
     torch = torch_or_skip()
     assert repr(build(fg)) == repr(build(torch))
@@ -524,7 +534,35 @@ ACTIVATIONS = {
     "flatten": lambda ns: ns.nn.Flatten(),
     "identity": lambda ns: ns.nn.Identity(),
     "dropout_eval": lambda ns: ns.nn.Dropout(0.3).eval(),
+    "elu": lambda ns: ns.nn.ELU(),
+    "elu_alpha": lambda ns: ns.nn.ELU(0.5),
+    "selu": lambda ns: ns.nn.SELU(),
+    "celu": lambda ns: ns.nn.CELU(2.0),
+    "softplus": lambda ns: ns.nn.Softplus(),
+    "softplus_beta_threshold": lambda ns: ns.nn.Softplus(2.0, 3.0),
+    "hardtanh": lambda ns: ns.nn.Hardtanh(),
+    "hardtanh_bounds": lambda ns: ns.nn.Hardtanh(-2.5, 0.5),
+    "relu6": lambda ns: ns.nn.ReLU6(),
+    "logsigmoid": lambda ns: ns.nn.LogSigmoid(),
+    "mish": lambda ns: ns.nn.Mish(),
+    "hardswish": lambda ns: ns.nn.Hardswish(),
+    "hardsigmoid": lambda ns: ns.nn.Hardsigmoid(),
+    "softsign": lambda ns: ns.nn.Softsign(),
+    "tanhshrink": lambda ns: ns.nn.Tanhshrink(),
+    "softmin": lambda ns: ns.nn.Softmin(dim=1),
+    "threshold": lambda ns: ns.nn.Threshold(0.5, -3.0),
+    "glu": lambda ns: ns.nn.GLU(),
+    "glu_dim1": lambda ns: ns.nn.GLU(1),
 }
+
+
+# Activations whose PyTorch backward multiplies by a float32 constant even in float64 (hardsigmoid's
+# 1.0f / 6.0f): their gradients agree with PyTorch's to float32's precision, not float64's.
+FLOAT32_CONSTANT_IN_TORCH_BACKWARD = {"hardsigmoid"}
+
+
+def _grad_tolerance(name):
+    return dict(rtol=1e-7) if name in FLOAT32_CONSTANT_IN_TORCH_BACKWARD else {}
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
@@ -539,7 +577,7 @@ def test_activation_layers_match_torch(name):
     upstream = rng.standard_normal(t_out.shape)
     (t_out * torch.from_numpy(upstream)).sum().backward()
     (f_out * to_fg(upstream)).sum().backward()
-    assert_matches(fx.grad, tx.grad)
+    assert_matches(fx.grad, tx.grad, **_grad_tolerance(name))
 
 
 INPLACE_ACTIVATIONS = {
@@ -547,6 +585,15 @@ INPLACE_ACTIVATIONS = {
     "leaky_relu": lambda ns: ns.nn.LeakyReLU(0.2, inplace=True),
     "silu": lambda ns: ns.nn.SiLU(inplace=True),
     "dropout_eval": lambda ns: ns.nn.Dropout(0.5, inplace=True).eval(),
+    "elu": lambda ns: ns.nn.ELU(0.5, inplace=True),
+    "selu": lambda ns: ns.nn.SELU(inplace=True),
+    "celu": lambda ns: ns.nn.CELU(2.0, inplace=True),
+    "hardtanh": lambda ns: ns.nn.Hardtanh(-0.5, 1.5, inplace=True),
+    "relu6": lambda ns: ns.nn.ReLU6(inplace=True),
+    "mish": lambda ns: ns.nn.Mish(inplace=True),
+    "hardswish": lambda ns: ns.nn.Hardswish(inplace=True),
+    "hardsigmoid": lambda ns: ns.nn.Hardsigmoid(inplace=True),
+    "threshold": lambda ns: ns.nn.Threshold(0.5, -3.0, inplace=True),
 }
 
 
@@ -565,7 +612,7 @@ def test_inplace_activations_match_torch(name):
         (out * convert(upstream)).sum().backward()
         results.append((out, leaf.grad))
     assert_matches(results[1][0], results[0][0])
-    assert_matches(results[1][1], results[0][1])
+    assert_matches(results[1][1], results[0][1], **_grad_tolerance(name))
 
 
 def test_mlp_forward_and_parameter_grads_match_torch():
@@ -621,6 +668,10 @@ def _inputs(kind, rng):
         return 1 / (1 + np.exp(-rng.standard_normal((5, 3)))), rng.integers(0, 2, (5, 3)).astype(np.float64)
     if kind == "logits":
         return rng.standard_normal((5, 3)) * 4, rng.uniform(size=(5, 3))
+    if kind in ("kl", "kl_log_target"):   # log-probabilities, and probabilities (or their logs)
+        x, t = rng.standard_normal((4, 3)), np.exp(rng.standard_normal((4, 3)))
+        t = t / t.sum(1, keepdims=True)
+        return x - np.log(np.exp(x).sum(1, keepdims=True)), np.log(t) if kind == "kl_log_target" else t
     raise KeyError(kind)
 
 
@@ -688,9 +739,23 @@ LOSS_CASES = [
     ("bce_logits_sum", "BCEWithLogitsLoss", {"reduction": "sum"}, "logits"),
     ("bce_logits_weight", "BCEWithLogitsLoss", {"weight": np.array([1.0, 2.0, 0.5])}, "logits"),
     ("bce_logits_pos_weight", "BCEWithLogitsLoss", {"pos_weight": np.array([3.0, 0.5, 1.0])}, "logits"),
+    ("smooth_l1", "SmoothL1Loss", {}, "regression"),
+    ("smooth_l1_sum_beta", "SmoothL1Loss", {"reduction": "sum", "beta": 0.5}, "regression"),
+    ("smooth_l1_none", "SmoothL1Loss", {"reduction": "none", "beta": 2.0}, "regression"),
+    ("smooth_l1_beta0", "SmoothL1Loss", {"beta": 0.0}, "regression"),
+    ("huber", "HuberLoss", {}, "regression"),
+    ("huber_sum_delta", "HuberLoss", {"reduction": "sum", "delta": 0.5}, "regression"),
+    ("huber_none", "HuberLoss", {"reduction": "none", "delta": 2.0}, "regression"),
+    ("kl", "KLDivLoss", {}, "kl"),
+    ("kl_batchmean", "KLDivLoss", {"reduction": "batchmean"}, "kl"),
+    ("kl_sum", "KLDivLoss", {"reduction": "sum"}, "kl"),
+    ("kl_none", "KLDivLoss", {"reduction": "none"}, "kl"),
+    ("kl_log_target", "KLDivLoss", {"reduction": "batchmean", "log_target": True}, "kl_log_target"),
+    ("kl_log_target_none", "KLDivLoss", {"reduction": "none", "log_target": True}, "kl_log_target"),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")   # KLDivLoss's, in both
 @pytest.mark.parametrize("module_name,kwargs,kind", [c[1:] for c in LOSS_CASES], ids=[c[0] for c in LOSS_CASES])
 def test_loss_matches_torch(module_name, kwargs, kind):
     """Value, grad_fn name and input gradient of each loss, module form and functional form agree."""
@@ -768,6 +833,167 @@ def test_loss_errors():
     with pytest.raises(ValueError, match=r"^Target size \(torch.Size\(\[4\]\)\) must be the same as input size "
                                          r"\(torch.Size\(\[3\]\)\)$"):
         F.binary_cross_entropy_with_logits(fg.rand(3), fg.rand(4))
+
+
+# ---------------------------------------------------------------- activations, losses and distances of
+# the second batch: modules against their functionals, PReLU's parameter, and PyTorch's special cases
+
+ONE_INPUT_MODULES = {   # module (from either library's namespace), and the functional call it stands for
+    "elu": (lambda ns: ns.nn.ELU(0.5), lambda F, x: F.elu(x, 0.5)),
+    "selu": (lambda ns: ns.nn.SELU(), lambda F, x: F.selu(x)),
+    "celu": (lambda ns: ns.nn.CELU(2.0), lambda F, x: F.celu(x, 2.0)),
+    "softplus": (lambda ns: ns.nn.Softplus(2.0, 3.0), lambda F, x: F.softplus(x, 2.0, 3.0)),
+    "hardtanh": (lambda ns: ns.nn.Hardtanh(-2.0, 0.5), lambda F, x: F.hardtanh(x, -2.0, 0.5)),
+    "relu6": (lambda ns: ns.nn.ReLU6(), lambda F, x: F.relu6(x)),
+    "logsigmoid": (lambda ns: ns.nn.LogSigmoid(), lambda F, x: F.logsigmoid(x)),
+    "mish": (lambda ns: ns.nn.Mish(), lambda F, x: F.mish(x)),
+    "hardswish": (lambda ns: ns.nn.Hardswish(), lambda F, x: F.hardswish(x)),
+    "hardsigmoid": (lambda ns: ns.nn.Hardsigmoid(), lambda F, x: F.hardsigmoid(x)),
+    "softsign": (lambda ns: ns.nn.Softsign(), lambda F, x: F.softsign(x)),
+    "tanhshrink": (lambda ns: ns.nn.Tanhshrink(), lambda F, x: F.tanhshrink(x)),
+    "softmin": (lambda ns: ns.nn.Softmin(0), lambda F, x: F.softmin(x, 0)),
+    "threshold": (lambda ns: ns.nn.Threshold(0.5, -3.0), lambda F, x: F.threshold(x, 0.5, -3.0)),
+    "glu": (lambda ns: ns.nn.GLU(1), lambda F, x: F.glu(x, 1)),
+    # the module's weight is made in float32, then converted with the module
+    "prelu": (lambda ns: ns.nn.PReLU(4, 0.1), lambda F, x: F.prelu(x, fg.full((4,), 0.1).to(x.dtype))),
+}
+TWO_INPUT_MODULES = {
+    "smooth_l1": (lambda ns: ns.nn.SmoothL1Loss(beta=0.5), lambda F, x, y: F.smooth_l1_loss(x, y, beta=0.5)),
+    "huber": (lambda ns: ns.nn.HuberLoss("sum", 0.5), lambda F, x, y: F.huber_loss(x, y, "sum", 0.5)),
+    "kl": (lambda ns: ns.nn.KLDivLoss(reduction="batchmean", log_target=True),
+           lambda F, x, y: F.kl_div(x, y, reduction="batchmean", log_target=True)),
+    "cosine": (lambda ns: ns.nn.CosineSimilarity(0, 1e-6), lambda F, x, y: F.cosine_similarity(x, y, 0, 1e-6)),
+    "distance": (lambda ns: ns.nn.PairwiseDistance(1.0, 1e-3, True),
+                 lambda F, x, y: F.pairwise_distance(x, y, 1.0, 1e-3, True)),
+}
+
+
+@pytest.mark.parametrize("name", list(ONE_INPUT_MODULES) + list(TWO_INPUT_MODULES))
+def test_modules_compute_their_functional(name):
+    """Each module gives its functional's result, bit for bit, with the same grad_fn, and PyTorch's
+    module gives the same values."""
+    module, functional = ONE_INPUT_MODULES.get(name) or TWO_INPUT_MODULES[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    arrays = [rng.standard_normal((3, 4)) * 2 for _ in range(2 if name in TWO_INPUT_MODULES else 1)]
+    ours = module(fg).to(fg.float64)(*[to_fg(a, True) for a in arrays])
+    direct = functional(F, *[to_fg(a, True) for a in arrays])
+    np.testing.assert_array_equal(ours.detach().numpy(), direct.detach().numpy())
+    assert ours.grad_fn.name() == direct.grad_fn.name()
+    torch = torch_or_skip()
+    assert_matches(ours, module(torch).double()(*[to_torch(torch, a, True) for a in arrays]))
+
+
+@pytest.mark.parametrize("num_parameters,shape", [(1, (4, 3, 2)), (3, (4, 3, 2)), (3, (5, 3)), (1, (5,)), (1, ())])
+def test_prelu_module_matches_torch(num_parameters, shape):
+    """PReLU's weight is a Parameter of num_parameters values, one per channel (dim 1); its gradient
+    sums over the other dims."""
+    torch = torch_or_skip()
+    module = nn.PReLU(num_parameters, init=0.1, dtype=fg.float64)
+    assert [name for name, _ in module.named_parameters()] == ["weight"]
+    assert isinstance(module.weight, nn.Parameter) and module.weight.requires_grad
+    np.testing.assert_array_equal(module.weight.detach().numpy(), np.full(num_parameters, 0.1))
+    theirs = torch.nn.PReLU(num_parameters, init=0.1).double()
+    rng = np.random.default_rng(num_parameters + len(shape))
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(rng.uniform(-0.5, 0.5, num_parameters)))
+    copy_weights(theirs, module)
+    x, upstream = rng.standard_normal(shape), rng.standard_normal(shape)
+    tx, fx = to_torch(torch, x, True), to_fg(x, True)
+    t_out, f_out = theirs(tx), module(fx)
+    assert_matches(f_out, t_out)
+    assert f_out.grad_fn.name() == type(t_out.grad_fn).__name__
+    t_out.backward(torch.from_numpy(upstream))
+    f_out.backward(to_fg(upstream))
+    assert_matches(fx.grad, tx.grad)
+    assert_matches(module.weight.grad, theirs.weight.grad)
+
+
+def test_prelu_defaults_like_torch():
+    torch = torch_or_skip()
+    ours, theirs = nn.PReLU(), torch.nn.PReLU()
+    assert ours.weight.dtype == fg.float32 and tuple(ours.weight.shape) == (1,)
+    assert ours.weight.item() == theirs.weight.item() == 0.25
+    assert (ours.num_parameters, ours.init) == (theirs.num_parameters, theirs.init)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
+    with pytest.raises(RuntimeError, match=r"^Mismatch of parameter numbers and input channel size\. Found "
+                                           r"parameter numbers = 3 and channel size = 4\.$"):
+        nn.PReLU(3)(fg.randn(2, 4))
+
+
+def test_cosine_similarity_of_vectors_below_eps_matches_torch():
+    """A norm below eps is raised to eps in the value, while the gradient still goes through the norm
+    itself: PyTorch clamps the norms in place under no_grad, so its gradient is not the clamped
+    function's derivative there. A zero vector gives 0 with a finite gradient."""
+    torch = torch_or_skip()
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    x1[0] *= 1e-9
+    x1[1] = 0.0
+    x2[2] *= 1e-10
+    upstream = rng.standard_normal(4)
+    results = []
+    for ns, convert in ((torch, lambda a, g: to_torch(torch, a, g)), (fg, to_fg)):
+        a, b = convert(x1, True), convert(x2, True)
+        out = ns.nn.functional.cosine_similarity(a, b)
+        out.backward(convert(upstream, False))
+        results.append((out, a.grad, b.grad))
+    for ours, theirs in zip(results[1], results[0]):
+        assert_matches(ours, theirs, rtol=1e-10, atol=1e-14)
+    assert np.all(np.isfinite(results[1][1].numpy()))
+
+
+def test_kl_div_reductions_warn_like_torch():
+    torch = torch_or_skip()
+    rng = np.random.default_rng(8)
+    x, t = _inputs("kl", rng)
+    with pytest.warns(UserWarning, match=r"^reduction: 'mean' divides the total loss by both the batch size and the "
+                                         r"support size\.'batchmean' divides only by the batch size"):
+        F.kl_div(to_fg(x), to_fg(t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no warning for the other reductions
+        for reduction in ("batchmean", "sum", "none"):
+            F.kl_div(to_fg(x), to_fg(t), reduction=reduction)
+    # the legacy arguments set the reduction; PyTorch still divides by the batch size when
+    # reduction="batchmean" was passed as well
+    for kwargs in ({"size_average": False}, {"size_average": False, "reduction": "batchmean"}, {"reduce": False}):
+        with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+            ours = F.kl_div(to_fg(x), to_fg(t), **kwargs)
+        with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+            theirs = torch.nn.functional.kl_div(to_torch(torch, x), to_torch(torch, t), **kwargs)
+        assert_matches(ours, theirs)
+
+
+@pytest.mark.parametrize("name", ["smooth_l1_loss", "huber_loss"])
+def test_smooth_l1_and_huber_broadcast_like_torch(name):
+    """A target of another shape broadcasts, with PyTorch's warning, and its gradient sums back."""
+    torch = torch_or_skip()
+    rng = np.random.default_rng(9)
+    x, t = rng.standard_normal((3, 4)) * 2, rng.standard_normal(4)
+    results = []
+    for ns, convert in ((torch, lambda a: to_torch(torch, a, True)), (fg, lambda a: to_fg(a, True))):
+        a, b = convert(x), convert(t)
+        with pytest.warns(UserWarning, match=r"Using a target size \(torch\.Size\(\[4\]\)\) that is different to "
+                                             r"the input size \(torch\.Size\(\[3, 4\]\)\)"):
+            out = getattr(ns.nn.functional, name)(a, b)
+        out.backward()
+        results.append((out, a.grad, b.grad))
+    for ours, theirs in zip(results[1], results[0]):
+        assert_matches(ours, theirs)
+
+
+def test_module_argument_checks_like_torch():
+    with pytest.raises(AssertionError, match=r"^max_val \(1\.0\) must be greater than min_val \(1\.0\)$"):
+        nn.Hardtanh(1.0, 1.0)
+    with pytest.warns(UserWarning, match="keyword argument `min_value` is deprecated and renamed to `min_val`"):
+        module = nn.Hardtanh(min_value=-2.0)
+    assert (module.min_val, module.max_val) == (-2.0, 1.0)
+    relu6 = nn.ReLU6()
+    assert isinstance(relu6, nn.Hardtanh) and (relu6.min_val, relu6.max_val) == (0.0, 6.0)
+    with pytest.raises(TypeError, match=r"^delta must be a float or int, got: <class 'str'>$"):
+        nn.HuberLoss(delta="1")
+    with pytest.warns(UserWarning, match="Implicit dimension choice for softmin has been deprecated"):
+        out = nn.Softmin()(fg.randn(2, 3))
+    np.testing.assert_allclose(out.sum(1).numpy(), 1.0, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- end to end

@@ -37,6 +37,17 @@ GRAD_FN_DIFFERENCES = {
                     "records one div with the same gradient"),
 }
 
+# Rows whose PyTorch backward rounds a constant to float32 even in float64: their float64 gradients
+# agree with PyTorch's only to float32's precision (gradcheck holds fusegrad's to float64's). Row name
+# -> why.
+TORCH_FLOAT32_CONSTANT = dict(rtol=1e-7, atol=1e-11)
+_ONE_SIXTH = "PyTorch's hardsigmoid backward multiplies by 1.0f / 6.0f, a float32 constant, in float64 too"
+TORCH_FLOAT32_GRADIENTS = {
+    "hardsigmoid": _ONE_SIXTH,
+    "hardsigmoid_": _ONE_SIXTH,
+    "celu": "PyTorch's CeluBackward0 scales by 1.0 / alpha.toFloat(): alpha rounded to float32 (0.7 is not one)",
+}
+
 # Rows whose check fails on a known fusegrad bug: (check, row name) -> reason. Strict xfails.
 KNOWN_BUGS = {}
 
@@ -186,13 +197,15 @@ def assert_matches_torch(torch, row, arrays):
     theirs_g = torch.autograd.grad([t for _, t in pairs], [theirs_in[i] for i in wrt],
                                    grad_outputs=[torch.tensor(s) for s in seeds], allow_unused=True)
     narrowest = min((a.dtype for a in arrays + seeds if a.dtype.kind == "f"), key=lambda d: d.itemsize)
+    tolerance = _GRAD_TOLERANCE[narrowest.name]
+    if narrowest.name == "float64" and row.name in TORCH_FLOAT32_GRADIENTS:
+        tolerance = TORCH_FLOAT32_CONSTANT
     for i, go, gt in zip(wrt, ours_g, theirs_g):
         zeros = np.zeros(arrays[i].shape, arrays[i].dtype)
         go = zeros if go is None else go.numpy()
         gt = zeros if gt is None else gt.numpy()
         assert go.dtype == gt.dtype and go.shape == gt.shape
-        np.testing.assert_allclose(go, gt, equal_nan=True, **_GRAD_TOLERANCE[narrowest.name],
-                                   err_msg=f"gradient of input {i}")
+        np.testing.assert_allclose(go, gt, equal_nan=True, **tolerance, err_msg=f"gradient of input {i}")
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the forward check owns that
@@ -391,6 +404,10 @@ SPECIAL_DIFFERENCES = {
     ("empty", "index_add"): (
         "indices out of range of an empty dimension: PyTorch skips its index check when self is empty and "
         "returns an empty tensor; fusegrad raises the RuntimeError PyTorch raises for a non-empty self"),
+    ("float16", "log_softplus_tiny"): (
+        "softplus of -30 to -60 is below float16's least subnormal: 0 in both, but PyTorch computes the "
+        "kernel's slope exp(x) / (1 + exp(x)) in float32, nonzero, where fusegrad's float16 exp(x) is 0, so "
+        "log's infinite gradient times that slope is inf in PyTorch and NaN in fusegrad"),
     ("inf", "bce_with_logits_pos_weight"): (
         "an infinite target, meaningless for a probability: PyTorch's fused gradient computes inf - inf = NaN "
         "where the composite's gives -inf"),

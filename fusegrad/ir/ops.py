@@ -36,7 +36,7 @@ def broadcast_shapes(name, shapes):
                     a = next(j for j in range(k) if -d <= len(shapes[j]) and shapes[j][d] == size)
                     raise ShapeError(
                         f"{name}: shapes {_fmt(shapes[a])} and {_fmt(s)} are not broadcastable: the size "
-                        f"of tensor {'abc'[a]} ({size}) must match the size of tensor {'abc'[k]} ({n}) "
+                        f"of tensor {chr(97 + a)} ({size}) must match the size of tensor {chr(97 + k)} ({n}) "
                         f"at non-singleton dimension {ndim + d}")
                 size = n
         out.append(size)

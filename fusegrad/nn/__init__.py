@@ -2,9 +2,11 @@
 public surface like user code."""
 from . import functional, init, utils
 from .convolution import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
-from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU, Identity,
-                     L1Loss, LeakyReLU, Linear, LogSoftmax, ModuleDict, ModuleList, MSELoss, NLLLoss, ReLU,
-                     Sequential, Sigmoid, SiLU, Softmax, Tanh)
+from .layers import (BCELoss, BCEWithLogitsLoss, CELU, CosineSimilarity, CrossEntropyLoss, Dropout, ELU, Embedding,
+                     Flatten, GELU, GLU, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss,
+                     LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, ModuleDict, ModuleList, MSELoss, NLLLoss,
+                     PairwiseDistance, PReLU, ReLU, ReLU6, SELU, Sequential, Sigmoid, SiLU, SmoothL1Loss, Softmax,
+                     Softmin, Softplus, Softsign, Tanh, Tanhshrink, Threshold)
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .module import Module
 from .parameter import Buffer, Parameter
@@ -14,5 +16,8 @@ __all__ = ["Module", "Parameter", "Buffer", "Linear", "ReLU", "LeakyReLU", "Sigm
            "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity", "Sequential", "ModuleList", "ModuleDict",
            "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
            "LayerNorm", "MSELoss", "L1Loss", "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
+           "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6", "LogSigmoid", "Mish", "Hardswish",
+           "Hardsigmoid", "Softsign", "Tanhshrink", "Softmin", "Threshold", "GLU", "PReLU", "SmoothL1Loss",
+           "HuberLoss", "KLDivLoss", "CosineSimilarity", "PairwiseDistance",
            "functional", "init", "utils"]
 __getattr__ = _module_getattr(__name__, "torch.nn")

@@ -7,9 +7,10 @@ import numpy as np
 
 import fusegrad as fg
 
-from ..ir import OPS
+from ..ir import OPS, dtypes as D
 from ..tracer.dispatch import apply
 from ..tracer.functions import _binary_cross_entropy, _named, _reads_data
+from ..tracer.tensor import _dim
 from ..tracer.spatial import (adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d,  # noqa: F401
                               max_pool2d_with_indices)
 
@@ -89,6 +90,171 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
     return _named(fg.where(input > 0, input, input * negative_slope), "LeakyReluBackward0")
 
 
+def _in_place(input, function, inplace, name, inplace_name=None):
+    """function(input), named as PyTorch's fused kernel; with inplace=True written into input and
+    returned as it. The in-place result is computed from a clone, so that no value its backward
+    saved is the one overwritten (PyTorch's in-place kernels derive their gradient from the result)."""
+    if inplace:
+        return _named(input.copy_(function(input.clone())), inplace_name or name)
+    return _named(function(input), name)
+
+
+def _where_on(condition, input, function, other):
+    """function(input) where condition holds, other elsewhere. function only sees input where
+    condition holds (0 elsewhere), so an inf or NaN on the other side reaches neither the result
+    nor, as 0 * inf in function's backward, the gradient."""
+    return fg.where(condition, function(fg.where(condition, input, 0.0)), other)
+
+
+def _log1p_small(x):
+    """log(1 + x) for 0 <= x <= 1 to x's own precision. fg.log1p is log(1 + x), which keeps only the
+    digits of x above 1's ulp (0 below it: softplus(-40) would be 0, and its log -inf). Below 1/32
+    the series x - x^2/2 + x^3/3 - ... takes its place, to 11 terms: float64's precision there."""
+    series = 1.0 / 11
+    for k in range(10, 0, -1):   # Horner: x (1 - x (1/2 - x (1/3 - ...)))
+        series = 1.0 / k - x * series
+    return fg.where(x < 2.0 ** -5, x * series, fg.log(1 + x))
+
+
+def _log1p_exp(input):
+    """log(1 + exp(input)) without overflow: max(input, 0) + log1p(exp(-|input|)). |input| and
+    max(input, 0) are taken with one mask, so that at 0 both take the same side's slope and the
+    gradient there is 1/2: sigmoid(input), as everywhere."""
+    positive = input >= 0
+    return fg.where(positive, input, 0.0) + _log1p_small(fg.exp(-fg.where(positive, input, -input)))
+
+
+def _elu(input, alpha, scale, input_scale, inplace, name, inplace_name):
+    """PyTorch's elu kernel, shared by elu, selu and celu: (exp(x * input_scale) - 1) * alpha * scale
+    where x <= 0, x * scale elsewhere (NaN included, with the slope `scale`)."""
+    def function(x):
+        return _where_on(x <= 0, x, lambda v: fg.expm1(v * input_scale) * (alpha * scale), x * scale)
+    return _in_place(input, function, inplace, name, inplace_name)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    return _elu(input, alpha, 1.0, 1.0, inplace, "EluBackward0", "EluBackward1")
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def selu(input, inplace=False):
+    return _elu(input, _SELU_ALPHA, _SELU_SCALE, 1.0, inplace, "EluBackward0", "EluBackward1")
+
+
+def celu(input, alpha=1.0, inplace=False):
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
+    return _elu(input, alpha, 1.0, 1.0 / alpha, inplace, "CeluBackward0", "CeluBackward1")
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta * x)) / beta, and x itself where beta * x > threshold (not where NaN)."""
+    linear = input * beta > threshold
+    curve = _where_on(~linear, input, lambda x: _log1p_exp(x * beta) / beta, input)
+    return _named(curve, "SoftplusBackward0")
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    # at and beyond the bounds the gradient is zero; NaN passes through with its gradient (PyTorch's)
+    return _in_place(input, lambda x: fg.where(x <= min_val, min_val, fg.where(x >= max_val, max_val, x)),
+                     inplace, "HardtanhBackward0")
+
+
+def relu6(input, inplace=False):
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def logsigmoid(input):
+    """log(sigmoid(x)) = -log(1 + exp(-x)), without overflow for large |x|."""
+    return _named(-_log1p_exp(-input), "LogSigmoidBackward0")
+
+
+def mish(input, inplace=False):
+    return _in_place(input, lambda x: x * fg.tanh(_log1p_exp(x)), inplace, "MishBackward0")
+
+
+def _hardswish(x):
+    # PyTorch: x * clamp(x + 3, 0, 6) / 6, with slope 0 for x <= -3, x / 3 + 1/2 for -3 < x < 3 and 1
+    # elsewhere (NaN included). x * 0 keeps its NaN at -inf, as PyTorch's value has.
+    ramp = (x > -3) & (x < 3)
+    return _where_on(ramp, x, lambda v: v * (v + 3) / 6, fg.where(x <= -3, x.detach() * 0.0, x))
+
+
+def hardswish(input, inplace=False):
+    return _in_place(input, _hardswish, inplace, "HardswishBackward0")
+
+
+def _hardsigmoid(x):
+    # PyTorch: clamp(x + 3, 0, 6) / 6, with slope 1/6 strictly between -3 and 3 and 0 elsewhere (NaN
+    # included): the clamped value outside carries no gradient
+    ramp = (x > -3) & (x < 3)
+    return fg.where(ramp, x + 3, (x.detach() + 3).clamp(0, 6)) / 6
+
+
+def hardsigmoid(input, inplace=False):
+    return _in_place(input, _hardsigmoid, inplace, "HardsigmoidBackward0")
+
+
+def softsign(input):
+    return input / (fg.abs(input) + 1)
+
+
+def tanhshrink(input):
+    return input - fg.tanh(input)
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    _warn_implicit_dim("softmin", dim, _stacklevel)
+    return fg.softmax(-input, dim, dtype)
+
+
+def threshold(input, threshold, value, inplace=False):
+    """value where input <= threshold, input elsewhere (NaN included)."""
+    return _in_place(input, lambda x: fg.where(x <= threshold, value, x), inplace, "ThresholdBackward0",
+                     "ThresholdBackward1")
+
+
+def glu(input, dim=-1):
+    """The first half of input along dim, gated by the sigmoid of the second."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    dim = _dim(dim, input.ndim)
+    size = input.shape[dim]
+    if size % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size {size}")
+    half = size // 2
+    return _named(input.narrow(dim, 0, half) * fg.sigmoid(input.narrow(dim, half, half)), "GluBackward0")
+
+
+def prelu(input, weight):
+    """input where positive, weight * input elsewhere; weight has one element or one per channel
+    (dim 1 of input)."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"prelu: Type promoting not supported. Got {input.dtype.scalar_name} and "
+                           f"{weight.dtype.scalar_name}")
+    if weight.numel() != 1:
+        if input.ndim == 0:
+            raise RuntimeError("Not allow zero-dim input tensor.")
+        channels = input.shape[1] if input.ndim > 1 else 1
+        if weight.numel() != channels:
+            raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter numbers = "
+                               f"{weight.numel()} and channel size = {channels}.")
+    if weight.ndim > 1:
+        raise RuntimeError(f"prelu: Expected `weight` to be a scalar or 1D tensor, but got: ndim = {weight.ndim}")
+    if weight.ndim != input.ndim:
+        shape = [1] * input.ndim
+        if input.ndim > 1:
+            shape[1] = weight.numel()
+        weight = weight.reshape(shape)
+    # the weight's gradient is input * grad where input <= 0 (or NaN), and 0, not 0 * inf, elsewhere
+    positive = input > 0
+    return _named(fg.where(positive, input, weight * fg.where(positive, 0.0, input)), "PreluKernelBackward0")
+
+
 def linear(input, weight, bias=None):
     """input @ weight.T + bias, with PyTorch's grad_fn names (AddmmBackward0 for 2-D inputs)."""
     if input.dtype != weight.dtype:
@@ -133,17 +299,16 @@ def _weighted_mean(total, weight_sum):
     return fg.where(none, float("nan"), total / fg.where(none, 1.0, weight_sum))
 
 
+def _check_reduction(reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
 def _reduce(loss, reduction, name=None):
     """Apply `reduction`; name the result's grad_fn when PyTorch's is a fused kernel (None keeps
     MeanBackward0 / SumBackward0 / the elementwise op's own name)."""
-    if reduction == "mean":
-        out = loss.mean()
-    elif reduction == "sum":
-        out = loss.sum()
-    elif reduction == "none":
-        out = loss
-    else:
-        raise ValueError(f"{reduction} is not a valid value for reduction")
+    _check_reduction(reduction)
+    out = loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
     return out if name is None else _named(out, name)
 
 
@@ -268,17 +433,116 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     reduction = _legacy_reduction(size_average, reduce, reduction)
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(f"Target size ({target.shape}) must be the same as input size ({input.shape})")
-    # (1 - t) x + softplus(-x), softplus(-x) = log(1 + exp(-|x|)) + max(-x, 0): no overflow for large
-    # |x|. |x| and max(-x, 0) are written with one mask so that their slopes at x = 0 (1 and 0) add
-    # up to softplus's own there: the gradient is sigmoid(x) - t everywhere.
-    positive = input >= 0
-    softplus_neg = fg.log1p(fg.exp(-fg.where(positive, input, -input))) + fg.where(positive, 0.0, -input)
+    # (1 - t) x + softplus(-x), softplus without overflow for large |x|: the gradient is sigmoid(x) - t
+    softplus_neg = _log1p_exp(-input)
     if pos_weight is not None:
         softplus_neg = (1 + (pos_weight - 1) * target) * softplus_neg
     loss = (1 - target) * input + softplus_neg
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "BinaryCrossEntropyWithLogitsBackward0")
+
+
+def _huber(input, target, limit, divisor, slope):
+    """PyTorch's huber and smooth_l1 kernels: 0.5 d^2 / divisor where d = input - target lies within
+    +-limit, or is NaN (then with a NaN gradient, as PyTorch's); slope * (|d| - limit / 2) beyond. The
+    quadratic branch sees no inf from beyond."""
+    d = input - target
+    beyond = (d < -limit) | (d > limit)
+    return _where_on(~beyond, d, lambda v: 0.5 * v * v / divisor, slope * (fg.abs(d) - 0.5 * limit))
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    _warn_if_broadcasting(input, target)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    input, target = fg.broadcast_tensors(input, target)
+    if beta == 0.0:   # PyTorch's l1_loss
+        return l1_loss(input, target, reduction=reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    return _reduce(_huber(input, target, beta, beta, 1.0), reduction, "SmoothL1LossBackward0")
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    _warn_if_broadcasting(input, target)
+    input, target = fg.broadcast_tensors(input, target)
+    if weight is None:
+        _check_reduction(reduction)   # before the delta, as PyTorch
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    loss = _named(_huber(input, target, delta, 1.0, delta), "HuberLossBackward0")
+    if weight is None:
+        return _reduce(loss, reduction, "HuberLossBackward0")
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError("Weights and input must have the same size.")
+    if reduction not in ("none", "mean", "sum"):   # PyTorch's own message on this path
+        raise ValueError(f"Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'.")
+    return _reduce(loss * weight, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """Pointwise target * (log(target) - input), input holding log-probabilities (and target too with
+    log_target). reduction="mean" averages over every element, as PyTorch does (with its warning);
+    "batchmean" divides the sum by the batch size, the KL divergence's definition."""
+    if size_average is not None or reduce is not None:
+        # PyTorch takes the legacy arguments' reduction, and still divides by the batch size after it
+        # when reduction="batchmean" was passed too
+        reduce_as = _legacy_reduction(size_average, reduce, reduction)
+    else:
+        if reduction == "mean":
+            warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                          "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                          "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                          UserWarning, stacklevel=2)
+        reduce_as = "sum" if reduction == "batchmean" else reduction
+    _check_reduction(reduce_as)
+    if log_target:
+        loss = fg.exp(target) * (target - input)
+    else:
+        # xlogy(target, target): 0 where target is 0. Its gradient there is NaN, as PyTorch's (0 * log 0)
+        loss = fg.where(target == 0, 0.0, target * fg.log(target)) - target * input
+    out = _reduce(loss, reduce_as)
+    if reduction == "batchmean" and input.ndim != 0:
+        out = out / input.shape[0]
+    return out
+
+
+# ----------------------------------------------------------------------------- distances
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """input divided by its p-norm along dim, the norm raised to eps where smaller."""
+    if out is not None:
+        raise NotImplementedError("normalize: out= is not supported")
+    return input / input.norm(p, dim, keepdim=True).clamp_min(eps).expand_as(input)
+
+
+def _floor_without_gradient(norm, eps):
+    """norm raised to eps where smaller, its gradient still norm's: PyTorch clamps cosine_similarity's
+    norms in place under no_grad. (norm - norm.detach() is 0 with norm's gradient.)"""
+    return fg.where(norm < eps, norm - norm.detach() + eps, norm)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """The cosine of the angle between x1 and x2 along dim (broadcast together): each divided by its
+    2-norm first (at least eps), so the result stays within [-1, 1], as PyTorch computes it."""
+    if not (x1.is_floating_point() or x2.is_floating_point()):
+        common = D.result_type([(x1.dtype, x1.ndim), (x2.dtype, x2.ndim)])
+        raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {common.scalar_name}")
+    if not x1.is_floating_point():
+        x1 = x1.to(x2.dtype)
+    if not x2.is_floating_point():
+        x2 = x2.to(x1.dtype)
+    x1, x2 = fg.broadcast_tensors(x1, x2)
+    n1 = _floor_without_gradient(x1.norm(2, dim, keepdim=True), eps)
+    n2 = _floor_without_gradient(x2.norm(2, dim, keepdim=True), eps)
+    return ((x1 / n1) * (x2 / n2)).sum(dim)
+
+
+def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """The p-norm of x1 - x2 + eps over the last dim of the broadcast shape."""
+    dim = max(x1.ndim, x2.ndim) - 1
+    return _named(fg.norm(x1 - x2 + eps, p, dim, keepdim), "NormBackward1")
 
 
 # ----------------------------------------------------------------------------- normalisation

@@ -1,7 +1,8 @@
-"""Layers: Linear, Embedding, activations, dropout, flatten, and the containers Sequential, ModuleList
-and ModuleDict."""
+"""Layers: Linear, Embedding, activations, dropout, flatten, losses, distances, and the containers
+Sequential, ModuleList and ModuleDict."""
 import math
 import operator
+import warnings
 from collections import OrderedDict
 
 import fusegrad as fg
@@ -56,36 +57,44 @@ class Linear(WeightedLayer):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class _InplaceActivation(Module):
-    """An activation function with PyTorch's `inplace` flag."""
+class _Activation(Module):
+    """An activation function, called as function(input, *arguments): the module's attributes of those
+    names, set by the subclass's PyTorch signature. extra_repr lists them as PyTorch does, `inplace`
+    only when True."""
     function = None
+    arguments = ()
 
-    def __init__(self, inplace=False):
+    def __init__(self, *values):
         super().__init__()
-        self.inplace = inplace
+        for name, value in zip(self.arguments, values, strict=True):
+            setattr(self, name, value)
 
     def forward(self, input):
-        return type(self).function(input, self.inplace)
+        return type(self).function(input, *(getattr(self, name) for name in self.arguments))
 
     def extra_repr(self):
-        return "inplace=True" if self.inplace else ""
+        shown = [f"{name}={getattr(self, name)}" for name in self.arguments if name != "inplace"]
+        return ", ".join(shown + (["inplace=True"] if getattr(self, "inplace", False) else []))
+
+
+class _InplaceActivation(_Activation):
+    """An activation function with PyTorch's `inplace` flag alone."""
+    arguments = ("inplace",)
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace)
 
 
 class ReLU(_InplaceActivation):
     function = staticmethod(F.relu)
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Activation):
+    function = staticmethod(F.leaky_relu)
+    arguments = ("negative_slope", "inplace")
+
     def __init__(self, negative_slope=0.01, inplace=False):
-        super().__init__()
-        self.negative_slope = negative_slope
-        self.inplace = inplace
-
-    def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope, self.inplace)
-
-    def extra_repr(self):
-        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
+        super().__init__(negative_slope, inplace)
 
 
 class Sigmoid(Module):
@@ -114,21 +123,145 @@ class SiLU(_InplaceActivation):
     function = staticmethod(F.silu)
 
 
-class Softmax(Module):
+class _AlphaActivation(_Activation):
+    arguments = ("alpha", "inplace")
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__(alpha, inplace)
+
+
+class ELU(_AlphaActivation):
+    function = staticmethod(F.elu)
+
+
+class CELU(_AlphaActivation):
+    function = staticmethod(F.celu)
+
+
+class SELU(_InplaceActivation):
+    function = staticmethod(F.selu)
+
+
+class Mish(_InplaceActivation):
+    function = staticmethod(F.mish)
+
+
+class Hardswish(_InplaceActivation):
+    function = staticmethod(F.hardswish)
+    extra_repr = Module.extra_repr   # PyTorch prints no inplace flag for these two
+
+
+class Hardsigmoid(_InplaceActivation):
+    function = staticmethod(F.hardsigmoid)
+    extra_repr = Module.extra_repr
+
+
+class Softplus(_Activation):
+    function = staticmethod(F.softplus)
+    arguments = ("beta", "threshold")
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__(beta, threshold)
+
+
+class Hardtanh(_Activation):
+    function = staticmethod(F.hardtanh)
+    arguments = ("min_val", "max_val", "inplace")
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, min_value=None, max_value=None):
+        if min_value is not None:
+            warnings.warn("keyword argument `min_value` is deprecated and renamed to `min_val`", stacklevel=2)
+            min_val = min_value
+        if max_value is not None:
+            warnings.warn("keyword argument `max_value` is deprecated and renamed to `max_val`", stacklevel=2)
+            max_val = max_value
+        super().__init__(min_val, max_val, inplace)
+        if self.max_val <= self.min_val:
+            raise AssertionError(f"max_val ({self.max_val}) must be greater than min_val ({self.min_val})")
+
+
+class ReLU6(Hardtanh):
+    def __init__(self, inplace=False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self):   # PyTorch's shows the inplace flag alone
+        return "inplace=True" if self.inplace else ""
+
+
+class Threshold(_Activation):
+    function = staticmethod(F.threshold)
+    arguments = ("threshold", "value", "inplace")
+
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__(threshold, value, inplace)
+
+
+class LogSigmoid(_Activation):
+    function = staticmethod(F.logsigmoid)
+
+
+class Softsign(_Activation):
+    function = staticmethod(F.softsign)
+
+
+class Tanhshrink(_Activation):
+    function = staticmethod(F.tanhshrink)
+
+
+class GLU(_Activation):
+    function = staticmethod(F.glu)
+    arguments = ("dim",)
+
+    def __init__(self, dim=-1):
+        super().__init__(dim)
+
+
+class PReLU(Module):
+    """max(0, x) + weight * min(0, x), with one learnable weight or one per channel (dim 1 of the input),
+    each starting at `init`."""
+
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
+        self.num_parameters = num_parameters
+        super().__init__()
+        self.init = init
+        self.weight = Parameter(fg.empty(num_parameters, dtype=dtype, device=device))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.constant_(self.weight, self.init)
+
+    def forward(self, input):
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
+
+
+class _Normalized(Module):
+    """softmax and its kin over `dim`: as in PyTorch, none is a subclass of another."""
+    function = None
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
     def forward(self, input):
-        return F.softmax(input, self.dim, _stacklevel=5)
+        return type(self).function(input, self.dim, _stacklevel=5)
 
     def extra_repr(self):
         return f"dim={self.dim}"
 
 
-class LogSoftmax(Softmax):
-    def forward(self, input):
-        return F.log_softmax(input, self.dim, _stacklevel=5)
+class Softmax(_Normalized):
+    function = staticmethod(F.softmax)
+
+
+class LogSoftmax(_Normalized):
+    function = staticmethod(F.log_softmax)
+
+
+class Softmin(_Normalized):
+    function = staticmethod(F.softmin)
 
 
 class Dropout(Module):
@@ -401,3 +534,53 @@ class BCEWithLogitsLoss(_Loss):
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
                                                   pos_weight=self.pos_weight)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        if not isinstance(delta, (float, int)):
+            raise TypeError(f"delta must be a float or int, got: {type(delta)}")
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class KLDivLoss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class CosineSimilarity(Module):
+    def __init__(self, dim=1, eps=1e-8):
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)
+
+
+class PairwiseDistance(Module):
+    def __init__(self, p=2.0, eps=1e-6, keepdim=False):
+        super().__init__()
+        self.norm = p
+        self.eps = eps
+        self.keepdim = keepdim
+
+    def forward(self, x1, x2):
+        return F.pairwise_distance(x1, x2, self.norm, self.eps, self.keepdim)

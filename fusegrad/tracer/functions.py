@@ -12,7 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..ir import OPS, ShapeError
-from ..ir.ops import check_index_range, indexed
+from ..ir.ops import broadcast_shapes, check_index_range, indexed
 from ..ir import dtypes as D
 from . import grad_mode
 from .capture import active as capturing, plain
@@ -962,7 +962,7 @@ def broadcast_to(input, shape):
 
 
 def broadcast_tensors(*tensors):
-    shape = np.broadcast_shapes(*(t._data.shape for t in tensors))
+    shape = broadcast_shapes("broadcast_tensors", [t._data.shape for t in tensors])   # a ShapeError, as add's
     return tuple(expand(t, shape) if t._data.shape != shape else t for t in tensors)
 
 
