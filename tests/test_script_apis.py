@@ -239,6 +239,7 @@ def test_post_accumulate_grad_hook_errors_match_torch():
 
 @pytest.mark.parametrize("module,name,torch_name", [(fg, "get_default_dtypes", "torch"),
                                                     (fg.nn, "Conv3d", "torch.nn"),
+                                                    (fg.nn.utils, "rnn", "torch.nn.utils"),
                                                     (fg.optim, "LBFGS", "torch.optim"),
                                                     (fg.autograd, "forward_ad", "torch.autograd")])
 def test_missing_names_say_fusegrad_lacks_them(module, name, torch_name):

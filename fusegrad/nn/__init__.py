@@ -8,6 +8,7 @@ from .layers import (BCELoss, BCEWithLogitsLoss, CELU, CosineSimilarity, CrossEn
                      PairwiseDistance, PReLU, ReLU, ReLU6, SELU, Sequential, Sigmoid, SiLU, SmoothL1Loss, Softmax,
                      Softmin, Softplus, Softsign, Tanh, Tanhshrink, Threshold)
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .recurrent import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase
 from .module import Module
 from .parameter import Buffer, Parameter
 from ..unimplemented import module_getattr as _module_getattr
@@ -15,7 +16,8 @@ from ..unimplemented import module_getattr as _module_getattr
 __all__ = ["Module", "Parameter", "Buffer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "SiLU",
            "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity", "Sequential", "ModuleList", "ModuleDict",
            "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
-           "LayerNorm", "MSELoss", "L1Loss", "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
+           "LayerNorm", "RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell",
+           "MSELoss", "L1Loss", "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
            "ELU", "SELU", "CELU", "Softplus", "Hardtanh", "ReLU6", "LogSigmoid", "Mish", "Hardswish",
            "Hardsigmoid", "Softsign", "Tanhshrink", "Softmin", "Threshold", "GLU", "PReLU", "SmoothL1Loss",
            "HuberLoss", "KLDivLoss", "CosineSimilarity", "PairwiseDistance",

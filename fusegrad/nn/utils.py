@@ -1,8 +1,12 @@
-"""nn.utils: gradient clipping (clip_grad_norm_, clip_grad_value_), as torch.nn.utils computes it."""
+"""nn.utils: gradient clipping (clip_grad_norm_, clip_grad_value_), as torch.nn.utils computes it.
+Other names of torch.nn.utils (rnn's packed sequences, parametrizations, ...) are missing: asking for
+one says so."""
 import types
 import warnings
 
 import fusegrad as fg
+
+from ..unimplemented import module_getattr as _module_getattr
 
 
 def _as_list(parameters):
@@ -55,3 +59,6 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
         for p in _as_list(parameters):
             if p.grad is not None:
                 p.grad.clamp_(min=-clip_value, max=clip_value)
+
+
+__getattr__ = _module_getattr(__name__, "torch.nn.utils")
