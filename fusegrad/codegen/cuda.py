@@ -28,7 +28,7 @@ from .store import store
 THREADS = 256        # threads per block at most (a power of two: the tree reduction halves it)
 MAX_BLOCKS = 1024    # enough blocks to fill a GPU; the grid-stride loop covers larger sizes
 SECOND_PASS = {"sum": "sum", "prod": "prod", "amax": "max", "amin": "min"}
-_MATH = {"exp", "log", "log1p", "sin", "cos", "tan", "tanh", "sqrt", "floor"}   # np.f(x) -> math.f(x)
+_MATH = {"exp", "expm1", "log", "log1p", "sin", "cos", "tan", "tanh", "sqrt", "floor"}   # np.f(x) -> math.f(x)
 
 
 class _DeviceForms(ast.NodeTransformer):

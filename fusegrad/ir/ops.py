@@ -90,6 +90,12 @@ elementwise("tan", np.tan, "np.tan({0})",
       lambda b, g, n, s: (b.mul(g, b.add(b.mul(s[0], s[0]), 1)),), saves=(-1,))
 elementwise("tanh", np.tanh, "np.tanh({0})",
       lambda b, g, n, s: (b.mul(g, b.sub(1, b.mul(s[0], s[0]))),), saves=(-1,))
+# log(1 + x) and exp(x) - 1 without the rounding of 1 + x: full precision near 0, where the
+# composites returned 0 for |x| below float32's epsilon
+elementwise("log1p", np.log1p, "np.log1p({0})", lambda b, g, n, s: (b.div(g, b.add(s[0], 1)),), saves=(0,),
+            grad_fn="Log1PBackward0")
+elementwise("expm1", np.expm1, "np.expm1({0})", lambda b, g, n, s: (b.mul(g, b.add(s[0], 1)),), saves=(-1,),
+            grad_fn="Expm1Backward0")
 
 
 def _sigmoid(x):

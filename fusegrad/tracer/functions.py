@@ -215,8 +215,8 @@ def _float_unary(name):
     return fn
 
 
-exp, log, sin, cos, tan, tanh, sigmoid, sqrt = (
-    _float_unary(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "sqrt"))
+exp, log, sin, cos, tan, tanh, sigmoid, sqrt, log1p, expm1 = (
+    _float_unary(n) for n in ("exp", "log", "sin", "cos", "tan", "tanh", "sigmoid", "sqrt", "log1p", "expm1"))
 
 
 def rsqrt(input):
@@ -229,14 +229,6 @@ def log2(input):
 
 def log10(input):
     return _named(div(log(input), float(np.log(10.0))), "Log10Backward0")
-
-
-def log1p(input):
-    return _named(log(add(input, 1)), "Log1PBackward0")
-
-
-def expm1(input):
-    return _named(sub(exp(input), 1), "Expm1Backward0")
 
 
 def neg(input):
