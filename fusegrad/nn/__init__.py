@@ -1,11 +1,15 @@
 """fusegrad.nn: Module, Parameter, layers, losses, functional, init and utils, built on the tracer's
 public surface like user code."""
 from . import functional, init, utils
-from .convolution import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
+from .attention import MultiheadAttention
+from .convolution import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, Conv1d, Conv2d, MaxPool1d,
+                          MaxPool2d)
 from .layers import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Embedding, Flatten, GELU, Identity,
                      L1Loss, LeakyReLU, Linear, LogSoftmax, ModuleDict, ModuleList, MSELoss, NLLLoss, ReLU,
                      Sequential, Sigmoid, SiLU, Softmax, Tanh)
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import (BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,
+                            LayerNorm)
+from .upsampling import PixelShuffle, PixelUnshuffle, Upsample
 from .module import Module
 from .parameter import Buffer, Parameter
 from ..unimplemented import module_getattr as _module_getattr
@@ -14,5 +18,7 @@ __all__ = ["Module", "Parameter", "Buffer", "Linear", "ReLU", "LeakyReLU", "Sigm
            "Softmax", "LogSoftmax", "Dropout", "Flatten", "Identity", "Sequential", "ModuleList", "ModuleDict",
            "Embedding", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d",
            "LayerNorm", "MSELoss", "L1Loss", "NLLLoss", "CrossEntropyLoss", "BCELoss", "BCEWithLogitsLoss",
-           "functional", "init", "utils"]
+           "functional", "init", "utils",
+           "Conv1d", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d",
+           "InstanceNorm3d", "MultiheadAttention", "Upsample", "PixelShuffle", "PixelUnshuffle"]
 __getattr__ = _module_getattr(__name__, "torch.nn")
