@@ -1351,3 +1351,204 @@ ERROR_ROWS += [
     ErrorRow("kl_div_bad_reduction", lambda T: _F(T).kl_div(_ones(T, 3), _ones(T, 3), reduction="foo"), ValueError,
              r"^foo is not a valid value for reduction$"),
 ]
+
+
+# ============================================================================= conv1d, pooling 1d, group/instance
+# norm, attention, interpolate. 1-D references are the 2-D loops above on a unit height; attention and
+# nearest-neighbour references are written out directly.
+
+
+def _unit_height(ref, *args, **kw):
+    """A 2-D reference run on (N, C, 1, L) arrays (and (Cout, C, 1, k) weights), its results
+    squeezed back to (N, C, L)."""
+    def run(x, *more):
+        out = ref(x[..., None, :], *[m[..., None, :] if m.ndim == 3 else m for m in more], *args, **kw)
+        return tuple(o[..., 0, :] for o in out) if isinstance(out, tuple) else out[..., 0, :]
+    return run
+
+
+def _attention_ref(q, k, v, mask=None, scale=None):
+    """softmax(q k^T * scale + mask) v, with a boolean mask's False positions left out and rows
+    that attend to nothing giving zeros."""
+    scores = q @ np.swapaxes(k, -1, -2) * (1 / np.sqrt(q.shape[-1]) if scale is None else scale)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf) if mask.dtype == bool else scores + mask
+    top = scores.max(-1, keepdims=True)
+    none = np.isneginf(top)
+    e = np.exp(scores - np.where(none, 0.0, top))
+    return (np.where(none, 0.0, e / np.where(none, 1.0, e.sum(-1, keepdims=True)))) @ v
+
+
+def _mha_ref(q, k, v, in_w, in_b, out_w, out_b, heads, key_padding_mask, attn_mask):
+    """Multi-head attention of (L, N, E) inputs, head by head, with boolean masks (True: left out);
+    returns the output (L, N, E) and the weights averaged over heads (N, L, S)."""
+    tgt, batch, embed = q.shape
+    d = embed // heads
+    wq, wk, wv = np.split(in_w, 3)
+    bq, bk, bv = np.split(in_b, 3)
+    out = np.zeros((tgt, batch, embed))
+    weights = np.zeros((batch, tgt, k.shape[0]))
+    for n in range(batch):
+        keep = ~(attn_mask | key_padding_mask[n][None, :])
+        for h in range(heads):
+            cols = slice(h * d, (h + 1) * d)
+            qh, kh, vh = (q[:, n] @ wq.T + bq)[:, cols], (k[:, n] @ wk.T + bk)[:, cols], (v[:, n] @ wv.T + bv)[:, cols]
+            scores = np.where(keep, qh @ kh.T / np.sqrt(d), -np.inf)
+            p = np.exp(scores - scores.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            out[:, n, cols] = p @ vh
+            weights[n] += p / heads
+    return out @ out_w.T + out_b, weights
+
+
+def _nearest_ref(x, sizes, exact=False):
+    """Each output cell copies input cell floor(i * in / out) (nearest) or floor((i + 1/2) * in / out)
+    (nearest-exact) along each spatial axis, in exact integer arithmetic."""
+    for axis, out in enumerate(sizes, start=2):
+        size = x.shape[axis]
+        i = np.arange(out)
+        x = np.take(x, np.minimum((2 * i + 1) * size // (2 * out) if exact else i * size // out, size - 1), axis)
+    return x
+
+
+def _pixel_shuffle_ref(x, r):
+    *batch, c, h, w = x.shape
+    out = np.zeros((*batch, c // (r * r), h * r, w * r))
+    for ch in range(c):
+        for i in range(h):
+            for j in range(w):
+                out[..., ch // (r * r), i * r + ch % (r * r) // r, j * r + ch % r] = x[..., ch, i, j]
+    return out
+
+
+def _pixel_unshuffle_ref(x, r):
+    *batch, c, h, w = x.shape
+    out = np.zeros((*batch, c * r * r, h // r, w // r))
+    for ch in range(c * r * r):
+        for i in range(h // r):
+            for j in range(w // r):
+                out[..., ch, i, j] = x[..., ch // (r * r), i * r + ch % (r * r) // r, j * r + ch % r]
+    return out
+
+
+_ATTN_BOOL = np.array([[True, False, True], [False, False, False], [True, True, False]])   # a row with no keys
+_ATTN_FLOAT = np.array([[0.5, -np.inf, 0.0, 1.0, -1.0], [0.0, 0.25, -np.inf, -np.inf, 0.0],
+                        [-0.5, 0.0, 0.0, 2.0, 0.0]])
+_MHA_PADDING = np.array([[False, True, False, False], [False, False, False, True]])
+_MHA_MASK = np.array([[False, False, True, False], [True, False, False, False], [False, True, False, True]])
+_CONV = dict(rtol32=1e-4, atol32=1e-5)
+
+row("conv1d", lambda T, x, w, b: _F(T).conv1d(x, w, b, padding=1),
+    _unit_height(_conv_ref, padding=(0, 1)), (((2, 3, 7), (4, 3, 3), (4,)),), **_CONV)
+row("conv1d_stride_dilation_groups", lambda T, x, w: _F(T).conv1d(x, w, stride=2, padding=2, dilation=2, groups=2),
+    _unit_height(_conv_ref, stride=(1, 2), padding=(0, 2), dilation=(1, 2), groups=2), (((1, 4, 9), (6, 2, 3)),),
+    **_CONV)
+row("conv1d_same_unbatched", lambda T, x, w: _F(T).conv1d(x, w, padding="same", dilation=(2,)),
+    lambda x, w: _unit_height(_conv_ref, padding="same", dilation=(1, 2))(x[None], w)[0], (((3, 6), (2, 3, 2)),),
+    **_CONV)
+row("max_pool1d", lambda T, x: _F(T).max_pool1d(x, 3, 2, 1, ceil_mode=True),
+    lambda x: _unit_height(_pool_ref, (1, 3), (1, 2), (0, 1), ceil_mode=True)(x)[0], (((2, 3, 8),),),
+    domain=distinct())
+row("max_pool1d_with_indices_unbatched", lambda T, x: _F(T).max_pool1d(x, 2, 1, 1, 2, return_indices=True),
+    lambda x: tuple(o[0] for o in _unit_height(_pool_ref, (1, 2), 1, (0, 1), (1, 2))(x[None])),
+    (((2, 7),),), domain=distinct(), out_dtype=(None, "int64"))
+row("avg_pool1d_ceil_exclude_pad", lambda T, x: _F(T).avg_pool1d(x, 3, 2, 1, True, False),
+    _unit_height(_pool_ref, (1, 3), (1, 2), (0, 1), ceil_mode=True, mode="avg", count_include_pad=False),
+    (((2, 3, 8),),))
+row("avg_pool1d_unbatched", lambda T, x: _F(T).avg_pool1d(x, 2),
+    lambda x: _unit_height(_pool_ref, (1, 2), mode="avg")(x[None])[0], (((3, 7),),))
+row("adaptive_avg_pool1d", lambda T, x: _F(T).adaptive_avg_pool1d(x, 3), _unit_height(_adaptive_ref, (1, 3)),
+    (((2, 3, 7),),))
+row("group_norm", lambda T, x, w, b: _F(T).group_norm(x, 2, w, b),
+    lambda x, w, b: _norm_ref(x.reshape(2, 2, 12), (2,)).reshape(x.shape) * w.reshape(1, 4, 1, 1)
+    + b.reshape(1, 4, 1, 1), (((2, 4, 3, 2), (4,), (4,)),), rtol32=1e-4, atol32=1e-5)
+row("group_norm_no_affine", lambda T, x: _F(T).group_norm(x, 3, eps=1e-3),
+    lambda x: _norm_ref(x.reshape(3, 3, 10), (2,), eps=1e-3).reshape(x.shape), (((3, 6, 5),),),
+    rtol32=1e-4, atol32=1e-5)
+row("instance_norm", lambda T, x, w, b: _F(T).instance_norm(x, weight=w, bias=b),
+    lambda x, w, b: _norm_ref(x, (2,)) * w[:, None] + b[:, None], (((2, 3, 5), (3,), (3,)),),
+    rtol32=1e-4, atol32=1e-5)
+row("instance_norm_running_stats", lambda T, x: _F(T).instance_norm(
+    x, T.tensor(_RUNNING_MEAN).to(x.dtype), T.tensor(_RUNNING_VAR).to(x.dtype), use_input_stats=False),
+    lambda x: _norm_ref(x, None, _RUNNING_MEAN, _RUNNING_VAR, shape=(1, 3, 1, 1)), (((2, 3, 2, 2),),))
+row("scaled_dot_product_attention", lambda T, q, k, v: _F(T).scaled_dot_product_attention(q, k, v),
+    _attention_ref, (((2, 3, 4), (2, 5, 4), (2, 5, 6)),), **_CONV)
+row("scaled_dot_product_attention_bool_mask",
+    lambda T, q, k, v: _F(T).scaled_dot_product_attention(q, k, v, T.tensor(_ATTN_BOOL)),
+    lambda q, k, v: _attention_ref(q, k, v, _ATTN_BOOL), (((2, 3, 4), (2, 3, 4), (2, 3, 2)),), **_CONV)
+row("scaled_dot_product_attention_float_mask_scale",
+    lambda T, q, k, v: _F(T).scaled_dot_product_attention(q, k, v, T.tensor(_ATTN_FLOAT).to(q.dtype), scale=0.5),
+    lambda q, k, v: _attention_ref(q, k, v, _ATTN_FLOAT, 0.5), (((3, 4), (5, 4), (5, 3)),), **_CONV)
+row("scaled_dot_product_attention_causal",
+    lambda T, q, k, v: _F(T).scaled_dot_product_attention(q, k, v, is_causal=True),
+    lambda q, k, v: _attention_ref(q, k, v, np.tri(3, 5, dtype=bool)), (((2, 3, 4), (2, 5, 4), (2, 5, 2)),), **_CONV)
+row("scaled_dot_product_attention_gqa",
+    lambda T, q, k, v: _F(T).scaled_dot_product_attention(q, k, v, enable_gqa=True),
+    lambda q, k, v: _attention_ref(q, np.repeat(k, 2, 1), np.repeat(v, 2, 1)), (((1, 4, 3, 2), (1, 2, 3, 2),
+                                                                                  (1, 2, 3, 2)),), **_CONV)
+row("multi_head_attention_forward", lambda T, q, k, v, in_w, in_b, out_w, out_b: _F(T).multi_head_attention_forward(
+    q, k, v, 4, 2, in_w, in_b, None, None, False, 0.0, out_w, out_b, key_padding_mask=T.tensor(_MHA_PADDING),
+    attn_mask=T.tensor(_MHA_MASK)),
+    lambda *xs: _mha_ref(*xs, 2, _MHA_PADDING, _MHA_MASK),
+    (((3, 2, 4), (4, 2, 4), (4, 2, 4), (12, 4), (12,), (4, 4), (4,)),), **_CONV)
+row("interpolate_nearest_scale", lambda T, x: _F(T).interpolate(x, scale_factor=2),
+    lambda x: _nearest_ref(x, (8,)), (((2, 3, 4),),))
+row("interpolate_nearest_size", lambda T, x: _F(T).interpolate(x, size=(4, 7)),
+    lambda x: _nearest_ref(x, (4, 7)), (((1, 2, 3, 5),),))
+row("interpolate_nearest_exact", lambda T, x: _F(T).interpolate(x, size=(3, 8), mode="nearest-exact"),
+    lambda x: _nearest_ref(x, (3, 8), exact=True), (((1, 2, 5, 3),),))
+row("pixel_shuffle", lambda T, x: _F(T).pixel_shuffle(x, 2), lambda x: _pixel_shuffle_ref(x, 2), (((2, 8, 2, 3),),))
+row("pixel_unshuffle", lambda T, x: _F(T).pixel_unshuffle(x, 2), lambda x: _pixel_unshuffle_ref(x, 2),
+    (((2, 4, 6),),))
+
+ERROR_ROWS += [
+    ErrorRow("conv1d_channels", lambda T: T.nn.functional.conv1d(_ones(T, 1, 4, 5), _ones(T, 2, 3, 3)), RuntimeError,
+             r"^Given groups=1, weight of size \[2, 3, 3\], expected input\[1, 4, 5\] to have 3 channels, but got 4 "
+             r"channels instead"),
+    ErrorRow("conv1d_4d_input", lambda T: T.nn.functional.conv1d(_ones(T, 1, 4, 5, 5), _ones(T, 2, 4, 3)),
+             RuntimeError, r"^Expected 2D \(unbatched\) or 3D \(batched\) input to conv1d, but got input of size: "
+                           r"\[1, 4, 5, 5\]"),
+    ErrorRow("conv1d_kernel_too_big", lambda T: T.nn.functional.conv1d(_ones(T, 1, 4, 2), _ones(T, 2, 4, 3)),
+             RuntimeError, r"^Calculated padded input size per channel: \(2\)\. Kernel size: \(3\)\. Kernel size "
+                           r"can't be greater than actual input size"),
+    ErrorRow("conv1d_pair_stride", lambda T: T.nn.functional.conv1d(_ones(T, 1, 4, 5), _ones(T, 2, 4, 3),
+                                                                      stride=(1, 1)),
+             RuntimeError, r"^expected stride to be a single integer value or a list of 1 values to match the "
+                           r"convolution dimensions, but got stride=\[1, 1\]"),
+    ErrorRow("conv1d_bias_size", lambda T: T.nn.functional.conv1d(_ones(T, 1, 4, 5), _ones(T, 2, 4, 3),
+                                                                    _ones(T, 1)),
+             RuntimeError, r"^Given weight of size \[2, 4, 3\], expected bias to be 1-dimensional with 2 elements, "
+                           r"but got bias of size \[1\] instead"),
+    ErrorRow("max_pool1d_4d_input", lambda T: T.nn.functional.max_pool1d(_ones(T, 2, 2, 1, 4), 2), RuntimeError,
+             r"^max_pool1d: Expected 2D or 3D \(batch mode\) tensor with optional 0 dim batch size for input, but "
+             r"got:\[2, 2, 1, 4\]"),
+    ErrorRow("max_pool1d_pair_kernel", lambda T: T.nn.functional.max_pool1d(_ones(T, 1, 1, 4), (2, 2)), RuntimeError,
+             r"^max_pool1d\(\) kernel_size must be an int, list of ints or tuple of ints of size 1 but got size 2"),
+    ErrorRow("avg_pool1d_too_small", lambda T: T.nn.functional.avg_pool1d(_ones(T, 1, 1, 2), 3), RuntimeError,
+             r"^Given input size: \(1x1x2\)\. Calculated output size: \(1x1x0\)\. Output size is too small"),
+    ErrorRow("adaptive_avg_pool1d_1d_input", lambda T: T.nn.functional.adaptive_avg_pool1d(_ones(T, 4), 2),
+             RuntimeError, r"^Expected 2 to 3 dimensions, but got 1-dimensional tensor for argument #1 'self' \(while "
+                           r"checking arguments for adaptive_avg_pool1d\)"),
+    ErrorRow("group_norm_groups", lambda T: T.nn.functional.group_norm(_ones(T, 2, 3, 4), 2), RuntimeError,
+             r"^Expected number of channels in input to be divisible by num_groups, but got input of shape \[2, 3, 4\] "
+             r"and num_groups=2"),
+    ErrorRow("group_norm_weight", lambda T: T.nn.functional.group_norm(_ones(T, 2, 4, 4), 2, _ones(T, 3)),
+             RuntimeError, r"^Expected weight to be a vector of size equal to the number of channels in input, but got "
+                           r"weight of shape \[3\] and input of shape \[2, 4, 4\]"),
+    ErrorRow("instance_norm_one_element", lambda T: T.nn.functional.instance_norm(_ones(T, 2, 3, 1)), ValueError,
+             r"^Expected more than 1 spatial element when training, got input size torch\.Size\(\[2, 3, 1\]\)"),
+    ErrorRow("sdpa_causal_and_mask", lambda T: T.nn.functional.scaled_dot_product_attention(
+        _ones(T, 2, 3), _ones(T, 2, 3), _ones(T, 2, 3), _ones(T, 2, 2), is_causal=True), RuntimeError,
+        r"^_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True"),
+    ErrorRow("sdpa_mask_dtype", lambda T: T.nn.functional.scaled_dot_product_attention(
+        _ones(T, 2, 3), _ones(T, 2, 3), _ones(T, 2, 3), T.ones(2, 2, dtype=T.int64)), RuntimeError,
+        r"^Expected attn_mask dtype to be bool or float or to match query dtype, but got attn_mask\.dtype: long"),
+    ErrorRow("mha_embed_dim", lambda T: T.nn.functional.multi_head_attention_forward(
+        _ones(T, 3, 2, 4), _ones(T, 3, 2, 4), _ones(T, 3, 2, 4), 6, 2, _ones(T, 12, 4), None, None, None, False, 0.0,
+        _ones(T, 4, 4), None), AssertionError, r"^was expecting embedding dimension of 6, but got 4"),
+    ErrorRow("interpolate_size_and_scale", lambda T: T.nn.functional.interpolate(_ones(T, 1, 1, 4), 8, 2.0),
+             ValueError, r"^only one of size or scale_factor should be defined"),
+    ErrorRow("pixel_shuffle_channels", lambda T: T.nn.functional.pixel_shuffle(_ones(T, 1, 6, 2, 2), 2), RuntimeError,
+             r"^pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of upscale_factor, "
+             r"but input\.size\(-3\)=6 is not divisible by 4"),
+]

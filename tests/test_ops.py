@@ -35,6 +35,10 @@ GRAD_FN_DIFFERENCES = {
               "records the dot product it is"),
     "rdiv_scalar": ("DivBackward0", "PyTorch computes 4 / x as x.reciprocal() * 4 (MulBackward0); fusegrad "
                     "records one div with the same gradient"),
+    "scaled_dot_product_attention_gqa": (
+        "UnsafeViewBackward0", "PyTorch sends 4-D inputs to its fused CPU flash-attention kernel "
+        "(ScaledDotProductFlashAttentionForCpuBackward0); fusegrad's composite is PyTorch's math path, the one "
+        "it takes for other ranks and with dropout, and is named as that path's result"),
 }
 
 # Rows whose PyTorch backward rounds a constant to float32 even in float64: their float64 gradients
@@ -411,6 +415,25 @@ SPECIAL_DIFFERENCES = {
     ("inf", "bce_with_logits_pos_weight"): (
         "an infinite target, meaningless for a probability: PyTorch's fused gradient computes inf - inf = NaN "
         "where the composite's gives -inf"),
+    ("empty", "instance_norm"): (
+        "an empty batch: PyTorch's instance_norm fails inside its kernel with an IndexError (select(): index 0 out "
+        "of range for tensor of size [0]); fusegrad returns the empty result and gradients"),
+    ("inf", "scaled_dot_product_attention_bool_mask"): (
+        "a row whose every key is masked has constant zero weights: fusegrad's gradient through them is 0, "
+        "PyTorch's _safe_softmax backward multiplies the zero weights by the incoming gradient, inf where the "
+        "values hold inf, and gives 0 * inf = NaN at the query of that row"),
+    ("empty", "scaled_dot_product_attention_float_mask_scale"): (
+        "an empty query (0, 4) with a (3, 5) mask: PyTorch returns an empty result without checking that the mask "
+        "broadcasts to the (0, 5) scores; fusegrad raises the broadcasting error"),
+    ("nan", "scaled_dot_product_attention_gqa"): (
+        "4-D inputs go to PyTorch's fused CPU flash-attention kernel, which gives 0 at some outputs of rows whose "
+        "scores are NaN; the math path (PyTorch's for other ranks, and fusegrad's) gives NaN there"),
+    ("empty", "pixel_shuffle"): (
+        "PyTorch's pixel_shuffle returns an empty input unchanged, (0, 8, 2, 3) instead of (0, 2, 4, 6), and its "
+        "backward then fails on the shapes; fusegrad returns the shuffled shape"),
+    ("empty", "pixel_unshuffle"): (
+        "PyTorch's pixel_unshuffle returns an empty input unchanged, (0, 4, 6) instead of (0, 2, 3); fusegrad "
+        "returns the unshuffled shape"),
 }
 
 

@@ -13,6 +13,7 @@ from ..tracer.functions import _binary_cross_entropy, _named, _reads_data
 from ..tracer.tensor import _dim
 from ..tracer.spatial import (adaptive_avg_pool2d, avg_pool2d, conv2d, max_pool2d,  # noqa: F401
                               max_pool2d_with_indices)
+from ..tracer.tensor import Tensor
 
 
 def relu(input, inplace=False):
@@ -598,9 +599,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-05):
     if tuple(input.shape[input.ndim - len(shape):]) != shape:
         raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, shape))}], but got input of size{input.shape}")
-    dims = tuple(range(input.ndim - len(shape), input.ndim))
-    centered = input - input.mean(dims, keepdim=True)
-    out = centered * fg.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
+    out = _standardized(input, tuple(range(input.ndim - len(shape), input.ndim)), eps)
     if weight is not None:
         out = out * weight
     if bias is not None:
@@ -767,3 +766,558 @@ def _check_reflect_replicate(input, sides, mode):
         sizes = ", ".join(f"{n}: {shape[d]}" for n, (d, _, _) in zip(names, reversed(sides)))
         got = " ".join(f"{n}: {o}" for n, o in zip(names, reversed(out)))
         raise RuntimeError(f"input ({sizes}) is too small. Calculated output {got}")
+
+
+# ----------------------------------------------------------------------------- conv1d, pooling 1d, group/instance
+# norm, attention, interpolate. One-dimensional convolution and pooling run the 2-D ops on inputs of unit height
+# (so their gradients, window kernels and compilation are the 2-D ones); the rest are composites of ops.
+
+def _single(name, value, op):
+    """An int or a sequence of one int, as an int; other lengths raise as PyTorch's 1-D ops do."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if len(values) != 1 or not isinstance(values[0], int):
+        raise RuntimeError(f"{op}() {name} must be an int, list of ints or tuple of ints of size 1 but got "
+                           f"{'size ' + str(len(values)) if len(values) != 1 else repr(value)}")
+    return values[0]
+
+
+def _check_rank_1d(op, input):
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"Expected 2 to 3 dimensions, but got {input.ndim}-dimensional tensor for argument #1 "
+                           f"'self' (while checking arguments for {op})")
+
+
+def _conv1d_geometry(input, weight, bias, stride, padding, dilation, groups):
+    """The checks of PyTorch's conv1d, with its 1-D messages (the 2-D op would name 4-D shapes)."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"Expected 2D (unbatched) or 3D (batched) input to conv1d, but got input of size: "
+                           f"{list(input.shape)}")
+    if weight.ndim < 3:
+        raise RuntimeError("weight should have at least three dimensions")
+    if weight.ndim != 3:
+        raise RuntimeError(f"Expected {weight.ndim}-dimensional input for {weight.ndim}-dimensional weight "
+                           f"{list(weight.shape)}, but got {input.ndim}-dimensional input of size "
+                           f"{list(input.shape)} instead")
+    for name, value in (("stride", stride), ("dilation", dilation)) + (
+            () if isinstance(padding, str) else (("padding", padding),)):
+        values = list(value) if isinstance(value, (tuple, list)) else [value]
+        if len(values) != 1:
+            raise RuntimeError(f"expected {name} to be a single integer value or a list of 1 values to match the "
+                               f"convolution dimensions, but got {name}={values}")
+    if not isinstance(groups, int) or groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    channels, length = input.shape[-2:]
+    c_out, c_group, kernel = weight.shape
+    if c_out < 1:
+        raise RuntimeError(f"Given groups={groups}, expected weight to be at least 1 at dimension 0, but got weight "
+                           f"of size {list(weight.shape)} instead")
+    if channels != c_group * groups or c_out % groups:
+        batched = list(input.shape) if input.ndim == 3 else [1] + list(input.shape)
+        raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, expected input{batched} to "
+                           f"have {c_group * groups} channels, but got {channels} channels instead")
+    if bias is not None and tuple(bias.shape) != (c_out,):
+        raise RuntimeError(f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+                           f"{c_out} elements, but got bias of size {list(bias.shape)} instead")
+    if not isinstance(padding, str):
+        pad = _single("padding", padding, "conv1d")
+        reach = _single("dilation", dilation, "conv1d") * (kernel - 1) + 1
+        if pad >= 0 and length + 2 * pad < reach:
+            raise RuntimeError(f"Calculated padded input size per channel: ({length + 2 * pad}). Kernel size: "
+                               f"({reach}). Kernel size can't be greater than actual input size")
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D cross-correlation of input (N, C, L) or (C, L) with weight (Cout, C/groups, k): conv2d of
+    the input and weight with a unit height."""
+    _conv1d_geometry(input, weight, bias, stride, padding, dilation, groups)
+    as_pair = (lambda v: v) if isinstance(padding, str) else (lambda v: (0, _single("padding", v, "conv1d")))
+    out = conv2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, (1, _single("stride", stride, "conv1d")),
+                 as_pair(padding), (1, _single("dilation", dilation, "conv1d")), groups)
+    return _named(out.squeeze(-2), "ConvolutionBackward0" if input.ndim == 3 else "SqueezeBackward1")
+
+
+def _pool1d_geometry(op, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """(kernel, stride, padding, dilation) as ints, after PyTorch's 1-D checks: the 2-D ops would
+    accept pairs and report 4-D sizes."""
+    if 0 in tuple(input.shape[-2:]):
+        raise RuntimeError(f"{op}: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size for input, "
+                           f"but got:{list(input.shape)}")
+    kernel = _single("kernel_size", kernel_size, op)
+    stride = kernel if stride is None or stride == [] or stride == () else _single("stride", stride, op)
+    padding, dilation = _single("padding", padding, op), _single("dilation", dilation, op)
+    for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        if value <= 0:
+            raise RuntimeError(f"{op}() {name} must be greater than zero, but got {value}")
+    if padding < 0 or 2 * padding > dilation * (kernel - 1) + 1:
+        raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={padding}, "
+                           f"kernel_size={kernel} and dilation={dilation}")
+    length = input.shape[-1]
+    span = length + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= length + padding:
+        out -= 1
+    if out < 1:
+        channels = input.shape[-2]
+        raise RuntimeError(f"Given input size: ({channels}x1x{length}). Calculated output size: ({channels}x1x{out})."
+                           f" Output size is too small")
+    return kernel, stride, padding, dilation
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Window maxima along the last dim of (N, C, L) or (C, L); with return_indices, also their
+    positions in L. max_pool2d over a unit height: ties, NaN and gradients as there."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"max_pool1d: Expected 2D or 3D (batch mode) tensor with optional 0 dim batch size for "
+                           f"input, but got:{list(input.shape)}")
+    kernel, stride, padding, dilation = _pool1d_geometry("max_pool1d", input, kernel_size, stride, padding, dilation,
+                                                         ceil_mode)
+    out = max_pool2d(input.unsqueeze(-2), (1, kernel), (1, stride), (0, padding), (1, dilation), ceil_mode,
+                     return_indices)
+    if return_indices:
+        return out[0].squeeze(-2), out[1].squeeze(-2)
+    return out.squeeze(-2)
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices=True)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    """Window means along the last dim: avg_pool2d over a unit height."""
+    _check_rank_1d("avg_pool1d", input)
+    kernel, stride, padding, _ = _pool1d_geometry("avg_pool1d", input, kernel_size, stride, padding, 1, ceil_mode)
+    return avg_pool2d(input.unsqueeze(-2), (1, kernel), (1, stride), (0, padding), ceil_mode,
+                      count_include_pad).squeeze(-2)
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """Means over the windows that split the last dim into output_size cells: adaptive_avg_pool2d
+    over a unit height."""
+    _check_rank_1d("adaptive_avg_pool1d", input)
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,)
+    if len(sizes) != 1:
+        raise RuntimeError(f"adaptive_avg_pool1d() argument 'output_size' should contain one int (got {len(sizes)})")
+    if sizes[0] == 0:   # PyTorch returns an empty result (and an all-zero gradient)
+        return _named(input[..., :0], "SqueezeBackward1")
+    return adaptive_avg_pool2d(input.unsqueeze(-2), (1, sizes[0])).squeeze(-2)
+
+
+def _standardized(input, dims, eps):
+    """(x - mean) / sqrt(var + eps) over `dims`, with the biased variance."""
+    centered = input - input.mean(dims, keepdim=True)
+    return centered * fg.rsqrt((centered * centered).mean(dims, keepdim=True) + eps)
+
+
+def _per_channel(input, weight, bias, what):
+    """input * weight + bias with weight and bias of one value per channel (dim 1)."""
+    channels = input.shape[1]
+    shape = (1, channels) + (1,) * (input.ndim - 2)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.ndim != 1 or t.shape[0] != channels):
+            raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of channels in input, "
+                               f"but got {name} of shape {list(t.shape)} and input of shape {list(input.shape)}"
+                               if what == "group_norm" else
+                               f"{what}: expected {name} of shape [{channels}], got {list(t.shape)}")
+    if weight is not None:
+        input = input * weight.reshape(shape)
+    if bias is not None:
+        input = input + bias.reshape(shape)
+    return input
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-05):
+    """Normalise (N, C, ...) over each group of C / num_groups channels and the other dims, then
+    scale and shift per channel."""
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    n, channels = input.shape[:2]
+    size = [n * channels // num_groups, num_groups] + list(input.shape[2:])
+    if math.prod(size[:1] + size[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+    if channels % num_groups:
+        raise RuntimeError(f"Expected number of channels in input to be divisible by num_groups, but got input of "
+                           f"shape {list(input.shape)} and num_groups={num_groups}")
+    per_group = channels // num_groups * math.prod(input.shape[2:])
+    grouped = _standardized(input.reshape(n, num_groups, per_group), -1, eps).reshape(tuple(input.shape))
+    return _named(_per_channel(grouped, weight, bias, "group_norm"), "NativeGroupNormBackward0")
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-05):
+    """Normalise each channel of each sample of (N, C, ...) over its other dims. With running
+    statistics and use_input_stats, they move towards the samples' mean statistics (unbiased
+    variance), as PyTorch updates them; without use_input_stats, they normalise instead."""
+    shape = tuple(input.shape)
+    if use_input_stats and math.prod(shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.shape}")
+    if input.ndim < 2:
+        raise RuntimeError(f"instance_norm: expected an input of at least 2 dimensions (N, C, ...), got shape "
+                           f"{list(shape)}")
+    n, channels = shape[:2]
+    for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+        if stat is not None and stat.numel() * n != n * channels:
+            raise RuntimeError(f"{name} should contain {n * channels} elements not {stat.numel() * n}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise RuntimeError("Expected running_mean and running_var to be defined when use_input_stats is false")
+        scale = fg.rsqrt(running_var + eps).reshape((1, channels) + (1,) * (input.ndim - 2))
+        out = (input - running_mean.reshape(scale.shape)) * scale
+        return _named(_per_channel(out, weight, bias, "instance_norm"), "ViewBackward0")
+    dims = tuple(range(2, input.ndim))
+    if running_mean is not None or running_var is not None:
+        count = math.prod(shape[2:])
+        with fg.no_grad():
+            mean = input.mean(dims)
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(mean.mean(0) * momentum)
+            if running_var is not None:
+                centered = input - mean.reshape(shape[:2] + (1,) * len(dims))
+                unbiased = (centered * centered).sum(dims) / (count - 1)
+                running_var.mul_(1 - momentum).add_(unbiased.mean(0) * momentum)
+    return _named(_per_channel(_standardized(input, dims, eps), weight, bias, "instance_norm"), "ViewBackward0")
+
+
+def _float_mask(mask, dtype, name):
+    """A boolean mask that marks the positions to leave out (True) as an additive float mask (-inf
+    there, 0 elsewhere); float masks are returned as they are."""
+    if mask is None or mask.is_floating_point():
+        return mask
+    if mask.dtype is not fg.bool:
+        raise AssertionError(f"only bool and floating types of {name} are supported")
+    return fg.zeros(tuple(mask.shape), dtype=dtype, device=mask.device).masked_fill(mask, float("-inf"))
+
+
+def _attention_weights(scores):
+    """softmax over the last dim, with rows that are all -inf (every key masked) giving zero
+    weights and zero gradients, as PyTorch's attention (its math path's _safe_softmax)."""
+    masked_out = fg.all(scores == float("-inf"), dim=-1, keepdim=True)
+    weights = fg.softmax(fg.where(masked_out, 0.0, scores), -1)
+    return fg.where(masked_out, 0.0, weights)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """softmax(query @ key^T * scale + mask) @ value over the last two dims (L, E), (S, E), (S, Ev),
+    the leading dims broadcast. A boolean attn_mask marks the positions that take part, a float
+    one is added; is_causal masks the positions above the diagonal of the L x S grid. Rows that
+    attend to nothing give zeros. With enable_gqa, key and value heads (dim -3) are shared by
+    groups of query heads."""
+    if min(query.ndim, key.ndim, value.ndim) < 2:
+        raise RuntimeError(f"Expected query, key, and value to all be  at least 2 dimensional, but got query.dim: "
+                           f"{query.ndim} key.dim: {key.ndim} and value.dim: {value.ndim} instead.")
+    if not query.dtype is key.dtype is value.dtype:
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{query.dtype.scalar_name.lower()} key.dtype: {key.dtype.scalar_name.lower()} and "
+                           f"value.dtype: {value.dtype.scalar_name.lower()} instead.")
+    if attn_mask is not None and attn_mask.dtype is not fg.bool and attn_mask.dtype is not query.dtype:
+        raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                           f"attn_mask.dtype: {attn_mask.dtype.scalar_name.lower()} and  query.dtype: "
+                           f"{query.dtype.scalar_name.lower()} instead.")
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if key.shape[-1] != query.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(f"scaled_dot_product_attention: expected query (..., L, E), key (..., S, E) and value "
+                           f"(..., S, Ev), got shapes {list(query.shape)}, {list(key.shape)} and "
+                           f"{list(value.shape)}")
+    if enable_gqa and query.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        heads, shared = query.shape[-3], key.shape[-3]
+        if heads % shared or value.shape[-3] != shared:
+            raise RuntimeError(f"scaled_dot_product_attention: with enable_gqa, the number of query heads ({heads}) "
+                               f"must be a multiple of the number of key and value heads ({shared}, "
+                               f"{value.shape[-3]})")
+        key, value = (t.unsqueeze(-3).expand(*t.shape[:-2], heads // shared, *t.shape[-2:])
+                      .reshape(*t.shape[:-3], heads, *t.shape[-2:]) for t in (key, value))
+    length, source = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = fg.matmul(query * scale, key.transpose(-2, -1))
+    if is_causal:
+        attn_mask = Tensor._make(np.tril(np.ones((length, source), bool)), query._device)
+    if attn_mask is not None:   # a boolean mask as an additive one, as PyTorch: NaN scores stay NaN where masked
+        scores = scores + (fg.where(attn_mask, 0.0, float("-inf")).to(scores.dtype) if attn_mask.dtype is fg.bool
+                           else attn_mask)
+    weights = _attention_weights(scores)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p)
+    out = fg.matmul(weights, value)
+    return _named(out, "MmBackward0" if out.ndim == 2 else "UnsafeViewBackward0")
+
+
+def _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads):
+    """Whether the inputs are batched (3-D), after PyTorch's rank checks."""
+    if query.ndim not in (2, 3):
+        raise AssertionError(f"query should be unbatched 2D or batched 3D tensor but received {query.ndim}-D query "
+                             f"tensor")
+    rank = query.ndim
+    kind = "batched (3-D)" if rank == 3 else "unbatched (2-D)"
+    if key.ndim != rank or value.ndim != rank:
+        raise AssertionError(f"For {kind} `query`, expected `key` and `value` to be {rank}-D but found {key.ndim}-D "
+                             f"and {value.ndim}-D tensors respectively")
+    if key_padding_mask is not None and key_padding_mask.ndim != rank - 1:
+        raise AssertionError(f"For {kind} `query`, expected `key_padding_mask` to be `None` or {rank - 1}-D but "
+                             f"found {key_padding_mask.ndim}-D tensor instead")
+    if attn_mask is not None and attn_mask.ndim not in (2, 3):
+        raise AssertionError(f"For {kind} `query`, expected `attn_mask` to be `None`, 2-D or 3-D but found "
+                             f"{attn_mask.ndim}-D tensor instead")
+    expected = (num_heads, query.shape[0], key.shape[0])
+    if rank == 2 and attn_mask is not None and attn_mask.ndim == 3 and tuple(attn_mask.shape) != expected:
+        raise AssertionError(f"Expected `attn_mask` shape to be {expected} but got {attn_mask.shape}")
+    return rank == 3
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
+                                 training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+                                 v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                                 is_causal=False):
+    """Multi-head attention of query (L, N, E) over key (S, N, Ek) and value (S, N, Ev) (or
+    unbatched (L, E), (S, Ek), (S, Ev)), PyTorch's computation step for step: (output (L, N, E),
+    attention weights (N, L, S), averaged over the heads unless average_attn_weights=False, or
+    None without need_weights). Boolean masks mark the positions to leave out (True), float masks
+    are added to the scores."""
+    batched = _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+    if not batched:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    tgt_len, bsz, embed_dim = query.shape
+    key_padding_mask = _float_mask(key_padding_mask, query.dtype, "key_padding_mask")
+    if is_causal and attn_mask is None:
+        raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
+                           "method `generate_square_subsequent_mask` to create this mask.")
+    attn_mask = _float_mask(attn_mask, query.dtype, "attn_mask")   # is_causal is a hint: the mask is used
+    if embed_dim != embed_dim_to_check:
+        raise AssertionError(f"was expecting embedding dimension of {embed_dim_to_check}, but got {embed_dim}")
+    head_dim = embed_dim // num_heads
+    if head_dim * num_heads != embed_dim:
+        raise AssertionError(f"embed_dim {embed_dim} not divisible by num_heads {num_heads}")
+    if use_separate_proj_weight:
+        if tuple(key.shape[:2]) != tuple(value.shape[:2]):
+            raise AssertionError(f"key's sequence and batch dims {key.shape[:2]} do not match value's "
+                                 f"{value.shape[:2]}")
+        biases = (None,) * 3 if in_proj_bias is None else in_proj_bias.chunk(3)
+        q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value),
+                                                       (q_proj_weight, k_proj_weight, v_proj_weight), biases))
+    else:
+        if tuple(key.shape) != tuple(value.shape):
+            raise AssertionError(f"key shape {key.shape} does not match value shape {value.shape}")
+        weights = in_proj_weight.chunk(3)
+        biases = (None,) * 3 if in_proj_bias is None else in_proj_bias.chunk(3)
+        q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
+    src_len = key.shape[0]
+    if attn_mask is not None:
+        if attn_mask.ndim == 2:
+            if tuple(attn_mask.shape) != (tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 2D attn_mask is {attn_mask.shape}, but should be "
+                                   f"{(tgt_len, src_len)}.")
+            attn_mask = attn_mask.unsqueeze(0)
+        elif tuple(attn_mask.shape) != (bsz * num_heads, tgt_len, src_len):
+            raise RuntimeError(f"The shape of the 3D attn_mask is {attn_mask.shape}, but should be "
+                               f"{(bsz * num_heads, tgt_len, src_len)}.")
+
+    def one_more_key(mask):   # a zero (attend) column for an appended key
+        if mask is None:
+            return None
+        return fg.cat([mask, fg.zeros(*mask.shape[:-1], 1, dtype=mask.dtype, device=mask.device)], -1)
+
+    if (bias_k is None) != (bias_v is None):
+        raise AssertionError(f"{'bias_k' if bias_v is None else 'bias_v'} is set but "
+                             f"{'bias_v' if bias_v is None else 'bias_k'} is None")
+    if bias_k is not None:
+        if static_k is not None or static_v is not None:
+            raise AssertionError(f"bias cannot be added to static {'key' if static_k is not None else 'value'}.")
+        k = fg.cat([k, bias_k.expand(1, bsz, embed_dim)])
+        v = fg.cat([v, bias_v.expand(1, bsz, embed_dim)])
+        attn_mask, key_padding_mask = one_more_key(attn_mask), one_more_key(key_padding_mask)
+    q = q.reshape(tgt_len, bsz * num_heads, head_dim).transpose(0, 1)
+    heads = []
+    for name, given, projected in (("static_k", static_k, k), ("static_v", static_v, v)):
+        if given is None:
+            heads.append(projected.reshape(projected.shape[0], bsz * num_heads, head_dim).transpose(0, 1))
+            continue
+        if given.shape[0] != bsz * num_heads or given.shape[2] != head_dim:
+            raise AssertionError(f"expecting {name} of shape {[bsz * num_heads, '*', head_dim]}, but got "
+                                 f"{list(given.shape)}")
+        heads.append(given)
+    k, v = heads
+    if add_zero_attn:
+        k = fg.cat([k, fg.zeros(bsz * num_heads, 1, head_dim, dtype=k.dtype, device=k.device)], 1)
+        v = fg.cat([v, fg.zeros(bsz * num_heads, 1, head_dim, dtype=v.dtype, device=v.device)], 1)
+        attn_mask, key_padding_mask = one_more_key(attn_mask), one_more_key(key_padding_mask)
+    src_len = k.shape[1]
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (bsz, src_len):
+            raise AssertionError(f"Expected key_padded_mask of shape {[bsz, src_len]}, but got "
+                                 f"{list(key_padding_mask.shape)}")
+        per_head = key_padding_mask.reshape(bsz, 1, 1, src_len).expand(bsz, num_heads, 1, src_len)
+        per_head = per_head.reshape(bsz * num_heads, 1, src_len)
+        attn_mask = per_head if attn_mask is None else attn_mask + per_head
+    if not training:
+        dropout_p = 0.0
+    if need_weights:   # as PyTorch: a plain softmax, so a row with every key masked gives NaN
+        scores = fg.matmul(q * math.sqrt(1.0 / head_dim), k.transpose(-2, -1))
+        weights = fg.softmax(scores if attn_mask is None else scores + attn_mask, -1)
+        if dropout_p > 0.0:
+            weights = dropout(weights, dropout_p)
+        out = fg.matmul(weights, v)
+    else:
+        if attn_mask is not None:
+            attn_mask = attn_mask.reshape(bsz, num_heads, -1, src_len) if attn_mask.shape[0] != 1 else \
+                attn_mask.unsqueeze(0)
+        out = scaled_dot_product_attention(q.reshape(bsz, num_heads, tgt_len, head_dim),
+                                           k.reshape(bsz, num_heads, src_len, head_dim),
+                                           v.reshape(bsz, num_heads, src_len, head_dim), attn_mask, dropout_p)
+        out = out.permute(2, 0, 1, 3)
+        weights = None
+    out = out.transpose(0, 1) if need_weights else out
+    out = linear(out.reshape(tgt_len * bsz, embed_dim), out_proj_weight, out_proj_bias)
+    out = _named(out.reshape(tgt_len, bsz, embed_dim), "ViewBackward0")
+    if weights is not None:
+        weights = weights.reshape(bsz, num_heads, tgt_len, src_len)
+        weights = _named(weights.mean(1), "MeanBackward1") if average_attn_weights else \
+            _named(weights, "ViewBackward0")
+    if not batched:
+        out = out.squeeze(1)
+        weights = None if weights is None else weights.squeeze(0)
+    return out, weights
+
+
+def _spatial_mismatch(what, spatial, given, form, letter):
+    return ValueError(f"Input and {what} must have the same number of spatial dimensions, but got input with spatial "
+                      f"dimensions of {spatial} and {given}. Please provide input tensor in (N, C, d1, d2, ...,dK) "
+                      f"format and {form} in ({letter}1, {letter}2, ...,{letter}K) format.")
+
+
+def _output_sizes(input, size, scale_factor, recompute_scale_factor):
+    """(output sizes, scale factors given for the kernel or None) of interpolate, after PyTorch's
+    checks of size and scale_factor."""
+    dims = input.ndim - 2
+    spatial = list(input.shape[2:])
+    if size is not None and scale_factor is not None:
+        raise ValueError("only one of size or scale_factor should be defined")
+    if size is not None:
+        if recompute_scale_factor:
+            raise ValueError("recompute_scale_factor is not meaningful with an explicit size.")
+        if isinstance(size, (list, tuple)):
+            if len(size) != dims:
+                raise _spatial_mismatch("output", spatial, f"output size of {size}", "output size", "o")
+            if not all(isinstance(s, int) for s in size):
+                raise TypeError(f"expected size to be one of int or Tuple[int] or Tuple[int, int] or "
+                                f"Tuple[int, int, int], but got size with types {[type(s) for s in size]}")
+            return list(size), None
+        return [size] * dims, None
+    if scale_factor is None:
+        raise ValueError("either size or scale_factor should be defined")
+    if isinstance(scale_factor, (list, tuple)):
+        if len(scale_factor) != dims:
+            raise _spatial_mismatch("scale_factor", spatial, f"scale_factor of shape {scale_factor}", "scale_factor",
+                                    "s")
+        scales = [float(s) for s in scale_factor]
+    else:
+        scales = [float(scale_factor)] * dims
+    sizes = [int(math.floor(n * s)) for n, s in zip(spatial, scales)]
+    return sizes, (None if recompute_scale_factor else scales)
+
+
+def _nearest_sources(size, out, scale, exact):
+    """The input cell each of `out` output cells copies along an axis of `size` cells, computed in
+    float32 as PyTorch's kernels compute it (nearest: floor(i * s); nearest-exact: floor((i + 0.5) * s);
+    s = 1 / scale_factor when one is given, size / out otherwise)."""
+    cells = np.arange(out)
+    s = np.float32(1.0 / scale) if scale is not None and scale > 0 else np.float32(size) / np.float32(out)
+    if exact:
+        positions = np.floor(((cells + 0.5) * np.float64(s)).astype(np.float32))
+    else:
+        positions = np.floor(cells.astype(np.float32) * s)
+    return np.minimum(positions.astype(np.int64), size - 1)
+
+
+def _upsample_nearest(input, sizes, scales, exact):
+    """Each spatial axis gathered at its source cells: a broadcast of each cell when every cell is
+    repeated the same number of times (the common integer scale factors), an index otherwise."""
+    out = input
+    for axis, (size, n) in enumerate(zip(input.shape[2:], sizes), start=2):
+        sources = _nearest_sources(size, n, None if scales is None else scales[axis - 2], exact)
+        if n == size and (sources == np.arange(size)).all():
+            continue
+        shape = tuple(out.shape)
+        if n % size == 0 and (sources == np.arange(n) // (n // size)).all():
+            repeated = out.unsqueeze(axis + 1).expand(*shape[:axis + 1], n // size, *shape[axis + 1:])
+            out = repeated.reshape(*shape[:axis], n, *shape[axis + 1:])
+        else:
+            out = out.index_select(axis, Tensor._make(sources, input._device))
+    return out
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resampling of the spatial dims of (N, C, d1, ...) to `size` or by `scale_factor`: modes
+    "nearest" and "nearest-exact" (cells copied, as PyTorch picks them) and "area" (adaptive average
+    pooling); the interpolating modes are not implemented."""
+    if mode in ("nearest", "area", "nearest-exact"):
+        if align_corners is not None:
+            raise ValueError("align_corners option can only be set with the interpolating modes: linear | bilinear "
+                             "| bicubic | trilinear")
+    elif mode in ("linear", "bilinear", "bicubic", "trilinear"):
+        raise NotImplementedError(f"interpolate: mode={mode!r} is not implemented in fusegrad; the modes are "
+                                  f"'nearest', 'nearest-exact' and 'area'")
+    sizes, scales = _output_sizes(input, size, scale_factor, recompute_scale_factor)
+    if antialias:
+        raise ValueError("Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires a 4-D "
+                         "tensor as input")
+    if input.ndim not in (3, 4, 5) or mode not in ("nearest", "area", "nearest-exact"):
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) for "
+                                  f"the modes: nearest | linear | bilinear | bicubic | trilinear | area | "
+                                  f"nearest-exact (got {mode})")
+    if mode == "area":
+        if input.ndim == 5:
+            raise NotImplementedError("interpolate: mode='area' of a 5-D input (adaptive_avg_pool3d) is not "
+                                      "implemented in fusegrad")
+        return (adaptive_avg_pool1d if input.ndim == 3 else adaptive_avg_pool2d)(input, sizes)
+    if min(sizes) <= 0 or min(input.shape[2:]) <= 0:
+        def named(values):
+            return ", ".join(f"{axis}: {v}" for axis, v in zip("DHW"[3 - len(values):], values))
+        raise RuntimeError(f"Input and output sizes should be greater than 0, but got input ({named(input.shape[2:])}) "
+                           f"and output ({named(sizes)})")
+    out = _upsample_nearest(input, sizes, scales, mode == "nearest-exact")
+    if out is input:
+        out = out.clone()   # a new tensor, as PyTorch's kernel returns
+    name = f"UpsampleNearest{input.ndim - 2}DBackward0" if mode == "nearest" else \
+        f"UpsampleNearestExact{input.ndim - 2}DBackward0"
+    return _named(out, name)
+
+
+def _pixel_dims(op, input, factor, what):
+    """(batch dims, C, H, W) of a pixel_shuffle/unshuffle input, after PyTorch's checks."""
+    if input.ndim < 3:
+        raise RuntimeError(f"{op} expects input to have at least 3 dimensions, but got input with {input.ndim} "
+                           f"dimension(s)")
+    if factor <= 0:
+        raise RuntimeError(f"{op} expects a positive {what}, but got {factor}")
+    return tuple(input.shape[:-3]), *input.shape[-3:]
+
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C r^2, H, W) -> (*, C, H r, W r): each r x r block of the output from r^2 channels."""
+    r = upscale_factor
+    batch, c, h, w = _pixel_dims("pixel_shuffle", input, r, "upscale_factor")
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of "
+                           f"upscale_factor, but input.size(-3)={c} is not divisible by {r * r}")
+    nb = len(batch)
+    out = input.reshape(*batch, c // (r * r), r, r, h, w).permute(*range(nb), nb, nb + 3, nb + 1, nb + 4, nb + 2)
+    return _named(out.reshape(*batch, c // (r * r), h * r, w * r), "PixelShuffleBackward0")
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H r, W r) -> (*, C r^2, H, W), the inverse of pixel_shuffle."""
+    r = downscale_factor
+    batch, c, h, w = _pixel_dims("pixel_unshuffle", input, r, "downscale_factor")
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects {'height' if h % r else 'width'} to be divisible by "
+                           f"downscale_factor, but input.size({-2 if h % r else -1})={h if h % r else w} is not "
+                           f"divisible by {r}")
+    nb = len(batch)
+    out = input.reshape(*batch, c, h // r, r, w // r, r).permute(*range(nb), nb, nb + 2, nb + 4, nb + 1, nb + 3)
+    return _named(out.reshape(*batch, c * r * r, h // r, w // r), "PixelUnshuffleBackward0")

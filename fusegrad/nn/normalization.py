@@ -1,5 +1,8 @@
 """Normalisation layers: BatchNorm1d/2d (batch statistics when training, running statistics in
-eval, kept as buffers) and LayerNorm, as composites of ops so that compiled steps can fuse them."""
+eval, kept as buffers), InstanceNorm1d/2d/3d, LayerNorm and GroupNorm, as composites of ops so that
+compiled steps can fuse them."""
+import warnings
+
 import fusegrad as fg
 
 from . import functional as F
@@ -87,3 +90,72 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class _InstanceNorm(_BatchNorm):
+    """Per-sample statistics; running statistics (track_running_stats=True) are updated in
+    training and used in eval, and num_batches_tracked is kept but never counted, as in PyTorch.
+    Subclasses give `_expected_dims` and `_unbatched_dims`, the rank of an input without batch."""
+    _unbatched_dims = 0
+
+    def __init__(self, num_features, eps=1e-05, momentum=0.1, affine=False, track_running_stats=False, device=None,
+                 dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def _normalize(self, input):
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                               self.training or not self.track_running_stats,
+                               0.0 if self.momentum is None else self.momentum, self.eps)
+
+    def forward(self, input):
+        if input.ndim not in self._expected_dims:
+            wanted = " or ".join(f"{d}D" for d in self._expected_dims)
+            raise ValueError(f"expected {wanted} input (got {input.ndim}D input)")
+        feature_dim = input.ndim - self._unbatched_dims
+        if input.shape[feature_dim] != self.num_features:
+            if self.affine:
+                raise ValueError(f"expected input's size at dim={feature_dim} to match num_features "
+                                 f"({self.num_features}), but got: {input.shape[feature_dim]}.")
+            warnings.warn(f"input's size at dim={feature_dim} does not match num_features. You can silence this "
+                          f"warning by not passing in num_features, which is not used because affine=False",
+                          UserWarning, stacklevel=2)
+        if input.ndim == self._unbatched_dims:
+            return self._normalize(input.unsqueeze(0)).squeeze(0)
+        return self._normalize(input)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    _expected_dims, _unbatched_dims = (2, 3), 2
+
+
+class InstanceNorm2d(_InstanceNorm):
+    _expected_dims, _unbatched_dims = (3, 4), 3
+
+
+class InstanceNorm3d(_InstanceNorm):
+    _expected_dims, _unbatched_dims = (4, 5), 4
+
+
+class GroupNorm(Module):
+    def __init__(self, num_groups, num_channels, eps=1e-05, affine=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self.register_parameter("weight", Parameter(fg.ones(num_channels, dtype=dtype, device=device))
+                                if affine else None)
+        self.register_parameter("bias", Parameter(fg.zeros(num_channels, dtype=dtype, device=device))
+                                if affine and bias else None)
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
