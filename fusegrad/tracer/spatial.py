@@ -4,7 +4,7 @@ their ops; avg_pool2d and adaptive_avg_pool2d are composites (a depthwise convol
 
 import numpy as np
 
-from ..ir import OPS
+from ..ir import OPS, ShapeError
 from ..ir.ops import conv_windows
 from .dispatch import apply, promote_operands
 from .functions import _named, add, cat, div, mean, reshape, squeeze, sum as total, unsqueeze
@@ -64,6 +64,9 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError("non-positive groups is not supported")
     if weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 4-D weight (Cout, C/groups, kH, kW), got shape {list(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != tuple(weight.shape[:1]):   # a (1,) or (C, 1) bias would broadcast
+        raise RuntimeError(f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with "
+                           f"{weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead")
     pads = conv_padding(padding, tuple(weight.shape[2:]), stride, dilation)
     x, weight = promote_operands("conv2d", (x, weight))
     out = _checked_apply("conv2d", (x, weight),
@@ -84,7 +87,11 @@ def _checked_apply(name, inputs, attrs):
 def pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode):
     """(kernel, stride, ((top, bottom), (left, right)), dilation) of a pooling window, with ceil_mode's
     last, partial window made by extra bottom/right padding (one that starts in the input or the
-    top/left padding only, as PyTorch counts them)."""
+    top/left padding only, as PyTorch counts them). PyTorch's errors for an input with an empty
+    dimension other than the batch, and for windows that leave no output."""
+    if 0 in tuple(input.shape[-3:]):
+        raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but "
+                           f"got:{list(input.shape)}")
     kernel = _positive("kernel_size", pair("kernel_size", kernel_size))
     stride = kernel if stride is None or stride == [] or stride == () else _positive("stride", pair("stride", stride))
     pads = pair("padding", padding)
@@ -93,13 +100,18 @@ def pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode):
         if p < 0 or 2 * p > d * (k - 1) + 1:
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
-    padding = []
+    padding, sizes = [], []
     for size, p, k, s, d in zip(input.shape[-2:], pads, kernel, stride, dilation):
         span = size + 2 * p - d * (k - 1) - 1
         out = (span + (s - 1 if ceil_mode else 0)) // s + 1
         if ceil_mode and (out - 1) * s >= size + p:
             out -= 1
         padding.append((p, max(p, (out - 1) * s + d * (k - 1) + 1 - size - p)))
+        sizes.append(out)
+    if min(sizes) < 1:
+        c, h, w = input.shape[-3:]
+        raise ShapeError(f"Given input size: ({c}x{h}x{w}). Calculated output size: ({c}x{sizes[0]}x{sizes[1]}). "
+                         "Output size is too small")
     return kernel, stride, tuple(padding), dilation
 
 
@@ -108,7 +120,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     PyTorch returns them. The gradient goes to the cell of each window that the index names: its
     first maximal cell, or its last NaN."""
     x, unbatched = _batched("max_pool2d", input)
-    kernel, stride, padding, dilation = pool_geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation = pool_geometry(input, kernel_size, stride, padding, dilation, ceil_mode)
     attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
     out = _checked_apply("max_pool2d", (x,), attrs)
     if unbatched:
@@ -129,7 +141,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     convolution's) divided by each window's count: with count_include_pad the padding counts, but
     not the extra bottom/right cells a ceil_mode window reaches past it, as in PyTorch."""
     x, unbatched = _batched("avg_pool2d", input)
-    kernel, stride, padding, dilation = pool_geometry(x, kernel_size, stride, padding, 1, ceil_mode)
+    kernel, stride, padding, dilation = pool_geometry(input, kernel_size, stride, padding, 1, ceil_mode)
     channels = x.shape[1]
     ones = Tensor._make(np.ones((channels, 1) + kernel, x.dtype.np), x._device)
     sums = apply(OPS["conv2d"], (x, ones),
