@@ -18,6 +18,7 @@ function, after which it stays eager and says so once.
 """
 import builtins
 import collections.abc
+import copy
 import functools
 import inspect
 import operator
@@ -141,7 +142,7 @@ class _Guards:
         elif isinstance(obj, (list, tuple, dict)) and len(obj) > _BIG and _plain_values(obj):
             # a long container of plain values (a vocabulary, a table): one comparison with a copy
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
-            self.check(expr, type(obj)(obj), f"{what}: contents")
+            self.check(expr, copy.copy(obj), f"{what}: contents")
         elif isinstance(obj, (list, tuple)):
             self.check(f"type({expr})", type(obj), f"{what}: type", "is")
             self.check(f"len({expr})", len(obj), f"{what}: length")
@@ -948,24 +949,11 @@ class CompiledFunction:
         return self._capture(args, kwargs)
 
     def _capture(self, args, kwargs):
-        guards = _Guards()
-        names = self.parameter_names
-        # which arguments the call passes: one that the capture left to its default is a constant
-        guards.check("len(A)", len(args), "the number of positional arguments")
-        guards.check("sorted(K)", sorted(kwargs), "the keyword arguments passed")
-        for i, a in enumerate(args):
-            guards.walk(a, f"A[{i}]", names[i] if i < len(names) else f"argument {i}")
-        for k, v in kwargs.items():
-            guards.walk(v, f"K[{k!r}]", k)
-        target = self.fn
-        if isinstance(target, types.MethodType):
-            guards.walk(target.__self__, guards.hold(target.__self__), "self")
-            target = target.__func__
-        if isinstance(target, Module):
-            guards.walk(target, guards.hold(target), "module")
-        elif isinstance(target, types.FunctionType):
-            guards.code_of(target, 0)
-        guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
+        try:
+            guards = self._guards(args, kwargs)
+        except Exception as error:   # something the walk cannot read (a property that raises): eager
+            return self._not_captured(f"its guards could not be built ({type(error).__name__}: {error})",
+                                      self.fn(*args, **kwargs))
         trace = Trace(guards.sources, guards.tensor_paths)
         trace.caller = sys._getframe()
         rng = _rng_states()
@@ -1000,16 +988,9 @@ class CompiledFunction:
             except Exception as error:   # a trace the backend cannot compile runs eagerly, correctly
                 reason = f"compilation failed ({type(error).__name__}: {error})"
         trace.forget_frames()
-        self.attempts += 1
         if reason is not None:
-            if self.fullgraph:
-                raise CompileError(f"fusegrad.compile(fullgraph=True): {self.name} cannot be compiled as one "
-                                   f"graph: {reason}")
-            log("fallbacks", f"{self.name}: this call ran eagerly and is not reused: {reason}")
-            self.last_reason = reason
-            if self.attempts >= 2 * MAX_SPECIALISATIONS:
-                self._stay_eager(f"{self.attempts} captures could not be reused; the last because {reason}")
-            return _plain(result)
+            return self._not_captured(reason, result)
+        self.attempts += 1
         self.specialisations.append(spec)
         log("recompiles", lambda: f"{self.name}: specialisation {len(self.specialisations)} compiled: "
                                   f"{len(spec.graph.nodes)} nodes, {len(spec.plan.kernels)} kernels, "
@@ -1017,6 +998,40 @@ class CompiledFunction:
         log("fusion", lambda: spec.plan.describe())
         if len(self.specialisations) >= MAX_SPECIALISATIONS:
             self._stay_eager(f"it reached {MAX_SPECIALISATIONS} specialisations")
+        return _plain(result)
+
+    def _guards(self, args, kwargs):
+        """The guards of a call: a walk over what the function can reach."""
+        guards = _Guards()
+        names = self.parameter_names
+        # which arguments the call passes: one that the capture left to its default is a constant
+        guards.check("len(A)", len(args), "the number of positional arguments")
+        guards.check("sorted(K)", sorted(kwargs), "the keyword arguments passed")
+        for i, a in enumerate(args):
+            guards.walk(a, f"A[{i}]", names[i] if i < len(names) else f"argument {i}")
+        for k, v in kwargs.items():
+            guards.walk(v, f"K[{k!r}]", k)
+        target = self.fn
+        if isinstance(target, types.MethodType):
+            guards.walk(target.__self__, guards.hold(target.__self__), "self")
+            target = target.__func__
+        if isinstance(target, Module):
+            guards.walk(target, guards.hold(target), "module")
+        elif isinstance(target, types.FunctionType):
+            guards.code_of(target, 0)
+        guards.check(f"{guards.hold(grad_mode.state)}.enabled", grad_mode.state.enabled, "grad mode (enabled)")
+        return guards
+
+    def _not_captured(self, reason, result):
+        """A call that ran eagerly and is not reused: say why (raise, with fullgraph)."""
+        self.attempts += 1
+        if self.fullgraph:
+            raise CompileError(f"fusegrad.compile(fullgraph=True): {self.name} cannot be compiled as one "
+                               f"graph: {reason}")
+        log("fallbacks", f"{self.name}: this call ran eagerly and is not reused: {reason}")
+        self.last_reason = reason
+        if self.attempts >= 2 * MAX_SPECIALISATIONS:
+            self._stay_eager(f"{self.attempts} captures could not be reused; the last because {reason}")
         return _plain(result)
 
     def _stay_eager(self, why):

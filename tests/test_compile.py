@@ -2,6 +2,7 @@
 
 Each trap runs the same code eagerly and compiled, side by side, over calls that change what the
 Python code would do, and checks that results and state stay equal to eager's."""
+import collections
 import copy
 import random
 import types
@@ -400,6 +401,7 @@ def test_tensor_of_values_is_not_replayed_stale(make, replays):
 _SMALL_ARRAY = np.zeros(2)
 _TABLE = {("scale", 1): 1.0}
 _LONG = [0.0] * 100
+_LONG_DEFAULTS = collections.defaultdict(float, {k: 0.0 for k in range(100)})   # copied, not rebuilt
 
 
 class _Slotted:
@@ -423,10 +425,11 @@ _CONFIG.SCALE = 1.0
     (lambda: _TABLE[("scale", 1)], lambda k: _TABLE.__setitem__(("scale", 1), float(k))),   # a tuple key
     (lambda: _SLOTTED.scale, lambda k: setattr(_SLOTTED, "scale", float(k))),     # an object with __slots__
     (lambda: _LONG[7], lambda k: _LONG.__setitem__(7, float(k))),                  # a long list of numbers
+    (lambda: _LONG_DEFAULTS[7], lambda k: _LONG_DEFAULTS.__setitem__(7, float(k))),   # a long defaultdict
     (lambda: _CONFIG.SCALE, lambda k: setattr(_CONFIG, "SCALE", float(k))),       # a module's attribute
     (lambda: _Constants.scale, lambda k: setattr(_Constants, "scale", float(k))),  # a class constant
     (lambda: _Constants().scale, lambda k: setattr(_Constants, "scale", float(k))),   # through an instance
-], ids=["numpy_value", "tuple_key", "slots", "long_list", "module", "class", "instance"])
+], ids=["numpy_value", "tuple_key", "slots", "long_list", "long_defaultdict", "module", "class", "instance"])
 def test_python_values_read_from_unusual_places_are_guarded(read, change):
     """Values the guards did not look at: a small NumPy array's element, a dict entry under a tuple
     key, a __slots__ attribute, config.SCALE, a class constant. Replays kept the first call's value."""
@@ -437,6 +440,30 @@ def test_python_values_read_from_unusual_places_are_guarded(read, change):
         change(k)
         np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), f(fg.ones(2)).numpy())
     assert cf.replays == 2
+
+
+class _Unreadable:
+    def __getattribute__(self, name):
+        if name == "__dict__":
+            raise ValueError("not readable")
+        return object.__getattribute__(self, name)
+
+
+_UNREADABLE = _Unreadable()
+
+
+def test_objects_the_guards_cannot_read_make_the_call_eager():
+    """An object whose attributes raise when the guards walk them: the call runs eagerly with the
+    reason, instead of the walk's exception reaching the caller."""
+    def f(x):
+        assert _UNREADABLE is not None
+        return x * 3
+    cf = fg.compile(f)
+    for _ in range(2):
+        np.testing.assert_array_equal(cf(fg.ones(2)).numpy(), [3, 3])
+    assert cf.replays == 0 and cf.last_reason == "its guards could not be built (ValueError: not readable)"
+    with pytest.raises(fg.CompileError, match="its guards could not be built"):
+        fg.compile(f, fullgraph=True)(fg.ones(2))
 
 
 def test_seeding_inside_the_call_runs_eagerly():
