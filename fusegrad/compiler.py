@@ -811,6 +811,13 @@ _STATEFUL = (random.Random, np.random.Generator, np.random.RandomState, np.rando
 def _hidden_state(obj):
     """What a stateful object will do next, comparable with ==: a generator's state, an iterator's
     remaining length; None where it cannot be read (a generator function's, a file's)."""
+    try:
+        return _readable_state(obj)
+    except Exception:
+        return None
+
+
+def _readable_state(obj):
     if isinstance(obj, random.Random):
         return obj.getstate()
     if isinstance(obj, np.random.RandomState):
