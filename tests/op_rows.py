@@ -1561,3 +1561,39 @@ ERROR_ROWS += [
              r"^pixel_shuffle expects its input's 'channel' dimension to be divisible by the square of upscale_factor, "
              r"but input\.size\(-3\)=6 is not divisible by 4"),
 ]
+
+
+# ============================================================================= einsum: NumPy's einsum is the reference
+_EINSUM = [
+    ("einsum_matmul", "ij,jk->ik", ((2, 3), (3, 4))),
+    ("einsum_implicit", "ij,kj", ((2, 3), (4, 3))),
+    ("einsum_batched", "bij,bjk->bik", ((2, 3, 4), (2, 4, 2))),
+    ("einsum_attention", "bhqd,bhkd->bhqk", ((1, 2, 3, 4), (1, 2, 2, 4))),
+    ("einsum_ellipsis_broadcast", "...ij,...jk->...ik", ((2, 1, 3, 2), (4, 2, 3))),
+    ("einsum_diagonal", "ii->i", ((3, 3),)),
+    ("einsum_trace", "iij->j", ((3, 3, 2),)),
+    ("einsum_outer", "i,j->ij", ((2,), (3,))),
+    ("einsum_dot", "i,i->", ((4,), (4,))),
+    ("einsum_three", "ij,jk,kl->il", ((2, 3), (3, 2), (2, 4))),
+    ("einsum_permute_sum", "ijk->ki", ((2, 3, 4),)),
+    ("einsum_broadcast_label", "bi,bi->b", ((1, 3), (4, 3))),
+]
+for _name, _eq, _shapes in _EINSUM:
+    row(_name, lambda T, *xs, eq=_eq: T.einsum(eq, *xs), lambda *xs, eq=_eq: np.einsum(eq, *xs), (_shapes,))
+
+ERROR_ROWS += [
+    ErrorRow("einsum_sizes", lambda T: T.einsum("ij,jk->ik", _ones(T, 2, 3), _ones(T, 4, 4)), RuntimeError,
+             r"^einsum\(\): subscript j has size 4 for operand 1 which does not broadcast with previously seen size 3$"),
+    ErrorRow("einsum_unknown_output", lambda T: T.einsum("ij->k", _ones(T, 2, 3)), RuntimeError,
+             r"^einsum\(\): output subscript k does not appear in the equation for any input operand$"),
+    ErrorRow("einsum_repeated_output", lambda T: T.einsum("ij->ii", _ones(T, 2, 2)), RuntimeError,
+             r"^einsum\(\): output subscript i appears more than once in the output$"),
+    ErrorRow("einsum_bad_subscript", lambda T: T.einsum("i1->i", _ones(T, 2, 2)), RuntimeError,
+             r"^einsum\(\): invalid subscript given at index 1 in the equation string, subscripts must be in "
+             r"\[a-zA-Z\]$"),
+    ErrorRow("einsum_dims", lambda T: T.einsum("ij", _ones(T, 2, 3, 4)), RuntimeError,
+             r"^einsum\(\): the number of subscripts in the equation \(2\) does not match the number of dimensions "
+             r"\(3\) for operand 0 and no ellipsis was given$"),
+    ErrorRow("einsum_operands", lambda T: T.einsum("ij,jk", _ones(T, 2, 3)), RuntimeError,
+             r"^einsum\(\): fewer operands were provided than specified in the equation$"),
+]

@@ -27,7 +27,12 @@ FLOATS = ("float32", "float64")
 # grad_fn names that differ from PyTorch's on purpose: row name -> (fusegrad's name, why).
 _MATMUL = ("MatmulBackward0", "fusegrad records one matmul node; PyTorch's matmul is a composite for these "
            "ranks and reports its last reshape/squeeze/clone (SqueezeBackward4, UnsafeViewBackward0, ...)")
+_EINSUM_PATH = "einsum is a composite in both libraries, whose last op depends on the contraction path each takes"
 GRAD_FN_DIFFERENCES = {
+    "einsum_ellipsis_broadcast": ("PermuteBackward0", _EINSUM_PATH),
+    "einsum_diagonal": ("DiagonalBackward0", _EINSUM_PATH),
+    "einsum_outer": ("ViewBackward0", _EINSUM_PATH),
+    "einsum_permute_sum": ("PermuteBackward0", _EINSUM_PATH),
     "matmul_1d_2d": _MATMUL,
     "matmul_3d_1d": _MATMUL,
     "matmul_3d_broadcast": _MATMUL,

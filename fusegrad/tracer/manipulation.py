@@ -4,6 +4,7 @@ diag_embed, trace, take_along_dim, meshgrid and the Tensor.new_* factories.
 Composites of recorded ops (index, cat, reshape, expand, gather, index_put), so gradients and the
 compiler need nothing new; flip, and the diagonal of a layout no view of those ops reaches, are IR
 ops of their own (ir/ops.py). Results take PyTorch's grad_fn names."""
+import builtins
 import operator
 import warnings
 
@@ -12,8 +13,8 @@ import numpy as np
 from ..ir import OPS
 from . import factories
 from .dispatch import apply
-from .functions import (_named, _reads_data, cat, clone, expand, flatten, gather, index_select, narrow, permute,
-                        reshape, sum, transpose, unsqueeze)
+from .functions import (_named, _reads_data, cat, clone, expand, flatten, gather, index_select, matmul, narrow,
+                        permute, reshape, sum, transpose, unsqueeze)
 from .tensor import Tensor, _dim
 
 _new = Tensor._make
@@ -360,7 +361,139 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False, layo
 
 
 # module functions (torch.flip, ...); Tensor methods are these and METHOD_ONLY
+# ----------------------------------------------------------------------------- einsum
+# Labels are tokens: a letter, or ("...", k) for the k-th dimension an ellipsis covers counted from
+# the right, so that ellipses of different lengths line up as broadcasting does. Each operand first
+# takes the diagonal of a repeated label and sums the labels no one else needs; operands are then
+# contracted pairwise, left to right, each pair as one batched matmul (batch labels, the first's
+# own labels, the labels summed, the second's own labels).
+
+
+def _einsum_terms(equation, operands):
+    """(input token lists, output token list) of an equation, after PyTorch's checks."""
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) < len(operands):
+        raise RuntimeError("einsum(): more operands were provided than specified in the equation")
+    if len(terms) > len(operands):
+        raise RuntimeError("einsum(): fewer operands were provided than specified in the equation")
+    offset = 0
+
+    def tokens(term, covered):
+        nonlocal offset
+        for k, c in enumerate(term):
+            if c != "." and not ("a" <= c <= "z" or "A" <= c <= "Z"):
+                raise RuntimeError(f"einsum(): invalid subscript given at index {offset + k} in the equation "
+                                   "string, subscripts must be in [a-zA-Z]")
+        offset += len(term) + 1
+        head, dots, tail = term.partition("...")
+        return list(head) + [("...", k) for k in range(covered, 0, -1)] * bool(dots) + list(tail)
+
+    lists = []
+    for i, (term, x) in enumerate(zip(terms, operands)):
+        letters = len(term.replace("...", ""))
+        if "..." not in term and letters != x.ndim:
+            raise RuntimeError(f"einsum(): the number of subscripts in the equation ({letters}) does not match "
+                               f"the number of dimensions ({x.ndim}) for operand {i} and no ellipsis was given")
+        if letters > x.ndim:
+            raise RuntimeError(f"einsum(): the number of subscripts in the equation ({letters}) is more than the "
+                               f"number of dimensions ({x.ndim}) for operand {i}")
+        lists.append(tokens(term, x.ndim - letters))
+    covered = builtins.max((builtins.sum(isinstance(t, tuple) for t in term) for term in lists), default=0)
+    if arrow:
+        out = tokens(output, covered)
+        for t in out:
+            if out.count(t) > 1:
+                raise RuntimeError(f"einsum(): output subscript {t} appears more than once in the output")
+            if not isinstance(t, tuple) and all(t not in term for term in lists):
+                raise RuntimeError(f"einsum(): output subscript {t} does not appear in the equation for any input "
+                                   "operand")
+    else:   # the ellipsis dimensions, then the labels seen once, in alphabetical order
+        seen = [t for term in lists for t in term if not isinstance(t, tuple)]
+        out = [("...", k) for k in range(covered, 0, -1)] + sorted(t for t in set(seen) if seen.count(t) == 1)
+    return lists, out
+
+
+def einsum(equation, *operands):
+    """Sums of products over the labelled dimensions of the operands, as numpy.einsum and PyTorch's
+    (an explicit `->` output or the implicit one, `...`, repeated labels for diagonals, size-1
+    dimensions broadcast); differentiable through the ops it is made of."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    terms, output = _einsum_terms(equation, operands)
+    sizes = {}
+    for i, (term, x) in enumerate(zip(terms, operands)):
+        for t, n in zip(term, x.shape):
+            seen = sizes.get(t, 1)
+            if n != 1 and seen != 1 and n != seen:
+                raise RuntimeError(f"einsum(): subscript {'...' if isinstance(t, tuple) else t} has size {n} for "
+                                   f"operand {i} which does not broadcast with previously seen size {seen}")
+            sizes[t] = n if seen == 1 else seen   # 1 broadcasts to any size, 0 included
+    pending = [_einsum_prepare(x, term, terms[:i] + terms[i + 1:], output)
+               for i, (term, x) in enumerate(zip(terms, operands))]
+    x, term = pending[0]
+    for k in range(1, len(pending)):
+        later = {t for _, rest in pending[k + 1:] for t in rest}.union(output)
+        x, term = _einsum_pair(x, term, *pending[k], later, sizes)
+    gone = [d for d, t in enumerate(term) if t not in output]
+    if gone:
+        x, term = sum(x, gone), [t for t in term if t in output]
+    if len(term) < len(output):   # an output label only broadcast (size 1 where it appears)
+        x = reshape(x, *[x.shape[term.index(t)] if t in term else 1 for t in output])
+        term = list(output)
+    order = [term.index(t) for t in output]
+    return permute(x, order) if order != list(range(len(order))) else x
+
+
+def _einsum_prepare(x, term, others, output):
+    """An operand with its repeated labels taken as diagonals, and the labels that neither another
+    operand nor the output has summed out."""
+    term = list(term)
+    for t in list(dict.fromkeys(term)):
+        while term.count(t) > 1:
+            p = term.index(t)
+            q = term.index(t, p + 1)
+            x = diagonal(x, 0, p, q)   # the diagonal's dimension goes last
+            term = [u for k, u in enumerate(term) if k not in (p, q)] + [t]
+    needed = set(output).union(*map(set, others))
+    gone = [d for d, t in enumerate(term) if t not in needed]
+    if gone:
+        x, term = sum(x, gone), [t for t in term if t in needed]
+    return x, term
+
+
+def _einsum_pair(a, ta, b, tb, later, sizes):
+    """a and b contracted into one tensor by one batched matmul: (batch, a's own, summed) times
+    (batch, summed, b's own)."""
+    batch = [t for t in ta if t in tb and t in later]
+    summed = [t for t in ta if t in tb and t not in later]
+    left, right = [t for t in ta if t not in tb], [t for t in tb if t not in ta]
+    shared = set(batch + summed)
+
+    def arranged(x, term, groups):
+        labels = [t for group in groups for t in group]
+        order = [term.index(t) for t in labels]
+        x = permute(x, order) if order != list(range(len(order))) else x
+        full = [sizes[t] if t in shared else n for t, n in zip(labels, x.shape)]
+        if list(x.shape) != full:   # a size-1 dimension broadcast against the other operand's
+            x = expand(x, *full)
+        size = dict(zip(labels, full))
+        return reshape(x, *[_product(size[t] for t in group) for group in groups]), size
+
+    a3, a_sizes = arranged(a, ta, (batch, left, summed))
+    b3, b_sizes = arranged(b, tb, (batch, summed, right))
+    shape = [sizes[t] for t in batch] + [a_sizes[t] for t in left] + [b_sizes[t] for t in right]
+    return reshape(matmul(a3, b3), *shape), batch + left + right
+
+
+def _product(values):
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
 __all__ = ["flip", "fliplr", "flipud", "roll", "rot90", "tile", "repeat_interleave", "diagonal", "diag",
-           "diag_embed", "trace", "take_along_dim", "meshgrid"]
+           "diag_embed", "trace", "take_along_dim", "meshgrid", "einsum"]
 METHOD_ONLY = ["repeat", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"]
-METHODS = [name for name in __all__ if name != "meshgrid"] + METHOD_ONLY
+METHODS = [name for name in __all__ if name not in ("meshgrid", "einsum")] + METHOD_ONLY
