@@ -588,10 +588,14 @@ def kthvalue(input, k, dim=-1, keepdim=False):
 # ----------------------------------------------------------------------------- scatter and index_*
 
 
-def _scatter_index(name, input, d, index, src_shape):
-    """Check an index tensor of scatter/scatter_add as PyTorch does."""
+def _integer_index(name, index):
     if index._data.dtype != np.int64 and index._data.dtype != np.int32:
         raise RuntimeError(f"{name}(): Expected dtype int32/int64 for index")
+
+
+def _scatter_index(name, input, d, index, src_shape):
+    """Check an index tensor of scatter/scatter_add as PyTorch does."""
+    _integer_index(name, index)
     shape, idx = input._data.shape, index._data.shape
     if len(idx) != len(shape) or builtins.any(n > m for k, (n, m) in enumerate(zip(idx, shape)) if k != d) \
             or (src_shape is not None and builtins.any(n > m for n, m in zip(idx, src_shape))):
@@ -638,13 +642,11 @@ def scatter_add(input, dim, index, src):
 
 def _along(name, input, d, index, shape):
     """A 1-D index of positions along dim d, as a scatter index of `shape` (recorded ops, so a
-    compiled step reads each call's index)."""
+    compiled step reads each call's index). Its range is the caller's to check."""
     if index._data.ndim > 1:
         raise IndexError(f"{name}(): Index is supposed to be a vector, but got dim: {index._data.ndim} with type: "
                          f"Long and size: {list(index._data.shape)}")
-    if index._data.dtype != np.int64 and index._data.dtype != np.int32:
-        raise RuntimeError(f"{name}(): Expected dtype int32/int64 for index")
-    check_index_range(name, index._data, input._data.shape[d] if input._data.ndim else 1, d)
+    _integer_index(name, index)
     ndim = builtins.max(input._data.ndim, 1)
     column = reshape(index, *[-1 if k == d else 1 for k in range(ndim)])
     return expand(column, *shape) if input._data.ndim else reshape(index, ())
@@ -661,7 +663,9 @@ def _index_source(name, input, d, index, source, message):
     if len(given) == len(shape) and builtins.any(n != m for k, (n, m) in enumerate(zip(given, shape)) if k != d):
         raise RuntimeError(f"{name}(): source tensor shape must match self tensor shape, excluding the specified "
                            f"dimension. Got self.shape = {list(shape)} source.shape = {list(given)}")
-    return _along(name, input, d, index, source._data.shape)
+    where = _along(name, input, d, index, source._data.shape)
+    check_index_range(name, index._data, shape[d] if shape else 1, d)
+    return where
 
 
 def index_add(input, dim, index, source, *, alpha=1):
