@@ -80,6 +80,8 @@ def _slots(obj):
     """The attribute names an object keeps in __slots__ (not its __dict__ or weak references)."""
     return [name for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())
             if name not in ("__dict__", "__weakref__") and isinstance(name, str)]
+
+
 _new = Tensor._make
 
 
@@ -179,7 +181,7 @@ class _Guards:
             self.code_of(obj, depth + 1)
         elif isinstance(obj, (types.ModuleType, type)):
             self.namespace(obj, expr, what, depth)
-        elif not isinstance(obj, (types.ModuleType, type, types.BuiltinFunctionType)):
+        elif not isinstance(obj, types.BuiltinFunctionType):
             self.check(expr, obj, f"{what}: the same object", "is")
             if depth < 3 and isinstance(getattr(obj, "__dict__", None), dict) and id(obj) not in self.paths:
                 # a plain object (a trainer holding a model, a config): what it holds is read too
